@@ -1,0 +1,53 @@
+"""Where the project keeps its data and which environment variables configure it.
+
+Every default lives here so the CLI, the Dagster definitions and the tests agree on them.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+DATABASE_URL_ENV = "FEEDBACK_LOOP_DATABASE_URL"
+SOURCE_URL_ENV = "FEEDBACK_LOOP_SOURCE_URL"
+DATA_DIR_ENV = "FEEDBACK_LOOP_DATA_DIR"
+START_DATE_ENV = "FEEDBACK_LOOP_START_DATE"
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Fixed so partition keys never move under a user's feet; override with FEEDBACK_LOOP_START_DATE.
+DEFAULT_WINDOW_START_DATE = "2025-01-01"
+SOURCE_TABLE = "hook_executions"
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data")
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{data_dir() / 'feedback_loop.db'}"
+
+
+def database_url() -> str:
+    return os.environ.get(DATABASE_URL_ENV) or default_database_url()
+
+
+def source_url() -> str:
+    return os.environ.get(SOURCE_URL_ENV) or database_url()
+
+
+def window_start_date() -> str:
+    """The first daily window; validated here so a typo fails at load time with a clear message."""
+    raw = os.environ.get(START_DATE_ENV) or DEFAULT_WINDOW_START_DATE
+    try:
+        date.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{START_DATE_ENV}={raw!r} is not a date in YYYY-MM-DD form") from None
+    return raw
+
+
+def dagster_home() -> Path:
+    """The Dagster instance folder: $DAGSTER_HOME, else a git-ignored folder in the project."""
+    home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    return home

@@ -1,0 +1,1 @@
+"""Database access shared by every stage: engines, table definitions and versioned migrations."""

@@ -1,0 +1,67 @@
+"""The stored mapping between pattern ids and their partition keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from feedback_loop_dagster.lib.partition_keys import safe_partition_key
+from feedback_loop_dagster.lib.storage.tables import partition_keys
+from feedback_loop_dagster.lib.storage.writes import upsert
+
+
+class UnknownPartitionKey(LookupError):
+    pass
+
+
+def register_pattern_ids(engine: Engine, pattern_ids: Iterable[str]) -> dict[str, str]:
+    """Record the partition key of each pattern id (idempotent); returns id -> key."""
+    keys = {pattern_id: safe_partition_key(pattern_id) for pattern_id in set(pattern_ids)}
+    if not keys:
+        return {}
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        upsert(
+            conn,
+            partition_keys,
+            [{"partition_key": k, "pattern_id": p, "created_at": now} for p, k in keys.items()],
+            ["pattern_id"],
+            update=False,
+        )
+        stored = dict(
+            conn.execute(
+                sa.select(partition_keys.c.pattern_id, partition_keys.c.partition_key).where(
+                    partition_keys.c.partition_key.in_(list(keys.values()))
+                )
+            ).all()
+        )
+    clashes = {p: k for p, k in keys.items() if stored.get(p) != k}
+    if clashes:
+        raise ValueError(
+            "partition key collision: "
+            + "; ".join(f"pattern {p!r} -> key {k!r} is taken by another pattern" for p, k in clashes.items())
+        )
+    return keys
+
+
+def pattern_ids_for_keys(engine: Engine, keys: Iterable[str]) -> dict[str, str]:
+    """key -> original pattern id; every key must have been registered."""
+    wanted = sorted(set(keys))
+    with engine.connect() as conn:
+        found = dict(
+            conn.execute(
+                sa.select(partition_keys.c.partition_key, partition_keys.c.pattern_id).where(
+                    partition_keys.c.partition_key.in_(wanted)
+                )
+            ).all()
+        )
+    missing = [k for k in wanted if k not in found]
+    if missing:
+        raise UnknownPartitionKey(
+            f"no pattern is registered for partition key(s) {missing[:5]}: register patterns with "
+            "`feedback-loop patterns sync` or let new_executions_sensor add them"
+        )
+    return found
