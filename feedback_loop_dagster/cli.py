@@ -1,0 +1,166 @@
+"""`feedback-loop`: set up the databases, simulate executions, and run the loop from the shell."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, date, datetime, timedelta
+
+import click
+
+from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib.storage.database import StorageError, get_engine
+
+
+def _engines():
+    return get_engine(settings.database_url()), get_engine(settings.source_url())
+
+
+def _instance():
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home())
+    return dg.DagsterInstance.get()
+
+
+class FriendlyGroup(click.Group):
+    """Turns the errors users can fix (bad URL, missing table, bad value) into one line and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (StorageError, ValueError, LookupError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=FriendlyGroup)
+def main() -> None:
+    """Feedback loop for patterns, on Dagster."""
+
+
+@main.command("init-db")
+def init_db() -> None:
+    """Create or migrate hook_executions and the warehouse tables (idempotent)."""
+    from feedback_loop_dagster.lib.storage.migrations import init_databases
+
+    warehouse, source = _engines()
+    applied = init_databases(warehouse, source)
+    for component, steps in applied.items():
+        if steps:
+            for step in steps:
+                click.echo(f"{component}: applied migration {step.version} ({step.name})")
+        else:
+            click.echo(f"{component}: up to date")
+
+
+@main.command()
+@click.option("--patterns", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option("--days", default=14, show_default=True, type=click.IntRange(min=1))
+@click.option("--per-day", default=200, show_default=True, type=click.IntRange(min=1), help="Executions per pattern and day.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--malformed-share", default=0.02, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--end-date", type=click.DateTime(["%Y-%m-%d"]), help="Exclusive end of the simulated days [default: today, UTC].")
+def simulate(patterns: int, days: int, per_day: int, seed: int, malformed_share: float, end_date) -> None:
+    """Write deterministic, realistic executions into hook_executions (demo and test data)."""
+    from feedback_loop_dagster.simulator import SimulationConfig, simulate_to_database
+
+    _, source = _engines()
+    config = SimulationConfig(
+        patterns=patterns,
+        days=days,
+        per_day=per_day,
+        seed=seed,
+        malformed_share=malformed_share,
+        end_date=end_date.date() if end_date else datetime.now(UTC).date(),
+    )
+    written = simulate_to_database(source, config)
+    click.echo(f"wrote {written} executions for {patterns} pattern(s) over {days} day(s)")
+
+
+@main.group()
+def patterns() -> None:
+    """Patterns and their partition keys."""
+
+
+@patterns.command("sync")
+def patterns_sync() -> None:
+    """Register every pattern id found in the source as a partition of the `patterns` dimension."""
+    click.echo(f"{len(_sync_patterns())} pattern(s) registered")
+
+
+def _sync_patterns() -> dict[str, str]:
+    import sqlalchemy as sa
+
+    from feedback_loop_dagster.defs.runs import add_pattern_partitions
+    from feedback_loop_dagster.lib.collect.collector import source_columns
+    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+
+    warehouse, source = _engines()
+    source_columns(source)
+    with source.connect() as conn:
+        ids = conn.scalars(sa.text(f'SELECT DISTINCT pattern_id FROM "{settings.SOURCE_TABLE}"')).all()
+    keys = register_pattern_ids(warehouse, [i for i in ids if i])
+    add_pattern_partitions(_instance(), sorted(keys.values()))
+    return keys
+
+
+@main.command()
+@click.option("--patterns", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option("--days", default=14, show_default=True, type=click.IntRange(min=1))
+@click.option("--per-day", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=7, show_default=True, type=int)
+def demo(patterns: int, days: int, per_day: int, seed: int) -> None:
+    """Fresh demo: simulate executions and materialise every partition into the local instance."""
+    from feedback_loop_dagster.lib.storage.migrations import init_databases
+    from feedback_loop_dagster.simulator import SimulationConfig, simulate_to_database
+
+    warehouse, source = _engines()
+    init_databases(warehouse, source)
+    end = datetime.now(UTC).date()
+    written = simulate_to_database(
+        source, SimulationConfig(patterns=patterns, days=days, per_day=per_day, seed=seed, end_date=end)
+    )
+    click.echo(f"simulated {written} executions for {patterns} patterns over the {days} days before {end}")
+    keys = _sync_patterns()
+    _materialize(sorted(keys.values()), end - timedelta(days=days), end - timedelta(days=1))
+    _print_collection_summary(warehouse, sorted(keys.values()))
+    click.echo(f"\nBrowse it: make ui  (Dagster instance in {settings.dagster_home()})")
+
+
+def _materialize(pattern_keys: list[str], first: date, last: date) -> None:
+    from feedback_loop_dagster.defs.runs import materialize_windows
+    from feedback_loop_dagster.definitions import defs
+
+    results = materialize_windows(defs, _instance(), pattern_keys, first, last)
+    click.echo(f"materialised {len(pattern_keys)} pattern(s) x {(last - first).days + 1} window(s) in {len(results)} run(s)")
+
+
+def _print_collection_summary(warehouse, pattern_keys: list[str]) -> None:
+    import sqlalchemy as sa
+
+    from feedback_loop_dagster.lib.storage.tables import feedback_partitions as fp
+    from feedback_loop_dagster.lib.storage.tables import feedback_quarantine as fq
+
+    with warehouse.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                fp.c.pattern_id,
+                sa.func.count().label("windows"),
+                sa.func.sum(fp.c.source_rows),
+                sa.func.sum(fp.c.valid_rows),
+                sa.func.sum(fp.c.quarantined_rows),
+            )
+            .where(fp.c.pattern_key.in_(pattern_keys))
+            .group_by(fp.c.pattern_id)
+            .order_by(fp.c.pattern_id)
+        ).all()
+        reasons = conn.execute(
+            sa.select(fq.c.reason, sa.func.count()).group_by(fq.c.reason).order_by(sa.func.count().desc())
+        ).all()
+    click.echo(f"\n{'pattern':<32} {'windows':>7} {'source':>8} {'valid':>8} {'quarantined':>11}")
+    for pattern_id, windows, total, valid, bad in rows:
+        click.echo(f"{pattern_id!r:<32} {windows:>7} {total:>8} {valid:>8} {bad:>11}")
+    click.echo("\nquarantine reasons:")
+    for reason, count in reasons:
+        click.echo(f"  {count:>5}  {reason}")

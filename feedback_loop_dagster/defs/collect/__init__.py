@@ -1,0 +1,1 @@
+"""Stage 1: collect and validate feedback per (pattern, window)."""

@@ -1,0 +1,14 @@
+"""Jobs over the loop's assets."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+# Runs carry their pattern partition key in this tag so the run queue can allow one run per pattern.
+PATTERN_TAG = "feedback_loop/pattern"
+
+feedback_loop_job = dg.define_asset_job(
+    "feedback_loop_job",
+    selection=dg.AssetSelection.groups("collect"),
+    description="The feedback loop for one (pattern, window) partition or a range of them.",
+)

@@ -1,0 +1,59 @@
+"""Materialising partitions in-process, as the CLI and the demo do, by set-based range runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from feedback_loop_dagster.defs.jobs import PATTERN_TAG
+from feedback_loop_dagster.defs.partitions import partition_key, patterns_partitions
+
+
+def add_pattern_partitions(instance: dg.DagsterInstance, pattern_keys: Sequence[str]) -> list[str]:
+    """Adds the keys the instance does not know yet; returns those."""
+    known = set(instance.get_dynamic_partitions(patterns_partitions.name))
+    new = [k for k in dict.fromkeys(pattern_keys) if k not in known]
+    if new:
+        instance.add_dynamic_partitions(patterns_partitions.name, new)
+    return new
+
+
+def contiguous_blocks(instance: dg.DagsterInstance, pattern_keys: Sequence[str]) -> list[list[str]]:
+    """Splits keys into runs of neighbours in the instance's partition order, each a valid range."""
+    order = instance.get_dynamic_partitions(patterns_partitions.name)
+    position = {k: i for i, k in enumerate(order)}
+    unknown = [k for k in pattern_keys if k not in position]
+    if unknown:
+        raise ValueError(f"unknown pattern partition key(s): {unknown[:5]}")
+    blocks: list[list[str]] = []
+    for key in sorted(set(pattern_keys), key=position.__getitem__):
+        if blocks and position[key] == position[blocks[-1][-1]] + 1:
+            blocks[-1].append(key)
+        else:
+            blocks.append([key])
+    return blocks
+
+
+def materialize_windows(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    pattern_keys: Sequence[str],
+    first_window: date,
+    last_window: date,
+    job_name: str = "feedback_loop_job",
+) -> list[dg.ExecuteInProcessResult]:
+    """One range run per contiguous block of patterns over [first_window, last_window]."""
+    job = defs.resolve_job_def(job_name)
+    results = []
+    for block in contiguous_blocks(instance, pattern_keys):
+        tags = {
+            ASSET_PARTITION_RANGE_START_TAG: str(partition_key(block[0], first_window)),
+            ASSET_PARTITION_RANGE_END_TAG: str(partition_key(block[-1], last_window)),
+        }
+        if len(block) == 1:
+            tags[PATTERN_TAG] = block[0]
+        results.append(job.execute_in_process(instance=instance, tags=tags, raise_on_error=True))
+    return results
