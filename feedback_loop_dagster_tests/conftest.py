@@ -1,0 +1,129 @@
+"""Shared fixtures: every database test runs on SQLite and on a real PostgreSQL.
+
+PostgreSQL comes from FEEDBACK_LOOP_TEST_POSTGRES_URL (an admin URL, e.g.
+postgresql+psycopg://postgres@127.0.0.1:5432/postgres), else the local default; when none
+answers the suite tries to start the local cluster. Without one, PostgreSQL tests are skipped
+loudly, except under CI=true or FEEDBACK_LOOP_REQUIRE_POSTGRES=1, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine
+from feedback_loop_dagster.lib.storage.migrations import init_databases
+
+DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+_postgres_state: dict[str, str | None] = {}
+
+
+def _postgres_required() -> bool:
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get("FEEDBACK_LOOP_REQUIRE_POSTGRES") == "1"
+
+
+def _try_connect(url: str) -> str | None:
+    try:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return None
+    except Exception as exc:  # any failure means "not usable here"; the reason is reported
+        return str(exc).splitlines()[0]
+
+
+def _start_local_cluster() -> None:
+    if not shutil.which("pg_ctlcluster") or not Path("/etc/postgresql").is_dir():
+        return
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    time.sleep(2)
+
+
+def postgres_admin_url() -> str:
+    """The admin URL, or pytest.skip/fail with the reason it is unusable."""
+    if "url" not in _postgres_state:
+        url = os.environ.get("FEEDBACK_LOOP_TEST_POSTGRES_URL") or DEFAULT_ADMIN_URL
+        error = _try_connect(url)
+        if error:
+            _start_local_cluster()
+            error = _try_connect(url)
+        _postgres_state.update(url=url, error=error)
+        if error:
+            warnings.warn(f"PostgreSQL tests cannot run: {error}", stacklevel=1)
+    if _postgres_state["error"]:
+        message = f"PostgreSQL at {_postgres_state['url']} is not usable: {_postgres_state['error']}"
+        if _postgres_required():
+            pytest.fail(message + " (required: CI=true or FEEDBACK_LOOP_REQUIRE_POSTGRES=1)")
+        pytest.skip(message)
+    return _postgres_state["url"]
+
+
+def create_postgres_database() -> str:
+    admin_url = postgres_admin_url()
+    name = f"fld_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(url: str) -> None:
+    dispose_engine(url)
+    name = make_url(url).database
+    admin = sa.create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path) -> str:
+    """A fresh, empty database of each kind, dropped afterwards."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+        yield url
+        dispose_engine(url)
+    else:
+        url = create_postgres_database()
+        yield url
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+def migrated_url(database_url) -> str:
+    """A fresh database with the source table and the warehouse schema."""
+    engine = get_engine(database_url)
+    init_databases(engine, engine)
+    return database_url
+
+
+@pytest.fixture
+def engine(migrated_url):
+    return get_engine(migrated_url)
+
+
+@pytest.fixture
+def project_env(monkeypatch, migrated_url, tmp_path):
+    """Environment that points the CLI and the code location at the test database and instance."""
+    monkeypatch.setenv(settings.DATABASE_URL_ENV, migrated_url)
+    monkeypatch.delenv(settings.SOURCE_URL_ENV, raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    return migrated_url
