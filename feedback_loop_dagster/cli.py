@@ -164,3 +164,7 @@ def _print_collection_summary(warehouse, pattern_keys: list[str]) -> None:
     click.echo("\nquarantine reasons:")
     for reason, count in reasons:
         click.echo(f"  {count:>5}  {reason}")
+
+
+if __name__ == "__main__":
+    main()

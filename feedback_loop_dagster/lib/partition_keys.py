@@ -3,7 +3,7 @@
 Dagster rejects `| , [ ]`, `...`, control characters and very long keys, and silently drops
 multi-partition keys it cannot split. A pattern id that is already a conservative key is used
 as is; any other id becomes `slug-<hash>`, stable across processes and machines. The mapping is
-stored in the warehouse (`partition_keys`); data rows always keep the original id.
+stored in the warehouse (`patterns`); data rows always keep the original id.
 """
 
 from __future__ import annotations

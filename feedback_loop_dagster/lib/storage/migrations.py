@@ -40,9 +40,9 @@ SOURCE_MIGRATIONS: Sequence[Migration] = (
 WAREHOUSE_MIGRATIONS: Sequence[Migration] = (
     Migration(
         1,
-        "feedback collection: partition keys, feedback, quarantine, partition accounting",
+        "feedback collection: patterns, feedback, quarantine, partition accounting",
         _create(
-            tables.partition_keys,
+            tables.patterns,
             tables.feedback,
             tables.feedback_quarantine,
             tables.feedback_partitions,

@@ -1,4 +1,4 @@
-"""The stored mapping between pattern ids and their partition keys."""
+"""The pattern registry's mapping between pattern ids and their partition keys."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from feedback_loop_dagster.lib.partition_keys import safe_partition_key
-from feedback_loop_dagster.lib.storage.tables import partition_keys
+from feedback_loop_dagster.lib.storage.tables import patterns
 from feedback_loop_dagster.lib.storage.writes import upsert
 
 
@@ -26,15 +26,15 @@ def register_pattern_ids(engine: Engine, pattern_ids: Iterable[str]) -> dict[str
     with engine.begin() as conn:
         upsert(
             conn,
-            partition_keys,
+            patterns,
             [{"partition_key": k, "pattern_id": p, "created_at": now} for p, k in keys.items()],
             ["pattern_id"],
             update=False,
         )
         stored = dict(
             conn.execute(
-                sa.select(partition_keys.c.pattern_id, partition_keys.c.partition_key).where(
-                    partition_keys.c.partition_key.in_(list(keys.values()))
+                sa.select(patterns.c.pattern_id, patterns.c.partition_key).where(
+                    patterns.c.partition_key.in_(list(keys.values()))
                 )
             ).all()
         )
@@ -53,8 +53,8 @@ def pattern_ids_for_keys(engine: Engine, keys: Iterable[str]) -> dict[str, str]:
     with engine.connect() as conn:
         found = dict(
             conn.execute(
-                sa.select(partition_keys.c.partition_key, partition_keys.c.pattern_id).where(
-                    partition_keys.c.partition_key.in_(wanted)
+                sa.select(patterns.c.partition_key, patterns.c.pattern_id).where(
+                    patterns.c.partition_key.in_(wanted)
                 )
             ).all()
         )

@@ -51,12 +51,13 @@ schema_migrations = sa.Table(
     sa.Column("applied_at", Timestamp, nullable=False),
 )
 
-# The pattern dimension's partition key for each pattern id (identity when the id is a safe key).
-partition_keys = sa.Table(
-    "partition_keys",
+# Every known pattern, with its key in the `patterns` partition dimension (identity when the id
+# is already a safe key).
+patterns = sa.Table(
+    "patterns",
     warehouse_metadata,
-    sa.Column("partition_key", sa.Text, primary_key=True),
-    sa.Column("pattern_id", sa.Text, nullable=False, unique=True),
+    sa.Column("pattern_id", sa.Text, primary_key=True),
+    sa.Column("partition_key", sa.Text, nullable=False, unique=True),
     sa.Column("created_at", Timestamp, nullable=False),
 )
 
