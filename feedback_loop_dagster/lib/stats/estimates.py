@@ -1,0 +1,136 @@
+"""The common result of every two-sample test, and the relative effect.
+
+All tests compare ``treatment - control`` on the scale of their statistic
+(difference of rates, of means, or of log-means for latency) and return an
+:class:`EffectEstimate`.  Non-finite numbers (an infinite bound of a one-sided
+interval, the standard error of an arm with fewer than two observations) are
+legitimate values here; :meth:`EffectEstimate.to_dict` turns them into
+``None`` for JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EffectEstimate", "relative_effect", "json_safe", "ALTERNATIVES", "normalise_alternative"]
+
+INF = math.inf
+
+ALTERNATIVES = ("two-sided", "greater", "less")
+_ALIASES = {"two-sided": "two-sided", "two_sided": "two-sided", "greater": "greater", "larger": "greater",
+            "less": "less", "smaller": "less"}
+
+
+def normalise_alternative(alternative: str) -> str:
+    try:
+        return _ALIASES[alternative]
+    except KeyError:
+        raise ValueError(
+            f"alternative must be one of {ALTERNATIVES} (or statsmodels' 'larger'/'smaller'), got {alternative!r}"
+        ) from None
+
+
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats by ``None``, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.generic):  # numpy scalars -> Python numbers
+        return json_safe(value.item())
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class EffectEstimate:
+    """Effect of treatment over control with its uncertainty.
+
+    ``effect`` is ``treatment - control`` on the test's scale (log scale for
+    latency); ``relative`` is ``treatment / control - 1`` of the arithmetic
+    means (for latency: of the geometric means, i.e. ``exp(effect) - 1``).
+    ``ci_lower``/``ci_upper`` bound ``effect`` at level ``1 - alpha`` (an
+    always-valid confidence sequence for the sequential test); one-sided tests
+    have one infinite bound.  ``relative`` is ``None`` when the control mean is
+    0 (no relative change is defined).
+    """
+
+    method: str
+    alternative: str
+    alpha: float
+    n_control: int
+    n_treatment: int
+    mean_control: float
+    mean_treatment: float
+    effect: float
+    se: float
+    statistic: float
+    p_value: float
+    ci_lower: float
+    ci_upper: float
+    relative: float | None
+    relative_ci_lower: float | None
+    relative_ci_upper: float | None
+    df: float | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+
+def _bound(center: float, mult: float, se: float, sign: float) -> float:
+    if math.isinf(mult):
+        return sign * INF
+    if math.isinf(se):
+        return sign * INF if se > 0 else center
+    return center + sign * mult * se
+
+
+def relative_effect(
+    mean_c: float,
+    mean_t: float,
+    var_c: float,
+    var_t: float,
+    n_c: int,
+    n_t: int,
+    mult_lower: float,
+    mult_upper: float,
+    log_scale: bool = False,
+    ci_lower: float = -INF,
+    ci_upper: float = INF,
+) -> tuple[float | None, float | None, float | None]:
+    """Relative effect ``treatment / control - 1`` with its interval.
+
+    * ``log_scale=True`` (latency): the means are means of logs, so the ratio
+      of geometric means is ``exp(effect)`` and its interval is the exact
+      transform ``exp(ci) - 1`` of the interval on the log scale.
+    * otherwise the delta method for a ratio of independent means
+      (Deng, Knoblich, Lu, "Applying the Delta Method in Metric Analytics",
+      KDD 2018, Section 3; also Kohavi, Tang, Xu, "Trustworthy Online
+      Controlled Experiments", 2020, ch. 18):
+      ``Var(m_t / m_c) ~= var_t / (n_t m_c^2) + m_t^2 var_c / (n_c m_c^4)``,
+      and the interval is ``rel -/+ mult * se_rel`` with the multipliers of
+      the absolute interval (normal/t quantile, or the mixture boundary).
+    """
+    if log_scale:
+        rel = math.expm1(mean_t - mean_c)
+        lo = math.expm1(ci_lower) if ci_lower > -INF else -1.0
+        hi = math.expm1(ci_upper) if ci_upper < INF else INF
+        return rel, lo, hi
+    if mean_c == 0.0 or n_c < 1 or n_t < 1:
+        return None, None, None
+    ratio = mean_t / mean_c
+    if not math.isfinite(ratio):
+        return None, None, None
+    rel = ratio - 1.0
+    if n_c < 2 or n_t < 2:
+        return rel, -INF, INF
+    # divided twice by mean_c rather than by mean_c^2, which may underflow
+    var_rel = (var_t / n_t + ratio * ratio * var_c / n_c) / mean_c / mean_c
+    se_rel = math.sqrt(var_rel)
+    return rel, _bound(rel, mult_lower, se_rel, -1.0), _bound(rel, mult_upper, se_rel, +1.0)

@@ -1,0 +1,341 @@
+"""The decision rule: direction, guardrails, SRM, gates, Holm, review, JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from statsmodels.stats.multitest import multipletests
+
+from feedback_loop_dagster.lib.stats import (
+    DECISIONS,
+    ArmStats,
+    ExperimentResult,
+    LogMeanStats,
+    MeanStats,
+    Policy,
+    ProportionStats,
+    evaluate_experiment,
+    evaluate_metric,
+    holm_adjust,
+)
+
+
+def mean_stats(n: int, mean: float, sd: float, cls=MeanStats):
+    """Statistics of n values with this mean and sample sd (what SQL aggregates give)."""
+    return cls(n, n * mean, (n - 1) * sd * sd + n * mean * mean)
+
+
+def arm(n=1000, success=0.9, latency_ms=1000.0, latency_sd=0.5, quality=0.7, quality_sd=0.15,
+        rating=None, retries=None, executions=None):
+    return ArmStats(
+        executions=n if executions is None else executions,
+        success=None if success is None else ProportionStats(n, round(success * n)),
+        latency=None if latency_ms is None else mean_stats(n, math.log(latency_ms), latency_sd, LogMeanStats),
+        quality=None if quality is None else mean_stats(n, quality, quality_sd),
+        rating=None if rating is None else mean_stats(n, rating, 0.2),
+        retries=None if retries is None else mean_stats(n, retries, 0.5),
+    )
+
+
+PERF = Policy(feedback_type="performance")
+
+
+def test_latency_improvement_is_applied_with_seed_fields():
+    r = evaluate_experiment(arm(), arm(latency_ms=850.0), PERF)
+    assert r.decision == "apply" and r.recommendation == "apply" and not r.needs_review
+    assert r.lead_metric == "latency" and r.primary_metrics == ("latency",)
+    lat = r.metrics["latency"]
+    assert lat.significant_improvement and not lat.significant_harm
+    assert lat.relative_effect == pytest.approx(-0.15, rel=1e-9)
+    assert r.performance_delta == pytest.approx(0.15, rel=1e-9)  # positive = better (faster)
+    assert r.p_value == lat.p_value
+    assert r.confidence_score == 1.0 - r.p_value
+    assert r.statistically_significant is True
+    assert r.sample_size == 2000 and (r.n_control, r.n_treatment) == (1000, 1000)
+    assert "latency 15.0% lower" in r.reason and "guardrails hold" in r.reason and "n=1000/1000" in r.reason
+
+
+def test_latency_regression_is_rejected_never_applied():
+    r = evaluate_experiment(arm(), arm(latency_ms=1150.0), PERF)
+    assert r.decision == "reject"
+    assert r.metrics["latency"].significant_harm
+    assert r.performance_delta == pytest.approx(-0.15, rel=1e-9)
+    assert "significant harm" in r.reason
+
+
+def test_swapping_arms_flips_the_decision():
+    a, b = arm(), arm(latency_ms=850.0)
+    assert evaluate_experiment(a, b, PERF).decision == "apply"
+    assert evaluate_experiment(b, a, PERF).decision == "reject"
+
+
+@pytest.mark.parametrize("q,expected", [(0.75, "apply"), (0.65, "reject"), (0.701, "continue")])
+def test_quality_feedback_type(q, expected):
+    r = evaluate_experiment(arm(), arm(quality=q), Policy(feedback_type="quality"))
+    assert r.decision == expected
+    assert r.primary_metrics == ("quality",)
+
+
+@pytest.mark.parametrize("ftype", ["reliability", "usage"])
+def test_reliability_and_usage_use_the_success_rate(ftype):
+    r = evaluate_experiment(arm(success=0.85), arm(success=0.92), Policy(feedback_type=ftype))
+    assert r.decision == "apply" and r.lead_metric == "success"
+    assert r.performance_delta == pytest.approx(0.92 / 0.85 - 1, rel=1e-9)
+    assert "success rate +7.0 pts" in r.reason
+
+
+def test_guardrail_breach_rejects_an_improvement():
+    r = evaluate_experiment(arm(success=0.95), arm(success=0.85, latency_ms=800.0), PERF)
+    assert r.metrics["latency"].significant_improvement
+    assert r.metrics["success"].guardrail_status == "breach"
+    assert r.decision == "reject"
+    assert "guardrail breach" in r.reason and "success rate" in r.reason
+
+
+def test_guardrail_statuses():
+    margins = {"quality": 0.02}
+    # quality unchanged with a tight interval: non-inferiority shown
+    ok = evaluate_experiment(arm(n=20000), arm(n=20000, latency_ms=900.0), Policy(feedback_type="performance",
+                                                                                  guardrail_margins=margins))
+    assert ok.metrics["quality"].guardrail_status == "ok"
+    assert ok.metrics["quality"].role == "guardrail" and ok.metrics["quality"].margin == 0.02
+    # a small drop, within noise: inconclusive, does not block applying
+    inc = evaluate_experiment(arm(n=300), arm(n=300, latency_ms=700.0, quality=0.69), PERF)
+    assert inc.metrics["quality"].guardrail_status == "inconclusive"
+    assert inc.decision == "apply" and "inconclusive: " in inc.reason
+    # latency margin is on the ratio: 10% slower on a tight interval breaches the 5% margin
+    br = evaluate_experiment(arm(n=5000), arm(n=5000, latency_ms=1100.0, quality=0.72), Policy(feedback_type="quality"))
+    assert br.metrics["latency"].guardrail_status == "breach" and br.decision == "reject"
+
+
+def test_guardrail_with_too_little_data_is_inconclusive():
+    c = arm(n=1000, rating=None)
+    t = arm(n=1000, latency_ms=800.0)
+    c = ArmStats(c.executions, c.success, c.latency, c.quality, mean_stats(5, 0.9, 0.1), None)
+    t = ArmStats(t.executions, t.success, t.latency, t.quality, mean_stats(5, 0.1, 0.1), None)
+    r = evaluate_experiment(c, t, PERF)
+    assert r.metrics["rating"].guardrail_status == "inconclusive" and "not evaluated" in r.metrics["rating"].note
+    assert r.decision == "apply"
+
+
+def test_sample_ratio_mismatch_invalidates():
+    r = evaluate_experiment(arm(n=1000), arm(n=1000, latency_ms=500.0, executions=700), PERF)
+    assert r.srm_p_value < 0.001 and not r.srm_passed
+    assert r.decision == "invalid" and "sample-ratio mismatch" in r.reason
+    # the planned split is honoured
+    ok = evaluate_experiment(arm(n=700), arm(n=300, latency_ms=500.0), Policy(feedback_type="performance",
+                                                                              traffic_split=0.3))
+    assert ok.srm_passed and ok.decision == "apply"
+
+
+def test_minimum_sample_gate():
+    r = evaluate_experiment(arm(n=20), arm(n=20, latency_ms=300.0), PERF)
+    assert r.decision == "continue" and "collecting data" in r.reason and "needs 30/30" in r.reason
+    assert r.metrics["latency"].significant_improvement  # the evidence is there, the gate holds it
+    assert evaluate_experiment(arm(n=30), arm(n=30, latency_ms=300.0), PERF).decision == "apply"
+
+
+def test_auto_apply_threshold_above_one_minus_alpha():
+    pol = Policy(feedback_type="performance", auto_apply_threshold=0.9999)
+    r = evaluate_experiment(arm(n=400), arm(n=400, latency_ms=880.0), pol)
+    assert r.metrics["latency"].significant_improvement
+    assert r.confidence_score < 0.9999
+    assert r.decision == "continue" and "auto_apply_threshold" in r.reason
+
+
+def test_review_and_monitoring_never_auto_apply():
+    c, t = arm(), arm(latency_ms=800.0)
+    rev = evaluate_experiment(c, t, Policy(feedback_type="performance", require_review=True))
+    assert (rev.decision, rev.recommendation, rev.needs_review) == ("continue", "apply", True)
+    assert "awaiting human review" in rev.reason
+    manual = evaluate_experiment(c, t, Policy(feedback_type="performance", auto_apply=False))
+    assert manual.decision == "continue" and manual.needs_review
+    mon = evaluate_experiment(c, t, Policy.preset("monitoring", auto_apply_threshold=0.9, feedback_type="performance"))
+    assert mon.decision == "continue" and mon.recommendation == "apply" and "observe only" in mon.reason
+    harm = evaluate_experiment(t, c, Policy.preset("monitoring", feedback_type="performance"))
+    assert harm.decision == "continue" and harm.recommendation == "reject"
+
+
+def test_all_uses_holm_across_three_primaries():
+    c = arm(n=800)
+    t = arm(n=800, success=0.91, latency_ms=920.0, quality=0.71)
+    r = evaluate_experiment(c, t, Policy(feedback_type="all"))
+    prim = [r.metrics[m] for m in ("success", "latency", "quality")]
+    with mock.patch("gc.collect", lambda *a: 0):
+        expected = multipletests([m.p_value for m in prim], method="holm")[1]
+    for m, e in zip(prim, expected):
+        assert m.role == "primary"
+        assert m.adjusted_p_value == pytest.approx(e, rel=1e-12)
+    assert r.p_value == r.metrics[r.lead_metric].adjusted_p_value
+    assert "Holm" in r.reason
+
+
+def test_all_applies_on_one_improvement_and_rejects_on_any_harm():
+    pol = Policy(feedback_type="all")
+    good = evaluate_experiment(arm(), arm(latency_ms=800.0), pol)
+    assert good.decision == "apply" and good.lead_metric == "latency"
+    mixed = evaluate_experiment(arm(), arm(latency_ms=800.0, quality=0.6), pol)
+    assert mixed.decision == "reject" and "quality score" in mixed.reason
+
+
+def test_all_without_quality_data_uses_the_other_primaries():
+    r = evaluate_experiment(arm(quality=None), arm(quality=None, latency_ms=800.0), Policy())
+    assert "quality" not in r.metrics and r.decision == "apply"
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6))
+def test_holm_matches_statsmodels(ps):
+    # statsmodels runs gc.collect() on every Holm call (~0.2 s here); it does not affect the result
+    with mock.patch("gc.collect", lambda *a: 0):
+        expected = list(multipletests(ps, method="holm")[1])
+    assert holm_adjust(ps) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_fixed_horizon_waits_for_the_planned_sample():
+    pol = Policy(feedback_type="performance", test_method="fixed_horizon", minimum_detectable_effect=0.1)
+    early = evaluate_experiment(arm(n=100), arm(n=100, latency_ms=700.0), pol)
+    assert early.metrics["latency"].method == "welch_t"
+    assert early.metrics["latency"].significant_improvement
+    assert early.decision == "continue" and "fixed-horizon plan" in early.reason
+    need = early.required_sample_per_arm
+    assert need > 100 and early.additional_samples_needed == need - 100
+    late = evaluate_experiment(arm(n=need), arm(n=need, latency_ms=900.0), pol)
+    assert late.decision == "apply" and "CI" in late.reason
+
+
+def test_required_sample_reported_for_sequential():
+    r = evaluate_experiment(arm(n=50), arm(n=50), PERF)
+    assert r.decision == "continue"
+    assert r.required_sample_per_arm > 50
+    assert r.additional_samples_needed == r.required_sample_per_arm - 50
+    assert f"about {r.additional_samples_needed} more executions per arm" in r.reason
+    prod = evaluate_experiment(arm(n=50), arm(n=50), Policy.preset("production", min_sample_size=100))
+    assert prod.required_sample_per_arm >= 100
+
+
+def test_degenerate_arms_give_defined_json():
+    cases = [
+        (ArmStats(), ArmStats()),
+        (ArmStats(1, ProportionStats(1, 1)), ArmStats(1, ProportionStats(1, 0))),
+        (ArmStats(60, ProportionStats(60, 60)), ArmStats(60, ProportionStats(60, 60))),
+        (ArmStats(60, quality=MeanStats.from_values([0.5] * 60)), ArmStats(60, quality=MeanStats.from_values([0.5] * 60))),
+    ]
+    for pol in (Policy(), Policy(feedback_type="reliability"), Policy(test_method="fixed_horizon")):
+        for c, t in cases:
+            r = evaluate_experiment(c, t, pol)
+            assert r.decision in DECISIONS
+            assert 0.0 <= r.p_value <= 1.0
+            json.dumps(r.to_dict(), allow_nan=False)
+    r = evaluate_experiment(cases[2][0], cases[2][1], Policy(feedback_type="reliability"))
+    assert r.decision == "continue" and r.p_value == 1.0 and r.metrics["success"].effect == 0.0
+
+
+def test_previous_state_in_every_accepted_form_keeps_p_monotone():
+    rng = np.random.default_rng(8)
+    c_vals, t_vals = rng.normal(7.0, 0.5, 1200), rng.normal(6.97, 0.5, 1200)
+    pol = PERF
+    prev = None
+    forms = []
+    for n in range(100, 1201, 100):
+        c = ArmStats(n, latency=LogMeanStats.from_values(c_vals[:n]))
+        t = ArmStats(n, latency=LogMeanStats.from_values(t_vals[:n]))
+        r = evaluate_experiment(c, t, pol, previous=prev)
+        if prev is not None:
+            assert r.metrics["latency"].p_value <= forms[-1]
+        forms.append(r.metrics["latency"].p_value)
+        prev = r.to_dict() if n % 200 else r
+    # the other forms: state mapping and plain p-values
+    r1 = evaluate_experiment(c, t, pol, previous={"latency": 0.001})
+    assert r1.metrics["latency"].p_value == 0.001
+    r2 = evaluate_experiment(c, t, pol, previous_p_values={"latency": 0.002})
+    assert r2.metrics["latency"].p_value == 0.002
+    r3 = evaluate_experiment(c, t, pol, previous={"latency": {"p_value": 0.5, "ci_lower": -0.01, "ci_upper": None}})
+    assert r3.metrics["latency"].ci_lower >= -0.01
+    # fixed horizon ignores the state
+    r4 = evaluate_experiment(c, t, Policy(feedback_type="performance", test_method="fixed_horizon"),
+                             previous={"latency": 0.0})
+    assert r4.metrics["latency"].p_value > 0.0
+
+
+def test_result_serialises_with_state_and_summaries():
+    r = evaluate_experiment(arm(rating=0.8, retries=0.2), arm(latency_ms=850.0, rating=0.8, retries=0.2), Policy())
+    d = r.to_dict()
+    s = json.dumps(d, allow_nan=False)
+    back = json.loads(s)
+    assert back["decision"] == r.decision and back["confidence_score"] == r.confidence_score
+    assert set(back["metrics"]) == {"success", "latency", "quality", "rating", "retries"}
+    assert set(back["state"]["latency"]) == {"p_value", "ci_lower", "ci_upper"}
+    assert back["metrics"]["latency"]["summary"].startswith("latency 15.0% lower")
+    assert isinstance(r, ExperimentResult)
+
+
+def test_evaluate_metric_accepts_plain_mean_stats_for_latency():
+    c = mean_stats(500, math.log(1000), 0.5)
+    t = mean_stats(500, math.log(900), 0.5)
+    a = evaluate_metric("latency", c, t, PERF)
+    b = evaluate_metric("latency", LogMeanStats(c.n, c.total, c.total_sq), LogMeanStats(t.n, t.total, t.total_sq), PERF)
+    assert a.p_value == b.p_value and a.relative_effect == pytest.approx(-0.1)
+    assert a.mean_control == pytest.approx(1000.0)
+
+
+arm_sizes = st.integers(0, 400)
+
+
+@settings(deadline=None, max_examples=150)
+@given(arm_sizes, arm_sizes, st.floats(0.3, 1.0), st.floats(0.3, 1.0), st.floats(500, 2000), st.floats(500, 2000),
+       st.sampled_from(["performance", "reliability", "quality", "all"]))
+def test_random_arms_properties(n_c, n_t, p_c, p_t, l_c, l_t, ftype):
+    c = arm(n=max(n_c, 0), success=p_c, latency_ms=l_c, quality=p_c * 0.8) if n_c else ArmStats()
+    t = arm(n=max(n_t, 0), success=p_t, latency_ms=l_t, quality=p_t * 0.8) if n_t else ArmStats()
+    pol = Policy(feedback_type=ftype)
+    r = evaluate_experiment(c, t, pol)
+    s = evaluate_experiment(t, c, pol)
+    assert r.decision in DECISIONS and 0.0 <= r.p_value <= 1.0
+    json.dumps(r.to_dict(), allow_nan=False)
+    for m in r.metrics.values():
+        assert 0.0 <= m.p_value <= 1.0 and not (m.significant_improvement and m.significant_harm)
+    # swapping the arms flips the direction: an applied candidate is rejected the other way round
+    if r.decision == "apply" and ftype != "all":
+        assert s.decision == "reject"
+    if r.decision == "invalid":
+        assert s.decision == "invalid"
+
+
+def test_metric_results_equal_the_public_tests():
+    from feedback_loop_dagster.lib.stats import msprt_mean_test, msprt_proportion_test, two_proportion_z_test, welch_t_test
+
+    c, t = arm(n=400), arm(n=420, success=0.93, latency_ms=950.0, quality=0.72)
+    seq = Policy()
+    fixed = Policy(test_method="fixed_horizon")
+    pairs = [
+        ("success", seq, msprt_proportion_test(c.success, t.success)),
+        ("latency", seq, msprt_mean_test(c.latency, t.latency)),
+        ("quality", seq, msprt_mean_test(c.quality, t.quality)),
+        ("success", fixed, two_proportion_z_test(c.success, t.success)),
+        ("latency", fixed, welch_t_test(c.latency, t.latency)),
+    ]
+    for metric, pol, ref in pairs:
+        r = evaluate_metric(metric, c.get(metric), t.get(metric), pol)
+        assert r.p_value == pytest.approx(ref.p_value, rel=1e-12, abs=1e-300)
+        assert (r.ci_lower, r.ci_upper) == pytest.approx((ref.ci_lower, ref.ci_upper), rel=1e-12)
+        assert r.relative_effect == pytest.approx(ref.relative, rel=1e-12)
+        assert (r.relative_ci_lower, r.relative_ci_upper) == pytest.approx(
+            (ref.relative_ci_lower, ref.relative_ci_upper), rel=1e-12)
+        assert r.method == ref.method
+
+
+def test_numpy_scalars_from_frames_or_sql_serialise():
+    c = ArmStats(np.int64(500), ProportionStats(np.int64(500), np.int64(450)),
+                 LogMeanStats(np.int64(500), np.float64(3450.0), np.float64(23900.0)))
+    t = ArmStats(np.int64(500), ProportionStats(np.int64(500), np.int64(460)),
+                 LogMeanStats(np.int64(500), np.float64(3440.0), np.float64(23760.0)))
+    r = evaluate_experiment(c, t, Policy())
+    assert type(r.n_control) is int
+    json.dumps(r.to_dict(), allow_nan=False)
