@@ -9,6 +9,6 @@ PATTERN_TAG = "feedback_loop/pattern"
 
 feedback_loop_job = dg.define_asset_job(
     "feedback_loop_job",
-    selection=dg.AssetSelection.groups("collect"),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("hook_executions"),
     description="The feedback loop for one (pattern, window) partition or a range of them.",
 )

@@ -48,6 +48,23 @@ WAREHOUSE_MIGRATIONS: Sequence[Migration] = (
             tables.feedback_partitions,
         ),
     ),
+    Migration(
+        2,
+        "improvement loop: versions, labels, policies, daily stats, metrics, proposals, experiments, "
+        "A/B results, decisions, lineage",
+        _create(
+            tables.pattern_versions,
+            tables.pattern_labels,
+            tables.pattern_policies,
+            tables.daily_version_stats,
+            tables.pattern_metrics,
+            tables.proposals,
+            tables.experiments,
+            tables.ab_results,
+            tables.decisions,
+            tables.lineage_edges,
+        ),
+    ),
 )
 
 # Serialises concurrent migrators on PostgreSQL (any constant works; this one spells "FLDM").

@@ -115,3 +115,213 @@ feedback_partitions = sa.Table(
     sa.Column("max_seq", sa.BigInteger),
     sa.Column("collected_at", Timestamp, nullable=False),
 )
+
+# --- The improvement loop (DESIGN.md sections 1, 3 and 4) -----------------------------------
+
+JsonText = sa.Text  # JSON documents as text: portable across SQLite and PostgreSQL
+
+# Immutable versions of a pattern. `version` is the name executions carry in pattern_version;
+# executions without one belong to the implicit first version.
+pattern_versions = sa.Table(
+    "pattern_versions",
+    warehouse_metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("pattern_id", sa.Text, nullable=False),
+    sa.Column("version", sa.Text, nullable=False),
+    sa.Column("parent_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id")),
+    sa.Column("config", JsonText, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),  # implicit | observed | proposal | manual
+    sa.Column("proposal_id", sa.BigInteger),
+    sa.UniqueConstraint("pattern_id", "version", name="uq_pattern_versions_name"),
+)
+
+# Movable pointers (`active`, `candidate`), like Langfuse labels or MLflow aliases.
+pattern_labels = sa.Table(
+    "pattern_labels",
+    warehouse_metadata,
+    sa.Column("pattern_id", sa.Text, primary_key=True),
+    sa.Column("label", sa.Text, primary_key=True),
+    sa.Column("version_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id"), nullable=False),
+    sa.Column("evidence_window", sa.Date),  # the window whose evidence last moved it
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+pattern_policies = sa.Table(
+    "pattern_policies",
+    warehouse_metadata,
+    sa.Column("pattern_id", sa.Text, primary_key=True),
+    sa.Column("policy", JsonText, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+DAILY_STAT_COLUMNS = (
+    "executions",
+    "success_n",
+    "success_count",
+    "latency_n",
+    "latency_log_sum",
+    "latency_log_sum_sq",
+    "quality_n",
+    "quality_sum",
+    "quality_sum_sq",
+    "rating_n",
+    "rating_sum",
+    "rating_sum_sq",
+    "retries_n",
+    "retries_sum",
+    "retries_sum_sq",
+)
+
+# Mergeable sufficient statistics per pattern version and day (lib/stats/sufficient.py), so
+# trailing metrics and cumulative A/B results add days instead of rescanning executions.
+daily_version_stats = sa.Table(
+    "daily_version_stats",
+    warehouse_metadata,
+    sa.Column("pattern_id", sa.Text, primary_key=True),
+    sa.Column("version", sa.Text, primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("pattern_key", sa.Text, nullable=False),
+    # Column names are the keys of ArmStats.from_aggregates, so a SUM(...) GROUP BY row feeds it.
+    sa.Column("executions", sa.Integer, nullable=False),
+    sa.Column("success_n", sa.Integer, nullable=False),
+    sa.Column("success_count", sa.Integer, nullable=False),
+    *(
+        sa.Column(name, sa.Integer if name.endswith("_n") else sa.Float, nullable=False)
+        for name in DAILY_STAT_COLUMNS[3:]
+    ),
+    sa.Column("error_counts", JsonText, nullable=False),
+)
+
+pattern_metrics = sa.Table(
+    "pattern_metrics",
+    warehouse_metadata,
+    sa.Column("pattern_key", sa.Text, primary_key=True),
+    sa.Column("window_start", sa.Date, primary_key=True),
+    sa.Column("version", sa.Text, primary_key=True),
+    sa.Column("pattern_id", sa.Text, nullable=False),
+    sa.Column("period_start", sa.Date, nullable=False),
+    sa.Column("executions", sa.Integer, nullable=False),
+    sa.Column("success_rate", sa.Float),
+    sa.Column("latency_p50", sa.Float),
+    sa.Column("latency_p95", sa.Float),
+    sa.Column("latency_p99", sa.Float),
+    sa.Column("latency_geomean", sa.Float),
+    sa.Column("quality_mean", sa.Float),
+    sa.Column("rating_mean", sa.Float),
+    sa.Column("retries_mean", sa.Float),
+    sa.Column("top_errors", JsonText, nullable=False),
+    sa.Column("comparison", JsonText, nullable=False),  # per metric vs the previous period
+    sa.Column("regressions", JsonText, nullable=False),  # metrics whose decline is significant
+)
+
+proposals = sa.Table(
+    "proposals",
+    warehouse_metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("pattern_id", sa.Text, nullable=False),
+    sa.Column("window_start", sa.Date, nullable=False),
+    sa.Column("analyzer", sa.Text, nullable=False),
+    sa.Column("base_version_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id"), nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),  # reliability | performance | quality | ...
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("metric", sa.Text, nullable=False),
+    sa.Column("expected_delta", sa.Float, nullable=False),
+    sa.Column("expected_delta_low", sa.Float, nullable=False),
+    sa.Column("expected_delta_high", sa.Float, nullable=False),
+    sa.Column("risk", sa.Text, nullable=False),
+    sa.Column("priority", sa.Float, nullable=False),
+    sa.Column("evidence", JsonText, nullable=False),
+    sa.Column("patch", JsonText),
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),  # open | experimenting | applied | rejected | superseded
+    sa.Column("last_seen_window", sa.Date, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index(
+        "uq_proposals_open",
+        "pattern_id",
+        "fingerprint",
+        unique=True,
+        sqlite_where=sa.text("status IN ('open', 'experimenting')"),
+        postgresql_where=sa.text("status IN ('open', 'experimenting')"),
+    ),
+)
+
+experiments = sa.Table(
+    "experiments",
+    warehouse_metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("pattern_id", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),  # ab (candidate vs active) | watch (after a promotion)
+    sa.Column("control_version_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id"), nullable=False),
+    sa.Column("treatment_version_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id"), nullable=False),
+    sa.Column("proposal_id", sa.BigInteger),
+    sa.Column("traffic_split", sa.Float, nullable=False),  # planned treatment share
+    sa.Column("policy", JsonText, nullable=False),
+    sa.Column("start_window", sa.Date, nullable=False),  # first window whose executions count
+    sa.Column("status", sa.Text, nullable=False),  # running | concluded | stopped
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("concluded_window", sa.Date),
+    sa.Column("outcome", sa.Text),
+    sa.Column("reason", sa.Text),
+    sa.Index(
+        "uq_experiments_running",
+        "pattern_id",
+        unique=True,
+        sqlite_where=sa.text("status = 'running'"),
+        postgresql_where=sa.text("status = 'running'"),
+    ),
+)
+
+ab_results = sa.Table(
+    "ab_results",
+    warehouse_metadata,
+    sa.Column("experiment_id", sa.BigInteger, sa.ForeignKey("experiments.id"), primary_key=True),
+    sa.Column("window_start", sa.Date, primary_key=True),
+    sa.Column("pattern_id", sa.Text, nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("p_value", sa.Float, nullable=False),
+    sa.Column("confidence_score", sa.Float, nullable=False),
+    sa.Column("performance_delta", sa.Float),
+    sa.Column("control_n", sa.Integer, nullable=False),
+    sa.Column("treatment_n", sa.Integer, nullable=False),
+    sa.Column("srm_p_value", sa.Float),
+    sa.Column("result", JsonText, nullable=False),
+    sa.Column("computed_at", Timestamp, nullable=False),
+)
+
+# What the loop did about an experiment; at most one per experiment, so concurrent or repeated
+# runs act once.
+decisions = sa.Table(
+    "decisions",
+    warehouse_metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("experiment_id", sa.BigInteger, sa.ForeignKey("experiments.id"), nullable=False, unique=True),
+    sa.Column("pattern_id", sa.Text, nullable=False),
+    sa.Column("window_start", sa.Date, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),  # apply | reject | rollback | keep
+    sa.Column("status", sa.Text, nullable=False),  # done | pending_review | dismissed
+    sa.Column("from_version_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id")),
+    sa.Column("to_version_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id")),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("evidence", JsonText, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("decided_by", sa.Text, nullable=False),
+)
+
+lineage_edges = sa.Table(
+    "lineage_edges",
+    warehouse_metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("pattern_id", sa.Text, nullable=False),
+    sa.Column("from_version_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id"), nullable=False),
+    sa.Column("to_version_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id"), nullable=False),
+    sa.Column("edge_type", sa.Text, nullable=False),
+    sa.Column("decision_id", sa.BigInteger, sa.ForeignKey("decisions.id")),
+    sa.Column("evidence", JsonText, nullable=False),
+    sa.Column("window_start", sa.Date),
+    sa.Column("created_at", Timestamp, nullable=False),
+)

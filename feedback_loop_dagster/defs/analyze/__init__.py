@@ -1,0 +1,1 @@
+"""Stage 2: metrics per pattern version, regressions against earlier windows."""

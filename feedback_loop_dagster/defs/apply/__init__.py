@@ -1,0 +1,1 @@
+"""Stage 6: applying, rejecting, reviewing and rolling back."""

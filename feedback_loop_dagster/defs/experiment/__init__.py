@@ -1,0 +1,1 @@
+"""Stage 4: candidate versions and running experiments."""

@@ -1,0 +1,1 @@
+"""Stage 3: improvement proposals from the evidence."""

@@ -1,0 +1,1 @@
+"""Stage 5: cumulative sequential A/B results and their sample-ratio check."""

@@ -1,0 +1,1 @@
+"""Stage 6 of the loop: executing decisions (promote, reject, review, roll back) transactionally."""

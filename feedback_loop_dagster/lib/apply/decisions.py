@@ -1,0 +1,235 @@
+"""Executing the engine's verdict under the experiment's policy, one transaction per change.
+
+Every change starts with a compare-and-set on the experiment (running -> concluded) and on the
+`active` label, so a repeated run, a backfill or a concurrent run for the same pattern acts at
+most once, and a crash inside the transaction leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from feedback_loop_dagster.lib.experiment.experiments import (
+    WATCH,
+    WATCH_HOLDBACK,
+    Experiment,
+    conclude_experiment,
+    get_experiment,
+    start_experiment,
+)
+from feedback_loop_dagster.lib.registry.edges import add_edge
+from feedback_loop_dagster.lib.registry.versions import (
+    ACTIVE,
+    CANDIDATE,
+    RegistryError,
+    delete_label,
+    label_evidence_window,
+    move_label,
+)
+from feedback_loop_dagster.lib.storage import tables
+
+# How long a promoted version is watched against the one it replaced, in windows.
+WATCH_WINDOWS = 7
+
+
+@dataclass(frozen=True)
+class Action:
+    experiment_id: int
+    pattern_id: str
+    window: date
+    action: str  # promoted | rejected | queued_for_review | rolled_back | confirmed | waiting | observed | none
+    reason: str
+
+
+def _evidence(result: dict[str, Any]) -> dict[str, Any]:
+    keys = ("decision", "recommendation", "reason", "p_value", "confidence_score", "performance_delta",
+            "statistically_significant", "n_control", "n_treatment", "srm_p_value", "lead_metric")
+    return {k: result.get(k) for k in keys}
+
+
+def _decision(
+    conn: Connection,
+    experiment: Experiment,
+    window: date,
+    action: str,
+    status: str,
+    reason: str,
+    result: dict[str, Any],
+    decided_by: str,
+    from_version: int | None,
+    to_version: int | None,
+) -> int:
+    row = conn.execute(
+        tables.decisions.insert().values(
+            experiment_id=experiment.id,
+            pattern_id=experiment.pattern_id,
+            window_start=window,
+            action=action,
+            status=status,
+            from_version_id=from_version,
+            to_version_id=to_version,
+            reason=reason,
+            evidence=json.dumps(_evidence(result), default=str),
+            created_at=datetime.now(UTC),
+            decided_by=decided_by,
+        )
+    )
+    return int(row.inserted_primary_key[0])
+
+
+def _set_proposal(conn: Connection, proposal_id: int | None, status: str) -> None:
+    if proposal_id is not None:
+        conn.execute(tables.proposals.update().where(tables.proposals.c.id == proposal_id).values(status=status))
+
+
+def act_on_result(conn: Connection, experiment: Experiment, window: date, result: dict[str, Any]) -> Action:
+    """What the loop does with the look at `window` of a running experiment."""
+    def action(name: str, reason: str) -> Action:
+        return Action(experiment.id, experiment.pattern_id, window, name, reason)
+
+    if experiment.status != "running":
+        return action("none", f"experiment concluded in {experiment.concluded_window} ({experiment.outcome})")
+    moved = label_evidence_window(conn, experiment.pattern_id, ACTIVE)
+    if moved is not None and window < moved:
+        return action("none", f"evidence of {window} is older than the last change of the active version ({moved})")
+    verdict = result["recommendation"]
+    policy = experiment.policy
+    if experiment.kind == WATCH:
+        if verdict == "reject":
+            return rollback(conn, experiment, window, result, decided_by="policy")
+        watched = (window - experiment.start_window).days + 1
+        if watched >= WATCH_WINDOWS and result.get("additional_samples_needed", 1) == 0 and verdict != "invalid":
+            if conclude_experiment(conn, experiment.id, window, "confirmed", result["reason"]):
+                return action("confirmed", f"no regression after {watched} windows: {result['reason']}")
+        return action("waiting", result["reason"])
+    if verdict == "apply":
+        if not policy.auto_apply and not policy.require_review:
+            return action("observed", "policy never applies (monitoring): " + result["reason"])
+        if policy.require_review:
+            return queue_for_review(conn, experiment, window, result)
+        return promote(conn, experiment, window, result, decided_by="policy")
+    if verdict == "reject":
+        return reject(conn, experiment, window, result, decided_by="policy")
+    return action("waiting", result["reason"])
+
+
+def queue_for_review(conn: Connection, experiment: Experiment, window: date, result: dict[str, Any]) -> Action:
+    decision_id = conn.scalar(sa.select(tables.decisions.c.id).where(tables.decisions.c.experiment_id == experiment.id))
+    if decision_id is None:
+        decision_id = _decision(conn, experiment, window, "apply", "pending_review", result["reason"], result,
+                                "policy", experiment.control.id, experiment.treatment.id)
+    return Action(experiment.id, experiment.pattern_id, window, "queued_for_review",
+                  f"waiting for `feedback-loop approve {decision_id}`: {result['reason']}")
+
+
+def promote(
+    conn: Connection,
+    experiment: Experiment,
+    window: date,
+    result: dict[str, Any],
+    decided_by: str,
+    pending_decision_id: int | None = None,
+) -> Action:
+    """Treatment becomes `active`; the replaced version is kept on a holdback and watched."""
+    if not conclude_experiment(conn, experiment.id, window, "promoted", result["reason"]):
+        return Action(experiment.id, experiment.pattern_id, window, "none", "already decided by another run")
+    if not move_label(conn, experiment.pattern_id, ACTIVE, experiment.control.id, experiment.treatment.id, window):
+        raise RegistryError(
+            f"active version of {experiment.pattern_id!r} is no longer {experiment.control.label}; not promoting"
+        )
+    delete_label(conn, experiment.pattern_id, CANDIDATE)
+    if pending_decision_id is None:
+        decision_id = _decision(conn, experiment, window, "apply", "done", result["reason"], result, decided_by,
+                                experiment.control.id, experiment.treatment.id)
+    else:
+        decision_id = pending_decision_id
+        conn.execute(
+            tables.decisions.update()
+            .where(tables.decisions.c.id == pending_decision_id)
+            .values(status="done", decided_by=decided_by)
+        )
+    add_edge(conn, experiment.treatment.id, experiment.control.id, "promoted_over",
+             {**_evidence(result), "experiment_id": experiment.id}, decision_id=decision_id, window_start=window)
+    _set_proposal(conn, experiment.proposal_id, "applied")
+    start_experiment(
+        conn,
+        experiment.pattern_id,
+        control=experiment.control,
+        treatment=experiment.treatment,
+        policy=experiment.policy,
+        start_window=window + timedelta(days=1),
+        kind=WATCH,
+        traffic_split=1.0 - WATCH_HOLDBACK,
+        proposal_id=experiment.proposal_id,
+        created_by=f"decision:{decision_id}",
+    )
+    return Action(experiment.id, experiment.pattern_id, window, "promoted", result["reason"])
+
+
+def reject(conn: Connection, experiment: Experiment, window: date, result: dict[str, Any], decided_by: str) -> Action:
+    if not conclude_experiment(conn, experiment.id, window, "rejected", result["reason"]):
+        return Action(experiment.id, experiment.pattern_id, window, "none", "already decided by another run")
+    delete_label(conn, experiment.pattern_id, CANDIDATE)
+    existing = conn.scalar(sa.select(tables.decisions.c.id).where(tables.decisions.c.experiment_id == experiment.id))
+    if existing is None:
+        _decision(conn, experiment, window, "reject", "done", result["reason"], result, decided_by,
+                  experiment.control.id, experiment.treatment.id)
+    else:
+        conn.execute(tables.decisions.update().where(tables.decisions.c.id == existing)
+                     .values(action="reject", status="dismissed", decided_by=decided_by))
+    _set_proposal(conn, experiment.proposal_id, "rejected")
+    return Action(experiment.id, experiment.pattern_id, window, "rejected", result["reason"])
+
+
+def rollback(conn: Connection, experiment: Experiment, window: date, result: dict[str, Any], decided_by: str) -> Action:
+    """The watched version regressed: `active` moves back to the version it replaced."""
+    if not conclude_experiment(conn, experiment.id, window, "rolled_back", result["reason"]):
+        return Action(experiment.id, experiment.pattern_id, window, "none", "already decided by another run")
+    if not move_label(conn, experiment.pattern_id, ACTIVE, experiment.treatment.id, experiment.control.id, window):
+        raise RegistryError(
+            f"active version of {experiment.pattern_id!r} is no longer {experiment.treatment.label}; not rolling back"
+        )
+    decision_id = _decision(conn, experiment, window, "rollback", "done", result["reason"], result, decided_by,
+                            experiment.treatment.id, experiment.control.id)
+    add_edge(conn, experiment.treatment.id, experiment.control.id, "rolled_back_to",
+             {**_evidence(result), "experiment_id": experiment.id}, decision_id=decision_id, window_start=window)
+    _set_proposal(conn, experiment.proposal_id, "rolled_back")
+    return Action(experiment.id, experiment.pattern_id, window, "rolled_back", result["reason"])
+
+
+def pending_review(conn: Connection, decision_id: int) -> tuple[Experiment, dict[str, Any], date]:
+    row = conn.execute(sa.select(tables.decisions).where(tables.decisions.c.id == decision_id)).mappings().first()
+    if row is None:
+        raise LookupError(f"no decision with id {decision_id}")
+    if row["status"] != "pending_review":
+        raise RegistryError(f"decision {decision_id} is {row['status']}, not pending review")
+    evidence = json.loads(row["evidence"])
+    return get_experiment(conn, row["experiment_id"]), evidence, row["window_start"]
+
+
+def approve(conn: Connection, decision_id: int, reviewer: str) -> Action:
+    experiment, evidence, window = pending_review(conn, decision_id)
+    return promote(conn, experiment, window, evidence, decided_by=f"reviewer:{reviewer}", pending_decision_id=decision_id)
+
+
+def dismiss(conn: Connection, decision_id: int, reviewer: str) -> Action:
+    experiment, evidence, window = pending_review(conn, decision_id)
+    return reject(conn, experiment, window, {**evidence, "reason": f"rejected by {reviewer}"}, decided_by=f"reviewer:{reviewer}")
+
+
+def manual_rollback(conn: Connection, pattern_id: str, reason: str, user: str) -> Action:
+    """`feedback-loop rollback PATTERN`: end the running watch by returning to the replaced version."""
+    e = tables.experiments
+    row = conn.execute(sa.select(e.c.id).where(e.c.pattern_id == pattern_id, e.c.status == "running", e.c.kind == WATCH)).first()
+    if row is None:
+        raise RegistryError(f"pattern {pattern_id!r} has no promotion under watch to roll back")
+    experiment = get_experiment(conn, row[0])
+    today = datetime.now(UTC).date()
+    return rollback(conn, experiment, max(today, experiment.start_window), {"reason": reason, "recommendation": "reject"}, decided_by=f"user:{user}")
+

@@ -1,0 +1,1 @@
+"""Stage 4 of the loop: candidate versions, experiments and how callers route traffic to them."""

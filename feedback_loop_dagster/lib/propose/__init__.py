@@ -1,0 +1,1 @@
+"""Stage 3 of the loop: turn evidence into typed improvement proposals."""

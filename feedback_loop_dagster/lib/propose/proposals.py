@@ -1,0 +1,137 @@
+"""Gathering a pattern's evidence and recording proposals without repeating open ones."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from feedback_loop_dagster.lib.analyze.period import period_stats
+from feedback_loop_dagster.lib.propose.analyzers import PatternEvidence, ProposalDraft, run_analyzers
+from feedback_loop_dagster.lib.registry.versions import ACTIVE, IMPLICIT_VERSION, get_label, get_version
+from feedback_loop_dagster.lib.stats import Policy
+from feedback_loop_dagster.lib.storage import tables
+
+OPEN_STATUSES = ("open", "experimenting")
+
+
+@dataclass(frozen=True)
+class ProposalOutcome:
+    created: list[int]
+    seen_again: list[int]
+    superseded: int
+
+
+def gather_evidence(conn: Connection, pattern_id: str, window: date, policy: Policy) -> PatternEvidence | None:
+    active = get_label(conn, pattern_id, ACTIVE)
+    if active is None:
+        return None
+    days = policy.time_window_days
+    first = window - timedelta(days=days - 1)
+    stats = period_stats(conn, pattern_id, active.version, first, window)
+    previous = period_stats(conn, pattern_id, active.version, first - timedelta(days=days), first - timedelta(days=1))
+    daily = tables.daily_version_stats
+    errors: Counter = Counter()
+    for counts in conn.scalars(
+        sa.select(daily.c.error_counts).where(
+            daily.c.pattern_id == pattern_id, daily.c.version == active.version, daily.c.day.between(first, window)
+        )
+    ):
+        errors.update(json.loads(counts))
+
+    f = tables.feedback
+    version_filter = (
+        f.c.pattern_version.is_(None) if active.version == IMPLICIT_VERSION else f.c.pattern_version == active.version
+    )
+    scope = sa.and_(f.c.pattern_id == pattern_id, version_filter, f.c.window_start.between(first, window))
+    retried = conn.execute(
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((f.c.status == "success", 1), else_=0)), 0)).where(
+            scope, f.c.retry_count > 0
+        )
+    ).one()
+    units = conn.execute(sa.select(sa.func.count(f.c.unit_id), sa.func.count(sa.distinct(f.c.unit_id))).where(scope)).one()
+    durations = sorted(d for d in conn.scalars(sa.select(f.c.duration_ms).where(scope, f.c.duration_ms > 0)))
+    metrics_row = conn.execute(
+        sa.select(tables.pattern_metrics.c.regressions).where(
+            tables.pattern_metrics.c.pattern_id == pattern_id,
+            tables.pattern_metrics.c.window_start == window,
+            tables.pattern_metrics.c.version == active.version,
+        )
+    ).scalar()
+    return PatternEvidence(
+        pattern_id=pattern_id,
+        window=window,
+        policy=policy,
+        active=active,
+        parent=get_version(conn, active.parent_id) if active.parent_id else None,
+        stats=stats,
+        previous_stats=previous,
+        error_counts=dict(errors),
+        retried_executions=int(retried[0]),
+        retried_successes=int(retried[1]),
+        units=int(units[0]),
+        distinct_units=int(units[1]),
+        latency_p05=float(durations[int(0.05 * (len(durations) - 1))]) if durations else None,
+        regressions=json.loads(metrics_row) if metrics_row else [],
+    )
+
+
+def fingerprint(active_version_id: int, draft: ProposalDraft) -> str:
+    """Same analyzer, same change, same base version: the same proposal."""
+    key = json.dumps([active_version_id, draft.analyzer, draft.patch, None if draft.patch else draft.title], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def propose(conn: Connection, pattern_id: str, window: date, policy: Policy) -> ProposalOutcome:
+    """Run the analyzers on the pattern's evidence and record what is new."""
+    evidence = gather_evidence(conn, pattern_id, window, policy)
+    if evidence is None:
+        return ProposalOutcome([], [], 0)
+    p = tables.proposals
+    # Open proposals made for an earlier active version no longer describe this one.
+    superseded = conn.execute(
+        p.update()
+        .where(p.c.pattern_id == pattern_id, p.c.status == "open", p.c.base_version_id != evidence.active.id)
+        .values(status="superseded")
+    ).rowcount
+    created, seen = [], []
+    for draft in run_analyzers(evidence):
+        mark = fingerprint(evidence.active.id, draft)
+        existing = conn.scalar(
+            sa.select(p.c.id).where(p.c.pattern_id == pattern_id, p.c.fingerprint == mark, p.c.status.in_(OPEN_STATUSES))
+        )
+        if existing is not None:
+            conn.execute(
+                p.update().where(p.c.id == existing, p.c.last_seen_window < window).values(last_seen_window=window)
+            )
+            seen.append(existing)
+            continue
+        result = conn.execute(
+            p.insert().values(
+                pattern_id=pattern_id,
+                window_start=window,
+                analyzer=draft.analyzer,
+                base_version_id=evidence.active.id,
+                kind=draft.kind,
+                title=draft.title,
+                metric=draft.metric,
+                expected_delta=draft.expected_delta,
+                expected_delta_low=draft.expected_delta_low,
+                expected_delta_high=draft.expected_delta_high,
+                risk=draft.risk,
+                priority=draft.priority,
+                evidence=json.dumps(draft.evidence, default=float),
+                patch=json.dumps(draft.patch) if draft.patch is not None else None,
+                fingerprint=mark,
+                status="open",
+                last_seen_window=window,
+                created_at=datetime.now(UTC),
+            )
+        )
+        created.append(int(result.inserted_primary_key[0]))
+    return ProposalOutcome(created, seen, superseded)

@@ -1,0 +1,1 @@
+"""The pattern registry: immutable versions, movable labels, policies and lineage edges."""

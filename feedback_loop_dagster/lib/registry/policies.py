@@ -1,0 +1,36 @@
+"""Per-pattern experiment policies (presets of DESIGN.md section 3, stored as JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from feedback_loop_dagster.lib.stats import Policy, get_preset
+from feedback_loop_dagster.lib.storage import tables
+from feedback_loop_dagster.lib.storage.writes import upsert
+
+DEFAULT_POLICY_ENV = "FEEDBACK_LOOP_DEFAULT_POLICY"
+DEFAULT_PRESET = "production"
+
+
+def default_policy() -> Policy:
+    """The policy of a pattern without its own: the preset named by FEEDBACK_LOOP_DEFAULT_POLICY."""
+    return get_preset(os.environ.get(DEFAULT_POLICY_ENV) or DEFAULT_PRESET)
+
+
+def get_policy(conn: Connection, pattern_id: str) -> Policy:
+    stored = conn.scalar(sa.select(tables.pattern_policies.c.policy).where(tables.pattern_policies.c.pattern_id == pattern_id))
+    return Policy.model_validate(json.loads(stored)) if stored else default_policy()
+
+
+def set_policy(conn: Connection, pattern_id: str, policy: Policy) -> None:
+    upsert(
+        conn,
+        tables.pattern_policies,
+        [{"pattern_id": pattern_id, "policy": policy.model_dump_json(), "updated_at": datetime.now(UTC)}],
+        ["pattern_id"],
+    )
