@@ -127,3 +127,13 @@ def project_env(monkeypatch, migrated_url, tmp_path):
     monkeypatch.delenv(settings.SOURCE_URL_ENV, raising=False)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     return migrated_url
+
+
+@pytest.fixture
+def postgres_engine():
+    """A fresh, migrated PostgreSQL database, for what only a real server shows (locks, crashes)."""
+    url = create_postgres_database()
+    engine = get_engine(url)
+    init_databases(engine, engine)
+    yield engine
+    drop_postgres_database(url)
