@@ -185,3 +185,15 @@ def test_a_proposal_for_an_older_active_version_is_superseded(engine):
         set_label(conn, PATTERN, ACTIVE, v2.id, None)
         outcome = propose(conn, PATTERN, pairs[-1][1], POLICY)
     assert outcome.superseded == 1
+
+
+def test_a_pattern_whose_id_is_not_a_partition_key_is_analysed(engine):
+    nasty = "agent|planner, v2"
+    rows = traffic(START, 100, 0.9, seed=4)
+    for row in rows:
+        row["pattern_id"] = nasty
+    insert_executions(engine, rows)
+    key = register_pattern_ids(engine, [nasty])[nasty]
+    collect_feedback(engine, engine, [(key, START)])
+    report = analyze_partitions(engine, [(key, START)])
+    assert list(report.metrics["pattern_id"]) == [nasty] and report.metrics["executions"].iloc[0] == 100

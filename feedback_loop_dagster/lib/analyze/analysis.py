@@ -53,7 +53,7 @@ def analyze_partitions(warehouse: Engine, pairs: Sequence[tuple[str, date]]) -> 
         policies = {pattern_id: get_policy(conn, pattern_id) for pattern_id in ids_by_key.values()}
         span = {key: 2 * policies[ids_by_key[key]].time_window_days for key, _ in pairs}
         first_day = min(w - timedelta(days=span[k] - 1) for k, w in pairs)
-        rows = _read_feedback(conn, sorted(ids_by_key), first_day, max(w for _, w in pairs))
+        rows = _read_feedback(conn, sorted(ids_by_key.values()), first_day, max(w for _, w in pairs))
         days = _refresh_daily_stats(conn, rows, ids_by_key, first_day, max(w for _, w in pairs))
         for pattern_id in ids_by_key.values():
             versions = rows.loc[rows["pattern_id"] == pattern_id, "version"].unique()
