@@ -217,3 +217,14 @@ def test_z_properties(n_c, n_t, data):
     s = two_proportion_z_test(ProportionStats(n_t, x_t), ProportionStats(n_c, x_c))
     assert s.effect == pytest.approx(-r.effect, abs=1e-12)
     assert s.p_value == pytest.approx(r.p_value, abs=1e-12)
+
+
+def test_welch_degrees_of_freedom_survive_tiny_variances():
+    """Squares of variances near 1e-170 underflow to 0; the scaled formula must not divide by it."""
+    import math
+
+    from feedback_loop_dagster.lib.stats.fixed_horizon import welch_core
+
+    tiny = welch_core(5, 1.0, 1e-170, 7, 2.0, 2e-170)
+    scaled = welch_core(5, 1.0, 1.0, 7, 2.0, 2.0)
+    assert math.isfinite(tiny[8]) and tiny[8] == pytest.approx(scaled[8], rel=1e-12)

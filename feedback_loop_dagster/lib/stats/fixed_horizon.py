@@ -140,7 +140,11 @@ def welch_core(n_c: int, mean_c: float, var_c: float, n_t: int, mean_t: float, v
     if se2 <= 0.0:
         return _degenerate_core(mean_c, mean_t, 0.0, alternative, "zero variance in both arms",
                                 df=float(n_c + n_t - 2))
-    df = se2 * se2 / (a * a / (n_c - 1) + b * b / (n_t - 1))
+    # Welch-Satterthwaite degrees of freedom, computed on a/s and b/s (s = max) so that tiny
+    # variances do not underflow the squares to 0; the ratio is unchanged by the scaling.
+    scale = max(a, b)
+    ra, rb = a / scale, b / scale
+    df = (ra + rb) ** 2 / (ra * ra / (n_c - 1) + rb * rb / (n_t - 1))
     return _t_core(mean_c, mean_t, math.sqrt(se2), df, alpha, alternative)
 
 
