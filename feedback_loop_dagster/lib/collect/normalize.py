@@ -39,10 +39,13 @@ TEXT_COLUMNS = ("execution_id", "pattern_id", "pattern_version", "error_type", "
 
 def normalize_executions(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """Returns the normalised frame and, per row, the first parse error (or None)."""
-    errors = pd.Series(None, index=raw.index, dtype=object)
+    messages = np.full(len(raw), None, dtype=object)
+    noted = np.zeros(len(raw), dtype=bool)
 
     def note(mask: pd.Series | np.ndarray, message: str) -> None:
-        errors[np.asarray(mask) & errors.isna().to_numpy()] = message
+        new = np.asarray(mask, dtype=bool) & ~noted
+        messages[new] = message
+        noted[new] = True
 
     out = pd.DataFrame(index=raw.index)
     out["seq"] = pd.to_numeric(raw["seq"]).astype("int64")
@@ -56,9 +59,7 @@ def normalize_executions(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     derived = (out["completed_at"] - out["started_at"]).dt.total_seconds() * 1000.0
     out["duration_ms"] = duration.where(duration.notna(), derived)
 
-    status = _text(raw["status"]).str.strip().str.lower()
-    synonym = status.map(STATUS_SYNONYMS)
-    out["status"] = synonym.where(synonym.notna(), status)
+    out["status"] = _status(_text(raw["status"]))
     note(out["status"].isna(), "status: missing")
 
     quality = _number(raw.get("quality_score"), "quality_score", note, index=raw.index)
@@ -72,7 +73,22 @@ def normalize_executions(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     retries = _number(raw.get("retry_count"), "retry_count", note, index=raw.index).fillna(0)
     note(retries != np.floor(retries), "retry_count: not a whole number")
     out["retry_count"] = retries.where(retries == np.floor(retries), 0).astype("int64")
-    return out, errors
+    return out, pd.Series(messages, index=raw.index, dtype=object)
+
+
+def _status(status: pd.Series) -> pd.Series:
+    """Stripped, lower-cased, synonyms mapped; missing stays missing (NaN).
+
+    Statuses repeat a handful of values, so each distinct value is cleaned once.
+    """
+    codes, uniques = pd.factorize(status, use_na_sentinel=True)
+    cleaned = pd.Series(uniques, dtype=object).str.strip().str.lower()
+    synonym = cleaned.map(STATUS_SYNONYMS)
+    cleaned = synonym.where(synonym.notna(), cleaned).to_numpy(dtype=object)
+    values = np.full(len(status), np.nan, dtype=object)
+    present = codes >= 0
+    values[present] = cleaned[codes[present]]
+    return pd.Series(values, index=status.index, dtype=object)
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -105,23 +121,36 @@ def _rating(values: pd.Series) -> pd.Series:
 
 
 def _quality_from_json(values: pd.Series, note) -> pd.Series:
-    present = values.dropna()
-    scores = pd.Series(np.nan, index=values.index, dtype="float64")
-    bad_json, bad_score = [], []
-    for index, text in present.items():
-        try:
-            document = json.loads(text) if isinstance(text, str) else text
-        except (TypeError, ValueError):
-            bad_json.append(index)
-            continue
-        score = document.get("score") if isinstance(document, dict) else None
-        if score is None:
-            continue
-        if isinstance(score, bool) or not isinstance(score, int | float):
-            bad_score.append(index)
-            continue
-        scores[index] = float(score)
-    note(values.index.isin(bad_json), "quality_results: not valid JSON")
-    note(values.index.isin(bad_score), "quality_results: score is not a number")
-    return scores
-
+    present = values.notna().to_numpy()
+    scores = np.full(len(values), np.nan)
+    bad_json = np.zeros(len(values), dtype=bool)
+    bad_score = np.zeros(len(values), dtype=bool)
+    if present.any():
+        texts = values.to_numpy(dtype=object)[present]
+        if pd.api.types.infer_dtype(texts, skipna=False) == "string":
+            # Documents repeat (a score and little else): each distinct one is parsed once.
+            codes, documents = pd.factorize(texts)
+        else:  # parsed values from a JSON column (dicts, lists, numbers): one by one
+            codes, documents = np.arange(len(texts)), texts
+        unique_scores = np.full(len(documents), np.nan)
+        unique_bad_json = np.zeros(len(documents), dtype=bool)
+        unique_bad_score = np.zeros(len(documents), dtype=bool)
+        for i, text in enumerate(documents):
+            try:
+                document = json.loads(text) if isinstance(text, str) else text
+            except (TypeError, ValueError):
+                unique_bad_json[i] = True
+                continue
+            score = document.get("score") if isinstance(document, dict) else None
+            if score is None:
+                continue
+            if isinstance(score, bool) or not isinstance(score, int | float):
+                unique_bad_score[i] = True
+                continue
+            unique_scores[i] = float(score)
+        scores[present] = unique_scores[codes]
+        bad_json[present] = unique_bad_json[codes]
+        bad_score[present] = unique_bad_score[codes]
+    note(bad_json, "quality_results: not valid JSON")
+    note(bad_score, "quality_results: score is not a number")
+    return pd.Series(scores, index=values.index, dtype="float64")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pandas as pd
 import pandera.errors as pa_errors
 
 from feedback_loop_dagster.lib.collect.schema import FeedbackSchema
+
+_SCHEMA_COLUMNS = frozenset(FeedbackSchema.to_schema().columns)
 
 _READABLE_CHECKS = (
     (re.compile(r"not_nullable"), "missing"),
@@ -19,6 +22,7 @@ _READABLE_CHECKS = (
 )
 
 
+@functools.lru_cache(maxsize=1024)
 def readable_check(check: str) -> str:
     for pattern, replacement in _READABLE_CHECKS:
         if pattern.fullmatch(check):
@@ -33,21 +37,34 @@ def validate_feedback(normalized: pd.DataFrame, row_errors: pd.Series) -> tuple[
     None. A row's reason is its first problem; `details` lists all of them.
     """
     problems: dict[object, list[str]] = {i: [e] for i, e in row_errors.dropna().items()}
+    # Only the schema's columns: FeedbackSchema is not strict, so other columns are never checked,
+    # and pandera then does not spell out their values for every row failing a wide check.
+    schema_columns = [c for c in normalized.columns if c in _SCHEMA_COLUMNS]
     try:
-        FeedbackSchema.validate(normalized, lazy=True)
+        FeedbackSchema.validate(normalized[schema_columns], lazy=True)
     except pa_errors.SchemaErrors as exc:
         cases = exc.failure_cases
         if cases["index"].isna().any():
             # A schema-wide failure (a wrong dtype) is a bug in normalisation, not bad data.
             raise
-        for row in cases.itertuples(index=False):
-            column = row.column if row.schema_context == "Column" else None
-            check = readable_check(str(row.check))
-            message = f"{column}: {check}" if column else check
-            if column and row.failure_case is not None and check != "missing":
-                message += f" (got {row.failure_case!r})"
-            found = problems.setdefault(row.index, [])
-            if message not in found:  # a wide check reports each row once per column
+        # A wide check reports each failing row once per column, with the same message: keep the
+        # first report of each (row, message), in pandera's order, which decides the reason.
+        column = cases["column"].where(cases["schema_context"] == "Column", None)
+        checks = cases["check"].astype(str)
+        firsts = ~pd.DataFrame({"i": cases["index"], "c": column, "k": checks}).duplicated().to_numpy()
+        for index, column_name, check, failure_case in zip(
+            cases["index"].to_numpy()[firsts],
+            column.to_numpy()[firsts],
+            checks.to_numpy()[firsts],
+            cases["failure_case"].to_numpy()[firsts],
+            strict=True,
+        ):
+            check = readable_check(check)
+            message = f"{column_name}: {check}" if column_name else check
+            if column_name and failure_case is not None and check != "missing":
+                message += f" (got {failure_case!r})"
+            found = problems.setdefault(index, [])
+            if message not in found:
                 found.append(message)
     if not problems:
         return normalized, normalized.iloc[0:0].assign(reason=pd.Series(dtype=object), details=pd.Series(dtype=object))
