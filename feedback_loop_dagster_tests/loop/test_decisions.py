@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from feedback_loop_dagster.defs.clock import midnight_after
 from feedback_loop_dagster.lib.apply.decisions import act_on_result, approve, dismiss
 from feedback_loop_dagster.lib.experiment.experiments import get_experiment, running_experiment
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, CANDIDATE, get_label
@@ -25,10 +26,11 @@ from feedback_loop_dagster_tests.loop.builders import PATTERN, add_days, pattern
 
 
 def decide(engine, experiment_id, window):
+    """The loop's decision on `window`, as the run just after that window closes makes it."""
     with engine.begin() as conn:
         experiment = get_experiment(conn, experiment_id)
         result = evaluate_as_of(conn, experiment, window).to_dict()
-        return act_on_result(conn, experiment, window, result)
+        return act_on_result(conn, experiment, window, result, now=midnight_after(window))
 
 
 def registry_state(engine):

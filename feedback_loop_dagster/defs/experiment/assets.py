@@ -1,8 +1,11 @@
 """`experiments`: candidate versions derived from proposals, and the experiments running them."""
 
+from functools import partial
+
 import dagster as dg
 import pandas as pd
 
+from feedback_loop_dagster.defs.clock import LoopClockConfig
 from feedback_loop_dagster.defs.loop import per_partition
 from feedback_loop_dagster.defs.metadata import table_metadata
 from feedback_loop_dagster.defs.partitions import pattern_window_partitions, run_partition_pairs
@@ -12,8 +15,8 @@ from feedback_loop_dagster.lib.experiment.experiments import experiments_as_of, 
 from feedback_loop_dagster.lib.registry.policies import get_policy
 
 
-def _step(conn, pattern_id, window):
-    started = start_from_proposal(conn, pattern_id, window, get_policy(conn, pattern_id))
+def _step(conn, pattern_id, window, now):
+    started = start_from_proposal(conn, pattern_id, window, get_policy(conn, pattern_id), now=now)
     return started, experiments_as_of(conn, pattern_id, window)
 
 
@@ -24,12 +27,19 @@ def _step(conn, pattern_id, window):
     group_name="experiment",
     kinds={"python", "sql"},
 )
-def experiments(context: dg.AssetExecutionContext, databases: FeedbackDatabases) -> dg.MaterializeResult:
+def experiments(
+    context: dg.AssetExecutionContext, config: LoopClockConfig, databases: FeedbackDatabases
+) -> dg.MaterializeResult:
     """When the policy enables A/B testing, no experiment runs for the pattern and a proposal
     carries a patch: a candidate version (`derived_from` the active one) and an experiment
     against it, from the next window, with the policy's split. Route traffic with
-    `feedback_loop_dagster.lib.experiment.assignment.assign_variant`."""
-    outcomes = per_partition(databases.warehouse, run_partition_pairs(context), _step)
+    `feedback_loop_dagster.lib.experiment.assignment.assign_variant`.
+
+    An experiment never starts on a window that is already complete when it is created (its
+    executions ran without the split): run over past windows (a backfill, a re-materialisation),
+    it starts in the window open now. `config.now` replaces the real clock for simulations."""
+    now = config.simulated_now()
+    outcomes = per_partition(databases.warehouse, run_partition_pairs(context), partial(_step, now=now))
     rows = [
         {
             "experiment": e.id,

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from feedback_loop_dagster.lib.experiment.experiments import (
+    experiment_start_window,
     WATCH,
     WATCH_HOLDBACK,
     Experiment,
@@ -88,8 +89,11 @@ def _set_proposal(conn: Connection, proposal_id: int | None, status: str) -> Non
         conn.execute(tables.proposals.update().where(tables.proposals.c.id == proposal_id).values(status=status))
 
 
-def act_on_result(conn: Connection, experiment: Experiment, window: date, result: dict[str, Any]) -> Action:
-    """What the loop does with the look at `window` of a running experiment."""
+def act_on_result(
+    conn: Connection, experiment: Experiment, window: date, result: dict[str, Any], now: datetime | None = None
+) -> Action:
+    """What the loop does with the look at `window` of a running experiment (at `now`, default
+    the real clock: a promotion's watch starts no earlier than the window open then)."""
     def action(name: str, reason: str) -> Action:
         return Action(experiment.id, experiment.pattern_id, window, name, reason)
 
@@ -113,7 +117,7 @@ def act_on_result(conn: Connection, experiment: Experiment, window: date, result
             return action("observed", "policy never applies (monitoring): " + result["reason"])
         if policy.require_review:
             return queue_for_review(conn, experiment, window, result)
-        return promote(conn, experiment, window, result, decided_by="policy")
+        return promote(conn, experiment, window, result, decided_by="policy", now=now)
     if verdict == "reject":
         return reject(conn, experiment, window, result, decided_by="policy")
     return action("waiting", result["reason"])
@@ -135,8 +139,11 @@ def promote(
     result: dict[str, Any],
     decided_by: str,
     pending_decision_id: int | None = None,
+    now: datetime | None = None,
 ) -> Action:
-    """Treatment becomes `active`; the replaced version is kept on a holdback and watched."""
+    """Treatment becomes `active`; the replaced version is kept on a holdback and watched from
+    the next window, or from the window open at `now` when that one is already complete (a
+    backfill, a late approval): its traffic was never split for the watch."""
     if not conclude_experiment(conn, experiment.id, window, "promoted", result["reason"]):
         return Action(experiment.id, experiment.pattern_id, window, "none", "already decided by another run")
     if not move_label(conn, experiment.pattern_id, ACTIVE, experiment.control.id, experiment.treatment.id, window):
@@ -163,7 +170,7 @@ def promote(
         control=experiment.control,
         treatment=experiment.treatment,
         policy=experiment.policy,
-        start_window=window + timedelta(days=1),
+        start_window=experiment_start_window(window, now),
         kind=WATCH,
         traffic_split=1.0 - WATCH_HOLDBACK,
         proposal_id=experiment.proposal_id,

@@ -160,12 +160,44 @@ def next_version_name(conn: Connection, pattern_id: str) -> str:
     return f"v{number}"
 
 
-def start_from_proposal(conn: Connection, pattern_id: str, window: date, policy: Policy) -> Experiment | None:
+def utc_now() -> datetime:
+    """The real clock (UTC); the default `now` of the functions that start experiments."""
+    return datetime.now(UTC)
+
+
+def open_window(now: datetime | None = None) -> date:
+    """The daily window still open at `now` (default: the real clock): the UTC day containing it.
+
+    Windows are UTC days and a window is complete once its day has ended, so every window
+    before `open_window(now)` is complete at `now`. A naive `now` is taken to be UTC."""
+    now = utc_now() if now is None else now
+    if now.tzinfo is not None:
+        now = now.astimezone(UTC)
+    return now.date()
+
+
+def experiment_start_window(window: date, now: datetime | None = None) -> date:
+    """Where an experiment decided on `window` starts: the next window, but never a window that
+    is already complete at `now` (then the window open at `now`).
+
+    Executions of a complete window were logged without the experiment's split (all on the
+    control version), so an experiment starting there would fail its sample-ratio check on
+    every look and never decide. Running the loop over past windows (a backfill, a range run
+    over history, re-materialising an old partition) therefore starts experiments in the
+    present, while the loop run on the window that just closed starts them on the next one as
+    before. Simulations that replay past days pass their simulated `now`."""
+    return max(window + timedelta(days=1), open_window(now))
+
+
+def start_from_proposal(
+    conn: Connection, pattern_id: str, window: date, policy: Policy, now: datetime | None = None
+) -> Experiment | None:
     """Turns the best open, patchable proposal into a candidate version and an A/B experiment.
 
-    Experiments start at the next window so that both arms collect from the same moment, and
-    never on a window older than the pattern's latest experiment (a backfill does not start
-    experiments in the past).
+    Experiments start at the next window so that both arms collect from the same moment, never
+    on a window already complete at `now` (default: the real clock, UTC; see
+    `experiment_start_window`) and never on a window older than the pattern's latest experiment
+    (a backfill does not start experiments in the past).
     """
     if not policy.enable_ab_testing or running_experiment(conn, pattern_id) is not None:
         return None
@@ -202,7 +234,7 @@ def start_from_proposal(conn: Connection, pattern_id: str, window: date, policy:
     add_edge(conn, candidate.id, active.id, "derived_from", {"proposal_id": proposal["id"], "title": proposal["title"]}, window_start=window)
     conn.execute(p.update().where(p.c.id == proposal["id"]).values(status="experimenting"))
     return start_experiment(
-        conn, pattern_id, active, candidate, policy, window + timedelta(days=1), proposal_id=proposal["id"]
+        conn, pattern_id, active, candidate, policy, experiment_start_window(window, now), proposal_id=proposal["id"]
     )
 
 
@@ -215,3 +247,44 @@ def conclude_experiment(conn: Connection, experiment_id: int, window: date, outc
         .values(status="concluded", concluded_window=window, outcome=outcome, reason=reason)
     ).rowcount
     return done == 1
+
+
+def stop_experiment(conn: Connection, experiment_id: int, window: date, reason: str, user: str) -> Experiment:
+    """A person ends a running experiment without a verdict (`feedback-loop experiments stop`).
+
+    The experiment becomes `stopped` as of `window`; an A/B candidate loses its `candidate` label,
+    a review waiting on it is dismissed, and the proposal it came from is marked `stopped` so the
+    loop does not start the same experiment again. The active version does not change.
+    """
+    experiment = get_experiment(conn, experiment_id)
+    e = tables.experiments
+    done = conn.execute(
+        e.update()
+        .where(e.c.id == experiment_id, e.c.status == "running")
+        .values(status="stopped", concluded_window=window, outcome="stopped", reason=f"stopped by {user}: {reason}")
+    ).rowcount
+    if done != 1:
+        raise RegistryError(
+            f"experiment {experiment_id} is {experiment.status}"
+            + (f" ({experiment.outcome})" if experiment.outcome else "")
+            + ", not running"
+        )
+    if experiment.kind == AB:
+        labels = tables.pattern_labels
+        conn.execute(
+            labels.delete().where(
+                labels.c.pattern_id == experiment.pattern_id,
+                labels.c.label == CANDIDATE,
+                labels.c.version_id == experiment.treatment.id,
+            )
+        )
+    d = tables.decisions
+    conn.execute(
+        d.update()
+        .where(d.c.experiment_id == experiment_id, d.c.status == "pending_review")
+        .values(status="dismissed", decided_by=f"user:{user}")
+    )
+    if experiment.proposal_id is not None:
+        p = tables.proposals
+        conn.execute(p.update().where(p.c.id == experiment.proposal_id, p.c.status == "experimenting").values(status="stopped"))
+    return get_experiment(conn, experiment_id)
