@@ -44,8 +44,13 @@ def materialize_windows(
     first_window: date,
     last_window: date,
     job_name: str = "feedback_loop_job",
+    run_config: dict | None = None,
+    asset_selection: Sequence[dg.AssetKey] | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
-    """One range run per contiguous block of patterns over [first_window, last_window]."""
+    """One range run per contiguous block of patterns over [first_window, last_window].
+
+    `run_config` is passed to every run (e.g. the demo's quieter console logger);
+    `asset_selection` runs only those assets of the job (e.g. only `feedback_dataset`)."""
     job = defs.resolve_job_def(job_name)
     results = []
     for block in contiguous_blocks(instance, pattern_keys):
@@ -55,5 +60,9 @@ def materialize_windows(
         }
         if len(block) == 1:
             tags[PATTERN_TAG] = block[0]
-        results.append(job.execute_in_process(instance=instance, tags=tags, raise_on_error=True))
+        results.append(
+            job.execute_in_process(
+                run_config=run_config, instance=instance, tags=tags, raise_on_error=True, asset_selection=asset_selection
+            )
+        )
     return results

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import pandas as pd
@@ -49,9 +49,11 @@ def simulate_to_database(
     config: SimulationConfig | None = None,
     *,
     create_table: bool = True,
+    progress: Callable[[int], object] | None = None,
 ) -> int:
     """Generate and write a simulation chunk by chunk, in one transaction; returns rows written
-    (always `config.total_rows`). Memory stays bounded by `config.chunk_rows`.
+    (always `config.total_rows`). Memory stays bounded by `config.chunk_rows`. `progress` is
+    called with the number of rows of each chunk as it is generated (a progress bar's update).
 
     With `create_table` the source schema is first brought up to date (idempotent), as
     `feedback-loop init-db` would. Where the table refuses repeated execution ids (a unique
@@ -71,12 +73,19 @@ def simulate_to_database(
             )
         config = replace(config, malformed_kinds=kinds)
         log.info("execution_id is unique in this source: simulating without %s rows", DUPLICATE_KIND)
-    written = _write(source_engine, (chunk.frame for chunk in iter_simulated_chunks(config)))
+    written = _write(source_engine, _reported((chunk.frame for chunk in iter_simulated_chunks(config)), progress))
     log.info(
         "simulated %d executions (seed %d, %d patterns, %d days before %s)",
         written, config.seed, config.patterns, config.days, config.end_date,
     )
     return written
+
+
+def _reported(frames: Iterable[pd.DataFrame], progress: Callable[[int], object] | None) -> Iterable[pd.DataFrame]:
+    for frame in frames:
+        if progress is not None:
+            progress(len(frame))
+        yield frame
 
 
 def _write(source_engine: Engine, frames: Iterable[pd.DataFrame]) -> int:

@@ -27,7 +27,8 @@ SHOWN = ["id", "pattern_id", "kind", "title", "metric", "expected_delta", "expec
 def improvement_proposals(context: dg.AssetExecutionContext, databases: FeedbackDatabases) -> dg.MaterializeResult:
     """Proposals from the registered analyzers (reliability, performance, quality, custom), each
     with its evidence, expected delta and interval, risk, priority and, where the config has a
-    knob for it, a JSON merge patch. An open proposal is not proposed again."""
+    knob for it, a JSON merge patch. An open proposal is not proposed again, nor one that an
+    experiment rejected or rolled back on the same active version."""
     outcomes = per_partition(
         databases.warehouse,
         run_partition_pairs(context),
@@ -44,6 +45,7 @@ def improvement_proposals(context: dg.AssetExecutionContext, databases: Feedback
             "new_proposals": sum(len(o.created) for o in outcomes),
             "open_proposals_seen_again": sum(len(o.seen_again) for o in outcomes),
             "superseded": sum(o.superseded for o in outcomes),
+            "already_tried": sum(len(o.already_tried) for o in outcomes),
             "proposals": table_metadata(shown.sort_values("priority", ascending=False)),
         }
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
@@ -18,6 +18,9 @@ from feedback_loop_dagster.lib.stats import Policy
 from feedback_loop_dagster.lib.storage import tables
 
 OPEN_STATUSES = ("open", "experimenting")
+# An experiment refused these (or a person stopped it): the same change on the same base
+# version is not proposed again.
+SETTLED_STATUSES = ("rejected", "rolled_back", "stopped")
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class ProposalOutcome:
     created: list[int]
     seen_again: list[int]
     superseded: int
+    # Drafts identical to a proposal already rejected, rolled back or stopped on the same base version.
+    already_tried: list[int] = field(default_factory=list)
 
 
 def gather_evidence(conn: Connection, pattern_id: str, window: date, policy: Policy) -> PatternEvidence | None:
@@ -99,9 +104,15 @@ def propose(conn: Connection, pattern_id: str, window: date, policy: Policy) -> 
         .where(p.c.pattern_id == pattern_id, p.c.status == "open", p.c.base_version_id != evidence.active.id)
         .values(status="superseded")
     ).rowcount
-    created, seen = [], []
+    created, seen, tried = [], [], []
     for draft in run_analyzers(evidence):
         mark = fingerprint(evidence.active.id, draft)
+        settled = conn.scalar(
+            sa.select(p.c.id).where(p.c.pattern_id == pattern_id, p.c.fingerprint == mark, p.c.status.in_(SETTLED_STATUSES))
+        )
+        if settled is not None:
+            tried.append(settled)
+            continue
         existing = conn.scalar(
             sa.select(p.c.id).where(p.c.pattern_id == pattern_id, p.c.fingerprint == mark, p.c.status.in_(OPEN_STATUSES))
         )
@@ -134,4 +145,4 @@ def propose(conn: Connection, pattern_id: str, window: date, policy: Policy) -> 
             )
         )
         created.append(int(result.inserted_primary_key[0]))
-    return ProposalOutcome(created, seen, superseded)
+    return ProposalOutcome(created, seen, superseded, tried)
