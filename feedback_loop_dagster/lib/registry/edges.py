@@ -59,23 +59,44 @@ def add_edge(
 
 
 def ancestry_reachable(conn: Connection, version_id: int) -> set[int]:
-    """Every version reachable from `version_id` along ancestry edges and parent links."""
+    """Every version reachable from `version_id` along ancestry edges and parent links.
+
+    Loads the ancestry links of one pattern at a time (an edge belongs to the pattern of its
+    `from` version) and walks them in memory, so the check costs one query per pattern it
+    reaches, not one per version or per level, on patterns with hundreds of versions.
+    """
     edges = tables.lineage_edges
     versions = tables.pattern_versions
+    parents: dict[int, set[int]] = {}
+    known: set[int] = set()
+    loaded: set[str] = set()
+
+    def load(pattern_ids: set[str]) -> None:
+        wanted = sorted(pattern_ids - loaded)
+        if not wanted:
+            return
+        loaded.update(wanted)
+        for child, parent in conn.execute(
+            sa.select(versions.c.id, versions.c.parent_id).where(versions.c.pattern_id.in_(wanted))
+        ):
+            known.add(child)
+            if parent is not None:
+                parents.setdefault(child, set()).add(parent)
+        for child, parent in conn.execute(
+            sa.select(edges.c.from_version_id, edges.c.to_version_id).where(
+                edges.c.pattern_id.in_(wanted), edges.c.edge_type.in_(ANCESTRY_EDGES)
+            )
+        ):
+            parents.setdefault(child, set()).add(parent)
+
     reached: set[int] = set()
     frontier = {version_id}
     while frontier:
-        step = set(
-            conn.scalars(
-                sa.select(edges.c.to_version_id).where(
-                    edges.c.from_version_id.in_(frontier), edges.c.edge_type.in_(ANCESTRY_EDGES)
-                )
-            )
-        ) | {
-            p
-            for p in conn.scalars(sa.select(versions.c.parent_id).where(versions.c.id.in_(frontier)))
-            if p is not None
-        }
+        unknown = frontier - known
+        if unknown:
+            load(set(conn.scalars(sa.select(versions.c.pattern_id).where(versions.c.id.in_(sorted(unknown))))))
+            known.update(unknown)  # ids without a version row have no parents
+        step = set().union(*(parents.get(v, set()) for v in frontier))
         frontier = step - reached
         reached |= step
     return reached

@@ -33,6 +33,14 @@ def _create(*table_objects: sa.Table) -> Callable[[Connection], None]:
     return apply
 
 
+def _create_indexes(*indexes: sa.Index) -> Callable[[Connection], None]:
+    def apply(conn: Connection) -> None:
+        for index in indexes:
+            index.create(conn, checkfirst=True)
+
+    return apply
+
+
 SOURCE_MIGRATIONS: Sequence[Migration] = (
     Migration(1, "create hook_executions", _create(tables.hook_executions)),
 )
@@ -65,6 +73,7 @@ WAREHOUSE_MIGRATIONS: Sequence[Migration] = (
             tables.lineage_edges,
         ),
     ),
+    Migration(3, "lineage: indexes for traversal and the cycle check", _create_indexes(*tables.LINEAGE_INDEXES)),
 )
 
 # Serialises concurrent migrators on PostgreSQL (any constant works; this one spells "FLDM").

@@ -325,3 +325,11 @@ lineage_edges = sa.Table(
     sa.Column("window_start", sa.Date),
     sa.Column("created_at", Timestamp, nullable=False),
 )
+
+# Lineage traversal and the write-time cycle check walk edges from either end and versions by
+# parent (migration 3).
+LINEAGE_INDEXES = (
+    sa.Index("ix_lineage_edges_from", lineage_edges.c.from_version_id),
+    sa.Index("ix_lineage_edges_to", lineage_edges.c.to_version_id),
+    sa.Index("ix_pattern_versions_parent", pattern_versions.c.parent_id),
+)

@@ -1,0 +1,45 @@
+"""`pattern_lineage` through Dagster on both databases: one range run over several windows gives
+each window's graph as of its end, with tables, Mermaid source and an embedded PNG."""
+
+from __future__ import annotations
+
+import base64
+
+import dagster as dg
+
+from feedback_loop_dagster import definitions
+from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
+from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster_tests.lineage.test_lineage import W0, W1, W2, W3, P, family  # noqa: F401  (fixture)
+
+
+def test_pattern_lineage_as_of_each_window_of_a_range_run(engine, migrated_url, family):  # noqa: F811
+    register_pattern_ids(engine, [P])
+    defs = dg.Definitions(assets=definitions.defs.assets, jobs=definitions.defs.jobs,
+                          resources={"databases": FeedbackDatabases(database_url=migrated_url)})
+    node = definitions.defs.resolve_assets_def("pattern_lineage")
+    assert node.group_names_by_key[dg.AssetKey("pattern_lineage")] == "lineage"
+    assert node.backfill_policy == dg.BackfillPolicy.single_run()
+    with dg.instance_for_test() as instance:
+        add_pattern_partitions(instance, [P])
+        (result,) = materialize_windows(defs, instance, [P], W0, W3, asset_selection=[dg.AssetKey("pattern_lineage")])
+        assert result.success
+        events = result.get_asset_materialization_events()
+        assert len(events) == 4  # one per partition of the range, sharing the run's metadata
+        event = events[-1]
+    metadata = event.materialization.metadata
+    summary = {r.data["window"]: r.data for r in metadata["summary"].value.records}
+    assert {w: s["active"] for w, s in summary.items()} == {
+        str(W0): "v1", str(W1): "v2", str(W2): "v1", str(W3): "v1"}
+    assert summary[str(W3)]["candidates"] == "v4" and summary[str(W0)]["executions"] == 100
+    nodes = {r.data["version"]: r.data for r in metadata["nodes"].value.records}
+    assert {v: n["status"] for v, n in nodes.items()} == {"v1": "active", "v2": "rolled_back", "v3": "archived", "v4": "candidate"}
+    edges = [r.data for r in metadata["edges"].value.records]
+    rollback = next(e for e in edges if e["edge"] == "rolled_back_to")
+    assert (rollback["experiment"], rollback["p_value"], rollback["lift"]) == (2, 0.001, -0.08)
+    assert "```mermaid\nflowchart RL" in metadata["mermaid"].value
+    picture = metadata["graph"].value
+    assert "](data:image/png;base64," in picture and "**rolled_back**" in picture
+    png = base64.b64decode(picture.split("base64,", 1)[1].split(")", 1)[0])
+    assert png.startswith(b"\x89PNG") and len(png) < 200_000
