@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 
 import click
 
@@ -74,7 +74,8 @@ def simulate(patterns: int, days: int, per_day: int, seed: int, malformed_share:
         malformed_share=malformed_share,
         end_date=end_date.date() if end_date else datetime.now(UTC).date(),
     )
-    written = simulate_to_database(source, config)
+    with click.progressbar(length=config.total_rows, label="simulating", file=sys.stderr) as bar:
+        written = simulate_to_database(source, config, progress=bar.update)
     click.echo(f"wrote {written} executions for {patterns} pattern(s) over {days} day(s)")
 
 
@@ -106,37 +107,47 @@ def _sync_patterns() -> dict[str, str]:
 
 
 @main.command()
-@click.option("--patterns", default=6, show_default=True, type=click.IntRange(min=1))
-@click.option("--days", default=14, show_default=True, type=click.IntRange(min=1))
-@click.option("--per-day", default=200, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=7, show_default=True, type=int)
-def demo(patterns: int, days: int, per_day: int, seed: int) -> None:
-    """Fresh demo: simulate executions and materialise every partition into the local instance."""
+@click.option("--days", default=21, show_default=True, type=click.IntRange(min=1), help="Simulated days, ending yesterday (UTC).")
+@click.option("--per-day", default=500, show_default=True, type=click.IntRange(min=10), help="Executions per pattern and day.")
+@click.option("--seed", default=7, show_default=True, type=click.IntRange(min=0))
+def demo(days: int, per_day: int, seed: int) -> None:
+    """Time-stepped demo: six patterns with planted truths, the loop run after every simulated day.
+
+    Each day's traffic follows the registry (the active version, or the running experiment's
+    arms); the table at the end compares every decision with the planted truth. Needs empty
+    databases: it refuses, and changes nothing, when they already hold executions or versions
+    (`make clean` starts over). Exit status 1 when a planted outcome is not met.
+    """
+    import time
+
+    from feedback_loop_dagster.definitions import defs
+    from feedback_loop_dagster.lib.storage.database import redact
     from feedback_loop_dagster.lib.storage.migrations import init_databases
-    from feedback_loop_dagster.simulator import SimulationConfig, simulate_to_database
+    from feedback_loop_dagster.simulator.demo import format_table, has_demo_data, run_demo
 
     warehouse, source = _engines()
     init_databases(warehouse, source)
-    end = datetime.now(UTC).date()
-    written = simulate_to_database(
-        source, SimulationConfig(patterns=patterns, days=days, per_day=per_day, seed=seed, end_date=end)
-    )
-    click.echo(f"simulated {written} executions for {patterns} patterns over the {days} days before {end}")
-    keys = _sync_patterns()
-    _materialize(sorted(keys.values()), end - timedelta(days=days), end - timedelta(days=1))
-    _print_collection_summary(warehouse, sorted(keys.values()))
-    click.echo(f"\nBrowse it: make ui  (Dagster instance in {settings.dagster_home()})")
+    existing = has_demo_data(warehouse, source)
+    if existing:
+        raise ValueError(
+            f"{redact(settings.database_url())} already holds {existing}; the demo starts from empty "
+            "databases and never deletes data: run `make clean` (removes data/ and .dagster_home/) or "
+            f"point {settings.DATABASE_URL_ENV} at an empty database"
+        )
+    started = time.perf_counter()
+    click.echo(f"simulating {days} days x 6 patterns x {per_day} executions (seed {seed}); the loop runs after each day")
+    rows = run_demo(defs, _instance(), warehouse, source, days=days, seed=seed, per_day=per_day, progress=click.echo)
+    click.echo("\n" + format_table(rows))
+    _print_collection_summary(warehouse)
+    click.echo(f"\ndemo took {time.perf_counter() - started:.0f}s. Browse it: make ui  (Dagster instance in {settings.dagster_home()})")
+    missed = [r.pattern_id for r in rows if not r.match]
+    if missed:
+        click.echo(f"planted outcome not met for: {', '.join(missed)}", err=True)
+        sys.exit(1)
 
 
-def _materialize(pattern_keys: list[str], first: date, last: date) -> None:
-    from feedback_loop_dagster.defs.runs import materialize_windows
-    from feedback_loop_dagster.definitions import defs
-
-    results = materialize_windows(defs, _instance(), pattern_keys, first, last)
-    click.echo(f"materialised {len(pattern_keys)} pattern(s) x {(last - first).days + 1} window(s) in {len(results)} run(s)")
-
-
-def _print_collection_summary(warehouse, pattern_keys: list[str]) -> None:
+def _print_collection_summary(warehouse) -> None:
+    """Per pattern: windows collected, source / valid / quarantined rows; then the quarantine reasons."""
     import sqlalchemy as sa
 
     from feedback_loop_dagster.lib.storage.tables import feedback_partitions as fp
@@ -151,7 +162,6 @@ def _print_collection_summary(warehouse, pattern_keys: list[str]) -> None:
                 sa.func.sum(fp.c.valid_rows),
                 sa.func.sum(fp.c.quarantined_rows),
             )
-            .where(fp.c.pattern_key.in_(pattern_keys))
             .group_by(fp.c.pattern_id)
             .order_by(fp.c.pattern_id)
         ).all()
@@ -164,6 +174,17 @@ def _print_collection_summary(warehouse, pattern_keys: list[str]) -> None:
     click.echo("\nquarantine reasons:")
     for reason, count in reasons:
         click.echo(f"  {count:>5}  {reason}")
+
+
+# run, backfill, patterns list, policies, versions, experiments, approve, reject, rollback, lineage
+from feedback_loop_dagster.commands import register as _register_loop_commands  # noqa: E402
+
+_register_loop_commands(main, patterns)
+
+# check-config: the deployment's environment (docs/deploy.md)
+from feedback_loop_dagster.deploy_check import check_config as _check_config  # noqa: E402
+
+main.add_command(_check_config)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,130 @@
+"""What a person does to the registry by hand (the `feedback-loop versions` and `experiments`
+commands): register a version, make it active, start an experiment with it.
+
+Each change that moves the `active` label is recorded as a lineage edge with who did it, so the
+lineage graph explains manual changes as well as the loop's own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from feedback_loop_dagster.lib.experiment.experiments import Experiment, running_experiment, start_experiment
+from feedback_loop_dagster.lib.propose.patch import merge_patch
+from feedback_loop_dagster.lib.registry.edges import add_edge
+from feedback_loop_dagster.lib.registry.policies import get_policy
+from feedback_loop_dagster.lib.registry.versions import (
+    ACTIVE,
+    RegistryError,
+    Version,
+    find_version,
+    get_label,
+    move_label,
+    register_version,
+    set_label,
+)
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+def resolve_version(conn: Connection, pattern_id: str, name: str) -> Version:
+    """A version by name; `active` and `candidate` name the versions those labels point at."""
+    version = find_version(conn, pattern_id, name)
+    if version is None and name in (ACTIVE, "candidate"):
+        version = get_label(conn, pattern_id, name)
+    if version is None:
+        raise LookupError(f"pattern {pattern_id!r} has no version {name!r}")
+    return version
+
+
+def register_manual_version(
+    conn: Connection,
+    pattern_id: str,
+    name: str,
+    config: dict[str, Any] | None = None,
+    patch: dict[str, Any] | None = None,
+    parent: str | None = None,
+    user: str = "feedback-loop",
+    window: date | None = None,
+) -> Version:
+    """Register `name` derived from `parent` (default: the active version, if any).
+
+    `config` is the whole config; `patch` a JSON merge patch on the parent's config (one of them,
+    or neither to copy the parent's config). The new version gets a `derived_from` edge.
+    """
+    if config is not None and patch is not None:
+        raise ValueError("give the config or a patch, not both")
+    if config is not None and not isinstance(config, dict):
+        raise ValueError("config must be a JSON object")
+    if patch is not None and not isinstance(patch, dict):
+        raise ValueError("patch must be a JSON object")
+    base = resolve_version(conn, pattern_id, parent) if parent else get_label(conn, pattern_id, ACTIVE)
+    if patch is not None and base is None:
+        raise ValueError(f"pattern {pattern_id!r} has no active version to patch: pass --parent or a whole config")
+    if config is None:
+        config = merge_patch(base.config, patch) if patch is not None else dict(base.config if base else {})
+    existing = find_version(conn, pattern_id, name)
+    version = register_version(
+        conn, pattern_id, name, config, parent_id=base.id if base else None, created_by=f"user:{user}", source="manual"
+    )
+    if base is not None and existing is None:
+        add_edge(conn, version.id, base.id, "derived_from", {"user": user}, window_start=window or today())
+    return version
+
+
+def activate_version(conn: Connection, pattern_id: str, name: str, user: str, reason: str = "", window: date | None = None) -> Version:
+    """Make a version active by hand, recorded as `previous replaced_by new`.
+
+    Refused while an experiment runs for the pattern: its verdict would move the label from a
+    version that is no longer active (stop it first with `feedback-loop experiments stop`).
+    """
+    version = resolve_version(conn, pattern_id, name)
+    running = running_experiment(conn, pattern_id)
+    if running is not None:
+        raise RegistryError(
+            f"pattern {pattern_id!r} has a running experiment (#{running.id}, {running.kind}); stop it first"
+        )
+    current = get_label(conn, pattern_id, ACTIVE)
+    when = window or today()
+    if current is None:
+        set_label(conn, pattern_id, ACTIVE, version.id, when)
+        return version
+    if current.id == version.id:
+        raise RegistryError(f"{version.label} is already active")
+    if not move_label(conn, pattern_id, ACTIVE, current.id, version.id, when):
+        raise RegistryError(f"the active version of {pattern_id!r} changed meanwhile; try again")
+    add_edge(conn, current.id, version.id, "replaced_by", {"user": user, "reason": reason}, window_start=when)
+    return version
+
+
+def start_manual_experiment(
+    conn: Connection,
+    pattern_id: str,
+    treatment: str,
+    user: str,
+    traffic_split: float | None = None,
+    start_window: date | None = None,
+) -> Experiment:
+    """An A/B experiment of `treatment` against the active version under the pattern's policy,
+    from `start_window` (default: tomorrow, so both arms collect from the same moment)."""
+    control = get_label(conn, pattern_id, ACTIVE)
+    if control is None:
+        raise RegistryError(f"pattern {pattern_id!r} has no active version to compare with")
+    version = resolve_version(conn, pattern_id, treatment)
+    if traffic_split is not None and not 0.0 < traffic_split < 1.0:
+        raise ValueError(f"traffic split must be between 0 and 1 (exclusive), got {traffic_split}")
+    return start_experiment(
+        conn,
+        pattern_id,
+        control=control,
+        treatment=version,
+        policy=get_policy(conn, pattern_id),
+        start_window=start_window or today() + timedelta(days=1),
+        traffic_split=traffic_split,
+        created_by=f"user:{user}",
+    )

@@ -1,0 +1,362 @@
+"""The original design's Python API on the real system.
+
+    from feedback_loop_dagster import ModelFeedbackLoopInput, NodeFeedbackLoopOrchestrator
+
+    result = await NodeFeedbackLoopOrchestrator().execute_orchestration(
+        ModelFeedbackLoopInput(pattern_id="code-review", feedback_type="reliability", min_sample_size=30)
+    )
+    result.success, result.data["improvements_applied"], result.data["p_value"]
+
+`execute_orchestration` runs the same asset code as the Dagster UI, in-process through the
+code location's job: it stores the input's policy fields as the pattern's policy (validated by
+the engine's `Policy`), collects the `time_window_days` windows ending at the pattern's latest
+complete window, and, when there is enough feedback, materialises the whole graph for that
+window. The output is read back from the warehouse the assets wrote (lib/report/outcome.py).
+
+Concurrency: the blocking work runs in a worker thread, so `asyncio.gather` over several
+patterns keeps the event loop free; the runs themselves are serialised per process by one
+lock, because concurrent writers on one SQLite file can deadlock (a deferred transaction that
+upgrades to a write lock cannot wait for another). Across processes, runs of one pattern are
+kept apart by the QueuedRunCoordinator's per-pattern limit when launched through the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from feedback_loop_dagster.contracts import (
+    STAGE_OF_ASSET,
+    WORKFLOW_STAGES,
+    ModelFeedbackLoopInput,
+    ModelFeedbackLoopOutput,
+    ModelResult,
+)
+from feedback_loop_dagster.lib import settings
+
+log = logging.getLogger(__name__)
+
+# One in-process run at a time per process (see the module docstring).
+RUN_LOCK = threading.RLock()
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _source_filter(pattern_id: str, lo: datetime | None, hi: datetime):
+    """WHERE clause on the source by raw column names, as the collector reads it (a view works)."""
+    import sqlalchemy as sa
+
+    from feedback_loop_dagster.lib.storage import tables
+
+    started = sa.literal_column('"started_at"')
+    kind = tables.hook_executions.c.started_at.type
+    clauses = [sa.literal_column('"pattern_id"') == sa.bindparam("p", pattern_id), started < sa.bindparam("hi", hi, type_=kind)]
+    if lo is not None:
+        clauses.append(started >= sa.bindparam("lo", lo, type_=kind))
+    return sa.and_(*clauses)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time(), UTC)
+
+
+def latest_complete_window(source, pattern_id: str, today: date | None = None) -> date | None:
+    """The newest UTC day before today with executions of the pattern (None: it has none)."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    today = today or datetime.now(UTC).date()
+    query = (
+        sa.select(sa.func.max(sa.literal_column('"started_at"')))
+        .select_from(sa.table(settings.SOURCE_TABLE))
+        .where(_source_filter(pattern_id, None, _midnight(today)))
+    )
+    with source.connect() as conn:
+        latest = conn.scalar(query)
+    if latest is None:
+        return None
+    stamp = pd.Timestamp(latest)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC")
+    return stamp.date()
+
+
+def count_source_executions(source, pattern_id: str, first: date, last: date) -> int:
+    import sqlalchemy as sa
+
+    query = (
+        sa.select(sa.func.count())
+        .select_from(sa.table(settings.SOURCE_TABLE))
+        .where(_source_filter(pattern_id, _midnight(first), _midnight(last + timedelta(days=1))))
+    )
+    with source.connect() as conn:
+        return int(conn.scalar(query))
+
+
+def first_uncollected_window(conn, pattern_id: str, first: date, window: date) -> date:
+    """The oldest window of [first, window) not collected yet for the pattern (else `window`)."""
+    import sqlalchemy as sa
+
+    from feedback_loop_dagster.lib.storage import tables
+
+    fp = tables.feedback_partitions
+    done = set(conn.scalars(sa.select(fp.c.window_start).where(fp.c.pattern_id == pattern_id, fp.c.window_start.between(first, window))))
+    day = first
+    while day < window and day in done:
+        day += timedelta(days=1)
+    return day
+
+
+@dataclass
+class LoopRunner:
+    """Runs the loop's job in-process against one warehouse and one Dagster instance."""
+
+    database_url: str | None = None
+    source_url: str | None = None
+    instance: Any = None  # dagster.DagsterInstance; default: the one in $DAGSTER_HOME
+    # The moment the loop acts at (see defs/clock.py); None: the real clock. Only simulations
+    # replaying past days set it.
+    now: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.database_url = self.database_url or settings.database_url()
+        self.source_url = self.source_url or (settings.source_url() if self.database_url == settings.database_url() else self.database_url)
+        self._defs = None
+
+    @property
+    def warehouse(self):
+        from feedback_loop_dagster.lib.storage.database import get_engine
+
+        return get_engine(self.database_url)
+
+    @property
+    def source(self):
+        from feedback_loop_dagster.lib.storage.database import get_engine
+
+        return get_engine(self.source_url)
+
+    def dagster_instance(self):
+        if self.instance is None:
+            import dagster as dg
+
+            os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home()))
+            settings.dagster_home()
+            self.instance = dg.DagsterInstance.get()
+        return self.instance
+
+    def definitions(self):
+        if self._defs is None:
+            import warnings
+
+            import dagster as dg
+
+            with warnings.catch_warnings():
+                # Beta / preview notices about the project's own definitions: not the caller's concern.
+                warnings.simplefilter("ignore", dg.BetaWarning)
+                warnings.simplefilter("ignore", dg.PreviewWarning)
+                from feedback_loop_dagster.definitions import defs
+            from feedback_loop_dagster.defs.resources import FeedbackDatabases
+
+            self._defs = dg.Definitions(
+                assets=defs.assets,
+                jobs=defs.jobs,
+                resources={"databases": FeedbackDatabases(database_url=self.database_url, source_url=self.source_url)},
+            )
+        return self._defs
+
+    def register(self, pattern_ids: Sequence[str]) -> dict[str, str]:
+        """Partition keys of the patterns, registered in the warehouse and the instance."""
+        from feedback_loop_dagster.defs.runs import add_pattern_partitions
+        from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+
+        keys = register_pattern_ids(self.warehouse, list(pattern_ids))
+        add_pattern_partitions(self.dagster_instance(), sorted(keys.values()))
+        return keys
+
+    def materialize(
+        self, pattern_keys: Sequence[str], first: date, last: date, only: Sequence[str] | None = None
+    ) -> tuple[set[str], list[str]]:
+        """Range runs over [first, last] of the whole graph (or of the assets `only`); returns
+        (assets materialised, run ids)."""
+        import dagster as dg
+
+        from feedback_loop_dagster.defs.clock import clock_run_config
+        from feedback_loop_dagster.defs.runs import materialize_windows
+
+        selection = [dg.AssetKey(name) for name in only] if only else None
+        with RUN_LOCK:
+            results = materialize_windows(
+                self.definitions(), self.dagster_instance(), list(pattern_keys), first, last,
+                run_config=clock_run_config(self.now, QUIET_RUN_CONFIG, only), asset_selection=selection,
+            )
+        materialised = set()
+        for result in results:
+            for event in result.get_asset_materialization_events():
+                materialised.add(event.asset_key.to_user_string())
+        return materialised, [r.run_id for r in results]
+
+
+def run_loop(
+    runner: LoopRunner,
+    pattern_id: str,
+    window: date | None = None,
+    contract: ModelFeedbackLoopInput | None = None,
+    collect_period: bool = True,
+    gate_on_samples: bool = True,
+    correlation_id: UUID | None = None,
+) -> ModelFeedbackLoopOutput:
+    """The loop for one pattern and window, reported as the original output contract.
+
+    With `contract`, its policy fields first become the pattern's stored policy. The analysis
+    period is the `time_window_days` windows ending at `window`. With `collect_period`, the
+    period's earlier windows not collected yet are first collected (one range run of
+    `feedback_dataset`, what the sensor would have done); then the whole graph runs for the
+    partition (pattern, window). With `gate_on_samples`, fewer
+    executions in the source than `min_sample_size` stop before any run, and fewer valid ones
+    after it make success=False; either way a warning says how many executions are missing.
+    Errors of the run are reported in the output (success=False), never raised; only bad input
+    raises ValueError.
+    """
+    from feedback_loop_dagster.lib.registry.policies import get_policy, set_policy
+    from feedback_loop_dagster.lib.report import loop_outcome
+    from feedback_loop_dagster.lib.storage.migrations import init_databases
+
+    started = time.perf_counter()
+    correlation_id = correlation_id or (contract.correlation_id if contract else uuid4())
+    stages = dict.fromkeys(WORKFLOW_STAGES, "skipped")
+    output = ModelFeedbackLoopOutput(success=False, pattern_id=pattern_id, correlation_id=correlation_id,
+                                     workflow_stages=stages)
+
+    def finish(success: bool) -> ModelFeedbackLoopOutput:
+        output.success = success and not output.errors
+        output.workflow_stages = stages
+        output.duration_ms = round((time.perf_counter() - started) * 1000.0, 3)
+        output.timestamp = datetime.now(UTC)
+        return output
+
+    try:
+        warehouse, source = runner.warehouse, runner.source
+        init_databases(warehouse, source)
+        today = (runner.now or datetime.now(UTC)).astimezone(UTC).date()
+        window = window or latest_complete_window(source, pattern_id, today) or today - timedelta(days=1)
+        with warehouse.begin() as conn:
+            policy = get_policy(conn, pattern_id)
+            if contract is not None:
+                policy = contract.policy(policy)
+        days = policy.time_window_days
+        first = window - timedelta(days=days - 1)
+        first_partition = date.fromisoformat(settings.window_start_date())
+        if window < first_partition:
+            raise ValueError(
+                f"window {window} is before the first daily partition {first_partition} "
+                f"(set {settings.START_DATE_ENV} to an earlier date)"
+            )
+        first = max(first, first_partition)
+        output.metadata.update(window=window.isoformat(), first_window=first.isoformat(), policy=policy.model_dump(mode="json"))
+        needed = policy.min_sample_size
+
+        in_source = count_source_executions(source, pattern_id, first, window)
+        if gate_on_samples and in_source < needed:
+            output.feedback_collected = in_source
+            output.warnings.append(
+                f"insufficient feedback: {in_source} executions of {pattern_id!r} in hook_executions between {first} "
+                f"and {window}, fewer than min_sample_size {needed}: {needed - in_source} more executions are needed"
+            )
+            return finish(False)
+
+        key = runner.register([pattern_id])[pattern_id]
+        output.metadata["partition_key"] = key
+        if contract is not None:
+            with warehouse.begin() as conn:
+                set_policy(conn, pattern_id, policy)
+        run_ids: list[str] = []
+        if collect_period:
+            with warehouse.connect() as conn:
+                start = first_uncollected_window(conn, pattern_id, first, window)
+            if start < window:
+                # Only collect the earlier windows: running the later stages on them would start
+                # experiments in windows whose traffic was never split between the arms.
+                _, run_ids = runner.materialize([key], start, window - timedelta(days=1), only=["feedback_dataset"])
+                output.metadata["collected_windows"] = [start.isoformat(), (window - timedelta(days=1)).isoformat()]
+        done, ids = runner.materialize([key], window, window)
+        run_ids += ids
+        for asset, stage in STAGE_OF_ASSET.items():
+            stages[stage] = "completed" if asset in done else "failed"
+        with warehouse.connect() as conn:
+            outcome = loop_outcome(conn, pattern_id, first, window, days)
+        for name in ("feedback_collected", "executions_analyzed", "improvements_identified", "improvement_opportunities",
+                     "improvements_validated", "validation_results", "improvements_applied", "improvements_rejected",
+                     "performance_delta", "baseline_metrics", "improved_metrics", "confidence_score", "p_value",
+                     "statistically_significant", "next_review_date"):
+            setattr(output, name, getattr(outcome, name))
+        output.warnings += outcome.warnings
+        enough = outcome.executions_analyzed >= needed
+        if not enough:
+            output.warnings.append(
+                f"insufficient feedback: {outcome.executions_analyzed} valid executions of {pattern_id!r} between "
+                f"{first} and {window}, fewer than min_sample_size {needed}: "
+                f"{needed - outcome.executions_analyzed} more executions are needed"
+            )
+        output.metadata.update(run_ids=run_ids, **outcome.details)
+        return finish(enough or not gate_on_samples)
+    except ValueError:
+        raise
+    except Exception as exc:  # a failed run or an unusable database: reported, not raised
+        log.exception("feedback loop for %r failed", pattern_id)
+        output.errors.append(f"{type(exc).__name__}: {exc}")
+        failed_step = getattr(exc, "step_key", None)
+        if failed_step in STAGE_OF_ASSET:
+            stages[STAGE_OF_ASSET[failed_step]] = "failed"
+        return finish(False)
+
+
+class NodeFeedbackLoopOrchestrator:
+    """The original design's orchestrator: `await execute_orchestration(contract)`.
+
+    `database_url` / `source_url` default to FEEDBACK_LOOP_DATABASE_URL / FEEDBACK_LOOP_SOURCE_URL,
+    `instance` to the Dagster instance in $DAGSTER_HOME, `now` (the moment the loop acts at,
+    for replays of past days) to the real clock. `lineage_graph` answers traversal questions
+    (get_ancestors, get_descendants, get_lineage_path, get_active, diff) on the registry the
+    runs update.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        source_url: str | None = None,
+        instance: Any = None,
+        now: datetime | None = None,
+    ) -> None:
+        self.runner = LoopRunner(database_url=database_url, source_url=source_url, instance=instance, now=now)
+        self.logger = logging.getLogger("NodeFeedbackLoopOrchestrator")
+
+    @property
+    def lineage_graph(self):
+        from feedback_loop_dagster.lib.lineage import Lineage
+
+        return Lineage(self.runner.warehouse)
+
+    async def execute_orchestration(self, contract: ModelFeedbackLoopInput) -> ModelResult:
+        if isinstance(contract, dict):
+            contract = ModelFeedbackLoopInput(**contract)
+        if not isinstance(contract, ModelFeedbackLoopInput):
+            raise ValueError(f"contract must be a ModelFeedbackLoopInput, got {type(contract).__name__}")
+        output = await asyncio.to_thread(
+            run_loop, self.runner, contract.pattern_id, contract.window, contract,
+        )
+        data = output.model_dump(mode="json")
+        error = "; ".join(output.errors) or (None if output.success else "; ".join(output.warnings) or "the loop did not succeed")
+        return ModelResult(
+            success=output.success,
+            data=data,
+            error=error,
+            metadata={"correlation_id": str(output.correlation_id), "duration_ms": output.duration_ms,
+                      "window": output.metadata.get("window")},
+        )

@@ -1,0 +1,181 @@
+"""The loop's `feedback-loop` commands through real subprocesses on SQLite and PostgreSQL:
+backfill, run, patterns list, policies, versions, experiments, approve, reject, rollback,
+lineage, with their JSON output. Independent read-only commands run concurrently; error cases
+and --help run in-process (click's runner) to keep the suite fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from feedback_loop_dagster.lib.apply.decisions import queue_for_review
+from feedback_loop_dagster.lib.registry.manual import start_manual_experiment
+from feedback_loop_dagster.lib.registry.policies import set_policy
+from feedback_loop_dagster.lib.registry.versions import register_version, set_label
+from feedback_loop_dagster.lib.stats import get_preset
+from feedback_loop_dagster.lib.storage import tables
+from feedback_loop_dagster_tests.test_orchestrator import traffic
+from feedback_loop_dagster_tests.factories import insert_executions
+
+CLI = [sys.executable, "-m", "feedback_loop_dagster.cli"]
+TODAY = datetime.now(UTC).date()
+D1, D2 = TODAY - timedelta(days=3), TODAY - timedelta(days=2)
+
+
+def _env(url: str, tmp_path: Path) -> dict:
+    env = dict(os.environ, FEEDBACK_LOOP_DATABASE_URL=url, DAGSTER_HOME=str(tmp_path / "dagster_home"), USER="tester")
+    env.pop("FEEDBACK_LOOP_SOURCE_URL", None)
+    return env
+
+
+def cli(*args: str, url: str, tmp_path: Path, code: int = 0) -> subprocess.CompletedProcess:
+    result = subprocess.run([*CLI, *args], env=_env(url, tmp_path), capture_output=True, text=True, timeout=300)
+    assert result.returncode == code, (args, result.stdout, result.stderr)
+    return result
+
+
+def cli_many(*commands: tuple[str, ...], url: str, tmp_path: Path) -> list[subprocess.CompletedProcess]:
+    """Several commands at once (each its own process), all expected to succeed."""
+    env = _env(url, tmp_path)
+    procs = [subprocess.Popen([*CLI, *c], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    results = []
+    for command, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, (command, out, err)
+        results.append(subprocess.CompletedProcess(command, proc.returncode, out, err))
+    return results
+
+
+def cli_error(*args: str, url: str, tmp_path: Path) -> str:
+    """An error case, in-process (the happy path of the same command runs in a subprocess):
+    exit status 1 and the one-line message, returned."""
+    from click.testing import CliRunner
+
+    from feedback_loop_dagster.cli import main
+
+    result = CliRunner().invoke(main, list(args), env=_env(url, tmp_path))
+    assert result.exit_code == 1, (args, result.output, result.exception)
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+def test_every_loop_command_has_help(tmp_path):
+    """--help of each subcommand in-process (no database involved); the group's through a subprocess."""
+    from click.testing import CliRunner
+
+    from feedback_loop_dagster.cli import main
+
+    commands = [["run"], ["backfill"], ["patterns", "list"], ["policies"], ["policies", "show"], ["policies", "set"], ["versions"], ["versions", "list"], ["versions", "show"],
+                ["versions", "register"], ["versions", "diff"], ["experiments"], ["experiments", "list"],
+                ["experiments", "start"], ["experiments", "stop"], ["approve"], ["reject"], ["rollback"], ["lineage"]]
+    for command in commands:
+        result = CliRunner().invoke(main, [*command, "--help"])
+        assert result.exit_code == 0 and result.output.startswith("Usage:") and len(result.output.splitlines()) > 3, command
+    top = cli("--help", url="sqlite://", tmp_path=tmp_path).stdout
+    for name in ("run", "backfill", "policies", "versions", "experiments", "approve", "reject", "rollback", "lineage", "demo", "simulate"):
+        assert f"  {name}" in top
+
+
+@pytest.fixture
+def loop_db(engine, migrated_url):
+    """Two patterns with v1 active and two days of executions; no automatic experiments."""
+    with engine.begin() as conn:
+        for pattern_id in ("summarise", "translate"):
+            v1 = register_version(conn, pattern_id, "v1", {"timeout_ms": 2000, "model": "small"}, source="manual")
+            set_label(conn, pattern_id, "active", v1.id, None)
+            set_policy(conn, pattern_id, get_preset("development", feedback_type="reliability", enable_ab_testing=False))
+    insert_executions(engine, traffic("summarise", D1, 120, seed=1) + traffic("summarise", D2, 120, seed=2)
+                      + traffic("translate", D2, 50, seed=3))
+    return migrated_url
+
+
+def test_backfill_run_and_the_registry_commands(loop_db, engine, tmp_path):
+    url = loop_db
+    done = cli("backfill", "--start", str(D1), "--end", str(D2), "--pattern", "summarise", "--pattern", "translate",
+               "--json", url=url, tmp_path=tmp_path)
+    assert len(json.loads(done.stdout)["runs"]) == 1 and "backfill 2 pattern(s) x 2 window(s)" in done.stderr
+    with engine.connect() as conn:
+        collected = conn.execute(sa.select(tables.feedback_partitions.c.pattern_id, tables.feedback_partitions.c.window_start)).all()
+    assert len(collected) == 4  # translate has no executions on D1: an empty partition
+
+    output = json.loads(cli("run", "--pattern", "summarise", "--window", str(D2), "--json", url=url, tmp_path=tmp_path).stdout)
+    assert output["success"] and output["feedback_collected"] == 120 and output["workflow_stages"]["lineage"] == "completed"
+    assert output["metadata"]["window"] == str(D2) and isinstance(output["p_value"], float | None)
+    assert cli_error("run", "--pattern", "nobody", url=url, tmp_path=tmp_path).startswith("error: unknown pattern 'nobody'")
+
+    registered = json.loads(cli("versions", "register", "summarise", "v2", "--patch", '{"timeout_ms": 5000}', "--json",
+                                url=url, tmp_path=tmp_path).stdout)
+    assert registered["config"] == {"timeout_ms": 5000, "model": "small"}
+    assert "versions are immutable" in cli_error("versions", "register", "summarise", "v2", "--config", '{"timeout_ms": 1}',
+                                                 url=url, tmp_path=tmp_path)
+    table, patterns, shown, diff, policy = cli_many(
+        ("versions", "list", "summarise"), ("patterns", "list", "--json"), ("versions", "show", "summarise", "v2"),
+        ("versions", "diff", "summarise", "active", "v2", "--json"), ("policies", "show", "summarise", "--json"),
+        url=url, tmp_path=tmp_path)
+    assert table.stdout.splitlines()[0].split()[:3] == ["version", "status", "parent"]
+    assert {p["pattern_id"]: p["active"] for p in json.loads(patterns.stdout)} == {"summarise": "v1", "translate": "v1"}
+    assert "lineage path: v1 -> v2" in shown.stdout
+    assert json.loads(diff.stdout)["patch"] == {"timeout_ms": 5000}
+    assert json.loads(policy.stdout)["name"] == "development" and not json.loads(policy.stdout)["enable_ab_testing"]
+    bad = cli_error("policies", "set", "summarise", "--set", "min_sample_size=0", url=url, tmp_path=tmp_path)
+    assert bad.startswith("error: invalid policy for 'summarise': min_sample_size:")
+
+    started = json.loads(cli("experiments", "start", "summarise", "v2", "--split", "0.3", "--json", url=url, tmp_path=tmp_path).stdout)
+    assert (started["control"], started["treatment"], started["traffic_split"]) == ("v1", "v2", 0.3)
+    assert "already has a running experiment" in cli_error("experiments", "start", "summarise", "v2", url=url, tmp_path=tmp_path)
+    listed = json.loads(cli("experiments", "list", "--status", "running", "--json", url=url, tmp_path=tmp_path).stdout)
+    assert [e["id"] for e in listed] == [started["id"]]
+    stopped = cli("experiments", "stop", str(started["id"]), "--reason", "wrong split", url=url, tmp_path=tmp_path)
+    assert "stopped by tester: wrong split" in stopped.stdout
+    assert "not running" in cli_error("experiments", "stop", str(started["id"]), url=url, tmp_path=tmp_path)
+
+
+def _pending_review(engine, version: str) -> int:
+    """A running experiment whose (test-supplied) verdict waits for a reviewer."""
+    verdict = {"reason": "success rate +9 pts", "recommendation": "apply", "p_value": 0.004,
+               "confidence_score": 0.996, "performance_delta": 0.09, "experiment_id": None}
+    with engine.begin() as conn:
+        experiment = start_manual_experiment(conn, "summarise", version, user="test", start_window=D1)
+        queue_for_review(conn, experiment, D2, verdict)
+        return conn.scalar(sa.select(tables.decisions.c.id).where(tables.decisions.c.experiment_id == experiment.id))
+
+
+def test_review_rollback_and_lineage(loop_db, engine, tmp_path):
+    url = loop_db
+    with engine.begin() as conn:
+        v1 = register_version(conn, "summarise", "v1", {"timeout_ms": 2000, "model": "small"}, source="manual")
+        for name, timeout in (("v2", 4000), ("v3", 3000)):
+            register_version(conn, "summarise", name, {"timeout_ms": timeout, "model": "small"}, parent_id=v1.id)
+    decision = _pending_review(engine, "v2")
+    approved = json.loads(cli("approve", str(decision), "--reviewer", "ana", "--json", url=url, tmp_path=tmp_path).stdout)
+    assert approved["action"] == "promoted"
+    assert "not pending review" in cli_error("approve", str(decision), url=url, tmp_path=tmp_path)
+    assert "no decision with id 999" in cli_error("reject", "999", url=url, tmp_path=tmp_path)
+    rolled = cli("rollback", "summarise", "--reason", "latency regressed", url=url, tmp_path=tmp_path)
+    assert "rolled back 'summarise'" in rolled.stdout
+    assert "no promotion under watch" in cli_error("rollback", "summarise", url=url, tmp_path=tmp_path)
+    decision = _pending_review(engine, "v3")
+    rejected = json.loads(cli("reject", str(decision), "--json", url=url, tmp_path=tmp_path).stdout)
+    assert rejected["action"] == "rejected"
+
+    graph, picture, table, before = cli_many(
+        ("lineage", "summarise", "--format", "json"), ("lineage", "summarise", "--format", "mermaid"),
+        ("lineage", "summarise"), ("lineage", "summarise", "--as-of", str(D1), "--format", "json"), url=url, tmp_path=tmp_path)
+    graph = json.loads(graph.stdout)
+    assert graph["active"] == {"summarise": "v1"}
+    assert {n["version"]: n["status"] for n in graph["nodes"]} == {"v1": "active", "v2": "rolled_back", "v3": "archived"}
+    assert {e["edge_type"] for e in graph["edges"]} == {"derived_from", "promoted_over", "rolled_back_to"}
+    promoted = next(e for e in graph["edges"] if e["edge_type"] == "promoted_over")
+    assert (promoted["p_value"], promoted["lift"]) == (0.004, 0.09) and promoted["decision_id"] is not None
+    assert picture.stdout.startswith("flowchart RL") and "promoted_over p=0.004 +9.0%" in picture.stdout
+    assert "rolled_back" in table.stdout and "rolled back to v1" in table.stdout
+    # As of D1 the promotion (decided in D2) had not happened.
+    assert json.loads(before.stdout)["active"] == {"summarise": "v1"}
+    assert cli_error("lineage", "nobody", url=url, tmp_path=tmp_path).startswith("error: pattern 'nobody' has no versions")
