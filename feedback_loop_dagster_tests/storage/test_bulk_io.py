@@ -2,7 +2,7 @@
 
 `writes.bulk_insert` must store exactly what a plain `conn.execute(table.insert(), records)`
 stores, whichever encoding it picks (COPY BINARY, COPY text, psycopg's rows; sqlite3
-executemany); `collector._read_source` must return, chunk by chunk, exactly the frame
+executemany); `collector._read_source` (through `reads.read_frames`) must return, chunk by chunk, exactly the frame
 `DataFrame.from_records` makes of a plain fetch of the same query (COPY BINARY, COPY text, a
 cursor).
 """
@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from feedback_loop_dagster.lib.collect import collector
+from feedback_loop_dagster.lib.storage import reads
 from feedback_loop_dagster.lib.storage import tables, writes
 from feedback_loop_dagster.lib.storage.database import get_engine, is_postgres
 from feedback_loop_dagster_tests.factories import DAY, execution
@@ -360,13 +361,13 @@ def copy_formats(monkeypatch):
     """How `_read_source` turned each chunk into a frame on PostgreSQL (COPY BINARY or text)."""
     used: list[str] = []
     for name, label in (("_binary_frame", "binary"), ("_copy_frame", "text"), ("_loaded_column", "loader")):
-        original = getattr(collector, name)
+        original = getattr(reads, name)
 
         def spy(*args, _original=original, _label=label):
             used.append(_label)
             return _original(*args)
 
-        monkeypatch.setattr(collector, name, spy)
+        monkeypatch.setattr(reads, name, spy)
     return used
 
 

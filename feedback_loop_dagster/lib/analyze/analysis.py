@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -24,8 +25,10 @@ from feedback_loop_dagster.lib.stats import ArmStats, Policy
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.partition_rows import delete_partition_rows
 from feedback_loop_dagster.lib.storage.pattern_keys import pattern_ids_for_keys
+from feedback_loop_dagster.lib.storage.reads import read_frames
 from feedback_loop_dagster.lib.storage.writes import bulk_insert
 
+READ_CHUNK_ROWS = 200_000
 FEEDBACK_FOR_ANALYSIS = (
     "pattern_id",
     "pattern_key",
@@ -47,72 +50,83 @@ class AnalysisReport:
 
 
 def analyze_partitions(warehouse: Engine, pairs: Sequence[tuple[str, date]]) -> AnalysisReport:
-    pairs = sorted(set(pairs))
-    ids_by_key = pattern_ids_for_keys(warehouse, {k for k, _ in pairs})
+    """Analyses the partitions pattern by pattern (one pattern's rows in memory at a time, so a
+    backfill over many patterns and months stays within a bounded memory), in one transaction."""
+    windows_by_key: dict[str, list[date]] = {}
+    for key, window in sorted(set(pairs)):
+        windows_by_key.setdefault(key, []).append(window)
+    ids_by_key = pattern_ids_for_keys(warehouse, set(windows_by_key))
+    policies: dict[str, Policy] = {}
+    records: list[dict] = []
     with warehouse.begin() as conn:
-        policies = {pattern_id: get_policy(conn, pattern_id) for pattern_id in ids_by_key.values()}
-        span = {key: 2 * policies[ids_by_key[key]].time_window_days for key, _ in pairs}
-        first_day = min(w - timedelta(days=span[k] - 1) for k, w in pairs)
-        rows = _read_feedback(conn, sorted(ids_by_key.values()), first_day, max(w for _, w in pairs))
-        days = _refresh_daily_stats(conn, rows, ids_by_key, first_day, max(w for _, w in pairs))
-        for pattern_id in ids_by_key.values():
-            versions = rows.loc[rows["pattern_id"] == pattern_id, "version"].unique()
-            ensure_observed_versions(conn, pattern_id, versions)
-
-        records = []
-        for key, window in pairs:
+        for key, windows in windows_by_key.items():
             pattern_id = ids_by_key[key]
-            policy = policies[pattern_id]
-            period = policy.time_window_days
-            current_start = window - timedelta(days=period - 1)
-            previous_start = current_start - timedelta(days=period)
-            in_pattern = days[days["pattern_id"] == pattern_id]
-            current = in_pattern[(in_pattern["day"] >= current_start) & (in_pattern["day"] <= window)]
-            previous = in_pattern[(in_pattern["day"] >= previous_start) & (in_pattern["day"] < current_start)]
-            pattern_rows = rows[
-                (rows["pattern_id"] == pattern_id) & (rows["day"] >= current_start) & (rows["day"] <= window)
-            ]
-            for version, version_days in current.groupby("version"):
-                stats = _sum(version_days)
-                before = _sum(previous[previous["version"] == version])
-                comparison, regressions = compare_periods(before, stats, policy)
-                records.append(
-                    {
-                        "pattern_key": key,
-                        "window_start": window,
-                        "version": version,
-                        "pattern_id": pattern_id,
-                        "period_start": current_start,
-                        **version_metrics(pattern_rows[pattern_rows["version"] == version], stats),
-                        "comparison": json.dumps(comparison, sort_keys=True),
-                        "regressions": json.dumps(regressions),
-                    }
-                )
+            policy = policies[pattern_id] = get_policy(conn, pattern_id)
+            records += _analyze_pattern(conn, key, pattern_id, windows, policy)
         metrics = pd.DataFrame(records, columns=[c.name for c in tables.pattern_metrics.columns])
-        delete_partition_rows(conn, tables.pattern_metrics, pairs)
+        delete_partition_rows(conn, tables.pattern_metrics, sorted(set(pairs)))
         bulk_insert(conn, tables.pattern_metrics, metrics)
     return AnalysisReport(metrics=metrics, policies=policies)
 
 
-def _read_feedback(conn: Connection, pattern_ids: list[str], first: date, last: date) -> pd.DataFrame:
+def _analyze_pattern(conn: Connection, key: str, pattern_id: str, windows: list[date], policy: Policy) -> list[dict]:
+    period = policy.time_window_days
+    # every day a window's current or previous period looks at
+    first_day = windows[0] - timedelta(days=2 * period - 1)
+    rows = _read_feedback(conn, pattern_id, first_day, windows[-1])
+    days = _refresh_daily_stats(conn, rows, pattern_id, first_day, windows[-1])
+    ensure_observed_versions(conn, pattern_id, rows["version"].unique())
+    # Rows sorted by day, so each window's period is a slice rather than a scan of every row.
+    rows = rows.sort_values("day", kind="stable").reset_index(drop=True)
+    row_days = rows["day"].to_numpy(dtype="datetime64[D]")
+    records = []
+    for window in windows:
+        current_start = window - timedelta(days=period - 1)
+        previous_start = current_start - timedelta(days=period)
+        current = days[(days["day"] >= current_start) & (days["day"] <= window)]
+        previous = days[(days["day"] >= previous_start) & (days["day"] < current_start)]
+        lo, hi = np.searchsorted(row_days, np.array([current_start, window + timedelta(days=1)], dtype="datetime64[D]"))
+        period_rows = rows.iloc[lo:hi]
+        for version, version_days in current.groupby("version"):
+            stats = _sum(version_days)
+            before = _sum(previous[previous["version"] == version])
+            comparison, regressions = compare_periods(before, stats, policy)
+            records.append(
+                {
+                    "pattern_key": key,
+                    "window_start": window,
+                    "version": version,
+                    "pattern_id": pattern_id,
+                    "period_start": current_start,
+                    **version_metrics(period_rows[period_rows["version"] == version], stats),
+                    "comparison": json.dumps(comparison, sort_keys=True),
+                    "regressions": json.dumps(regressions),
+                }
+            )
+    return records
+
+
+def _read_feedback(conn: Connection, pattern_id: str, first: date, last: date) -> pd.DataFrame:
     feedback = tables.feedback
     query = sa.select(*(feedback.c[c] for c in FEEDBACK_FOR_ANALYSIS)).where(
-        feedback.c.pattern_id.in_(pattern_ids), feedback.c.window_start.between(first, last)
+        feedback.c.pattern_id == pattern_id, feedback.c.window_start.between(first, last)
     )
-    rows = pd.DataFrame(conn.execute(query).all(), columns=list(FEEDBACK_FOR_ANALYSIS))
+    columns = list(FEEDBACK_FOR_ANALYSIS)
+    frames = list(read_frames(conn, query, columns, READ_CHUNK_ROWS))
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     for column in ("duration_ms", "quality_score", "user_rating"):
         rows[column] = pd.to_numeric(rows[column]).astype("float64")
     rows["retry_count"] = pd.to_numeric(rows["retry_count"]).fillna(0).astype("int64")
+    # A DATE arrives as a date (PostgreSQL) or its ISO text (SQLite's raw value).
+    rows["window_start"] = pd.to_datetime(rows["window_start"]).dt.date
     return with_version(rows)
 
 
-def _refresh_daily_stats(
-    conn: Connection, rows: pd.DataFrame, ids_by_key: dict[str, str], first: date, last: date
-) -> pd.DataFrame:
-    """Replace the daily statistics of [first, last] for these patterns; returns them."""
+def _refresh_daily_stats(conn: Connection, rows: pd.DataFrame, pattern_id: str, first: date, last: date) -> pd.DataFrame:
+    """Replace the pattern's daily statistics of [first, last]; returns them."""
     stats = daily_stats(rows.drop(columns=["version", "day"]))
     table = tables.daily_version_stats
-    conn.execute(table.delete().where(table.c.pattern_id.in_(list(ids_by_key.values())), table.c.day.between(first, last)))
+    conn.execute(table.delete().where(table.c.pattern_id == pattern_id, table.c.day.between(first, last)))
     bulk_insert(conn, table, stats[[c.name for c in table.columns]])
     return stats
 
