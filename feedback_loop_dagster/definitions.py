@@ -6,12 +6,14 @@ import dagster as dg
 
 from feedback_loop_dagster.defs.analyze.assets import pattern_analysis
 from feedback_loop_dagster.defs.apply.assets import applied_improvements
+from feedback_loop_dagster.defs.lineage.assets import pattern_lineage
 from feedback_loop_dagster.defs.collect.assets import feedback_dataset, hook_executions
 from feedback_loop_dagster.defs.experiment.assets import experiments
 from feedback_loop_dagster.defs.propose.assets import improvement_proposals
 from feedback_loop_dagster.defs.validate.assets import ab_test_results
 from feedback_loop_dagster.defs.collect.sensors import new_executions_sensor
 from feedback_loop_dagster.defs.jobs import feedback_loop_job
+from feedback_loop_dagster.defs.schedules import daily_loop_schedule
 from feedback_loop_dagster.defs.resources import databases_from_environment
 
 defs = dg.Definitions(
@@ -23,8 +25,13 @@ defs = dg.Definitions(
         experiments,
         ab_test_results,
         applied_improvements,
+        pattern_lineage,
     ],
     jobs=[feedback_loop_job],
     sensors=[new_executions_sensor],
+    schedules=[daily_loop_schedule],
     resources={"databases": databases_from_environment()},
+    # Each run is one chain of stages, so a process per step (the default multiprocess executor)
+    # buys no parallelism and costs an interpreter start and import per stage (seconds each).
+    executor=dg.in_process_executor,
 )

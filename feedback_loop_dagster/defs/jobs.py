@@ -6,6 +6,9 @@ import dagster as dg
 
 # Runs carry their pattern partition key in this tag so the run queue can allow one run per pattern.
 PATTERN_TAG = "feedback_loop/pattern"
+# Range runs over several patterns (the daily schedule, history backfills) carry this tag instead;
+# dagster.yaml limits how many run at once.
+BATCH_TAG = "feedback_loop/batch"
 
 feedback_loop_job = dg.define_asset_job(
     "feedback_loop_job",

@@ -8,7 +8,7 @@ from datetime import date
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from feedback_loop_dagster.defs.jobs import PATTERN_TAG
+from feedback_loop_dagster.defs.jobs import BATCH_TAG, PATTERN_TAG
 from feedback_loop_dagster.defs.partitions import partition_key, patterns_partitions
 
 
@@ -37,6 +37,22 @@ def contiguous_blocks(instance: dg.DagsterInstance, pattern_keys: Sequence[str])
     return blocks
 
 
+def range_run_tags(pattern_keys: Sequence[str], first_window: date, last_window: date) -> dict[str, str]:
+    """Tags of one run over the rectangle (pattern_keys[0]..pattern_keys[-1]) x (first..last window).
+
+    The keys must be neighbours in the instance's partition order (a block of `contiguous_blocks`),
+    since Dagster expands a multi-partition range dimension by dimension."""
+    tags = {
+        ASSET_PARTITION_RANGE_START_TAG: str(partition_key(pattern_keys[0], first_window)),
+        ASSET_PARTITION_RANGE_END_TAG: str(partition_key(pattern_keys[-1], last_window)),
+    }
+    if len(pattern_keys) == 1:
+        tags[PATTERN_TAG] = pattern_keys[0]
+    else:
+        tags[BATCH_TAG] = f"{pattern_keys[0]}..{pattern_keys[-1]}"
+    return tags
+
+
 def materialize_windows(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -54,15 +70,13 @@ def materialize_windows(
     job = defs.resolve_job_def(job_name)
     results = []
     for block in contiguous_blocks(instance, pattern_keys):
-        tags = {
-            ASSET_PARTITION_RANGE_START_TAG: str(partition_key(block[0], first_window)),
-            ASSET_PARTITION_RANGE_END_TAG: str(partition_key(block[-1], last_window)),
-        }
-        if len(block) == 1:
-            tags[PATTERN_TAG] = block[0]
         results.append(
             job.execute_in_process(
-                run_config=run_config, instance=instance, tags=tags, raise_on_error=True, asset_selection=asset_selection
+                run_config=run_config,
+                instance=instance,
+                tags=range_run_tags(block, first_window, last_window),
+                raise_on_error=True,
+                asset_selection=asset_selection,
             )
         )
     return results

@@ -13,6 +13,9 @@ DATABASE_URL_ENV = "FEEDBACK_LOOP_DATABASE_URL"
 SOURCE_URL_ENV = "FEEDBACK_LOOP_SOURCE_URL"
 DATA_DIR_ENV = "FEEDBACK_LOOP_DATA_DIR"
 START_DATE_ENV = "FEEDBACK_LOOP_START_DATE"
+SENSOR_INTERVAL_ENV = "FEEDBACK_LOOP_SENSOR_INTERVAL_SECONDS"
+SOURCE_TIMEOUT_ENV = "FEEDBACK_LOOP_SOURCE_TIMEOUT_MS"
+SENSOR_DEFAULT_STATUS_ENV = "FEEDBACK_LOOP_SENSOR_DEFAULT_STATUS"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Fixed so partition keys never move under a user's feet; override with FEEDBACK_LOOP_START_DATE.
@@ -51,3 +54,35 @@ def dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home")
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} is not a positive whole number")
+    return value
+
+
+def sensor_interval_seconds() -> int:
+    """Minimum seconds between two ticks of new_executions_sensor (default 30)."""
+    return _positive_int(SENSOR_INTERVAL_ENV, 30)
+
+
+def source_timeout_ms() -> int:
+    """PostgreSQL statement timeout of the sensor's source query, lock waits included (default 20 s)."""
+    return _positive_int(SOURCE_TIMEOUT_ENV, 20_000)
+
+
+def sensor_running_by_default() -> bool:
+    """Whether new_executions_sensor starts on its own (`running`) or waits to be turned on (`stopped`,
+    the default) when the deployment first loads it. A status set in the UI always wins."""
+    raw = (os.environ.get(SENSOR_DEFAULT_STATUS_ENV) or "stopped").strip().lower()
+    if raw not in ("running", "stopped"):
+        raise ValueError(f"{SENSOR_DEFAULT_STATUS_ENV}={raw!r} must be 'running' or 'stopped'")
+    return raw == "running"

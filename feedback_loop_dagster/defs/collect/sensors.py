@@ -7,16 +7,23 @@ import dagster as dg
 from feedback_loop_dagster.defs.jobs import PATTERN_TAG, feedback_loop_job
 from feedback_loop_dagster.defs.partitions import partition_key, patterns_partitions, window_partitions
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.lib import settings
 from feedback_loop_dagster.lib.collect.new_executions import SourceCursor, scan_new_executions
 from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
 
-# A slow or locked source must not hold the sensor daemon (and the sensors queued behind it).
-SOURCE_QUERY_TIMEOUT_MS = 20_000
+# A slow or locked source must not hold the sensor daemon (and the sensors queued behind it):
+# the source query gets a statement timeout (FEEDBACK_LOOP_SOURCE_TIMEOUT_MS, default 20 s, read at
+# each tick) that also bounds lock waits on PostgreSQL.
 
 
 @dg.sensor(
     job=feedback_loop_job,
-    minimum_interval_seconds=30,
+    # FEEDBACK_LOOP_SENSOR_INTERVAL_SECONDS (default 30), read when the code location loads.
+    minimum_interval_seconds=settings.sensor_interval_seconds(),
+    # FEEDBACK_LOOP_SENSOR_DEFAULT_STATUS=running turns it on without a click (deployments, tests).
+    default_status=(
+        dg.DefaultSensorStatus.RUNNING if settings.sensor_running_by_default() else dg.DefaultSensorStatus.STOPPED
+    ),
     description=(
         "Polls hook_executions by insertion sequence; adds partitions for new patterns and runs the "
         "loop for every (pattern, window) that received rows, late and out-of-order rows included."
@@ -29,7 +36,7 @@ def new_executions_sensor(context: dg.SensorEvaluationContext, databases: Feedba
         cursor,
         first_window=date.fromisoformat(window_partitions.start.date().isoformat()),
         last_window=date.fromisoformat(window_partitions.get_last_partition_key()),
-        statement_timeout_ms=SOURCE_QUERY_TIMEOUT_MS,
+        statement_timeout_ms=settings.source_timeout_ms(),
     )
     if found.unattributed_rows:
         context.log.warning(

@@ -1,0 +1,172 @@
+"""The deployment path end to end: dagster-daemon and dagster-webserver over PostgreSQL.
+
+A sensor that finds a new pattern adds its partition and runs the whole loop; late rows rerun their
+window; a backfill launched through the webserver's GraphQL API completes through the daemon, each
+run processing its whole partition set; range runs submitted with the dagster-graphql client cover a
+block of patterns x windows in one run.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import pytest
+from dagster._core.execution.backfill import BulkActionStatus
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    BACKFILL_ID_TAG,
+    PARTITION_NAME_TAG,
+)
+from dagster_graphql import DagsterGraphQLClientError
+
+from feedback_loop_dagster.defs.jobs import PATTERN_TAG
+from feedback_loop_dagster.defs.partitions import patterns_partitions
+from feedback_loop_dagster.defs.runs import add_pattern_partitions
+from feedback_loop_dagster.defs.jobs import BATCH_TAG
+from feedback_loop_dagster.defs.schedules import range_run_requests
+from feedback_loop_dagster.definitions import defs
+from feedback_loop_dagster.lib.storage.database import get_engine
+from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster_tests.integration.data import (
+    collected_rows,
+    executions,
+    insert,
+    loop_asset_keys,
+    materialised,
+    registry_problems,
+    runs,
+    source_rows,
+)
+from feedback_loop_dagster_tests.integration.harness import DESIGN_ASSETS
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+LOOP_ASSETS = loop_asset_keys(defs)
+
+
+def _successful_run(d, tags: dict[str, str], timeout: float, what: str) -> dg.DagsterRun:
+    def find():
+        found = runs(d.instance, tags)
+        failed = [r for r in found if r.status == dg.DagsterRunStatus.FAILURE and not _retried(d, r)]
+        assert not failed, f"run {failed[0].run_id} failed\n{d.log_tail()}"
+        return next((r for r in found if r.status == dg.DagsterRunStatus.SUCCESS), None)
+
+    return d.wait_until(find, timeout=timeout, what=what, interval=1.0)
+
+
+def _retried(d, run: dg.DagsterRun) -> bool:
+    return bool(runs(d.instance, {"dagster/parent_run_id": run.run_id}))
+
+
+def test_the_loop_assets_are_the_seven_of_the_design():
+    assert LOOP_ASSETS == set(DESIGN_ASSETS) - {"hook_executions"}
+
+
+def test_sensor_adds_a_new_pattern_runs_the_loop_and_reruns_a_late_window(deployment):
+    d = deployment
+    engine = get_engine(d.warehouse_url)
+    pattern = "it-sensor-new"
+    window = datetime.now(UTC).date() - timedelta(days=3)
+    insert(engine, executions(pattern, window, 30))
+    assert pattern not in d.instance.get_dynamic_partitions(patterns_partitions.name)
+
+    d.start_sensor("new_executions_sensor")
+    try:
+        _sensor_path(d, engine, pattern, window)
+    finally:
+        d.stop_sensor("new_executions_sensor")  # the other tests insert rows of their own
+
+
+def _sensor_path(d, engine, pattern, window):
+    partition = f"{pattern}|{window}"
+    first = _successful_run(d, {PARTITION_NAME_TAG: partition}, timeout=120, what="the sensor's run")
+    assert first.tags[PATTERN_TAG] == pattern  # one run per pattern at a time (dagster.yaml)
+    assert pattern in d.instance.get_dynamic_partitions(patterns_partitions.name)
+    # The whole graph, for exactly that partition.
+    assert materialised(d.instance, first.run_id) == {(asset, partition) for asset in LOOP_ASSETS}
+    assert collected_rows(engine, pattern, window) == 30
+
+    # Late rows for that (now older) window arrive: the sensor runs that window again.
+    insert(engine, executions(pattern, window, 12, tag="late"))
+
+    def rerun():
+        new = [r for r in runs(d.instance, {PATTERN_TAG: pattern}) if r.run_id != first.run_id]
+        assert all(r.tags[PARTITION_NAME_TAG] == partition for r in new), [r.tags for r in new]
+        return next((r for r in new if r.status == dg.DagsterRunStatus.SUCCESS), None)
+
+    d.wait_until(rerun, timeout=120, what="the late window's rerun")
+    assert collected_rows(engine, pattern, window) == 42 == source_rows(engine, pattern, window)
+    assert registry_problems(engine) == []
+
+
+def test_backfill_launched_through_graphql_completes_through_the_daemon(deployment):
+    d = deployment
+    engine = get_engine(d.warehouse_url)
+    patterns = ["it-bf-a", "it-bf-b"]
+    windows = [date(2026, 2, 1) + timedelta(days=k) for k in range(3)]
+    for p in patterns:
+        for w in windows:
+            insert(engine, executions(p, w, 25))
+    keys = register_pattern_ids(engine, patterns)  # what `feedback-loop patterns sync` does
+    add_pattern_partitions(d.instance, [keys[p] for p in patterns])
+    partitions = {f"{keys[p]}|{w}" for p in patterns for w in windows}
+
+    backfill_id = d.launch_backfill(sorted(partitions), sorted(LOOP_ASSETS), title="integration backfill")
+
+    def finished():
+        backfill = d.instance.get_backfill(backfill_id)
+        return backfill.status if backfill.status != BulkActionStatus.REQUESTED else None
+
+    status = d.wait_until(finished, timeout=200, what="the backfill to finish", interval=2)
+    assert status == BulkActionStatus.COMPLETED_SUCCESS, d.log_tail()
+
+    backfill_runs = runs(d.instance, {BACKFILL_ID_TAG: backfill_id})
+    # Dagster splits a pattern x window set into one range run per key of its smaller dimension
+    # (here: 2 patterns < 3 windows), not one run per partition (6).
+    assert len(backfill_runs) == 2
+    covered: set[tuple[str, str]] = set()
+    for run in backfill_runs:
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        assert ASSET_PARTITION_RANGE_START_TAG in run.tags and ASSET_PARTITION_RANGE_END_TAG in run.tags
+        done = materialised(d.instance, run.run_id)
+        # Each run processed its whole range (3 windows), not only its first key.
+        assert len({p for _, p in done}) == 3
+        covered |= done
+    assert covered == {(asset, p) for asset in LOOP_ASSETS for p in partitions}
+    for p in patterns:
+        for w in windows:
+            assert collected_rows(engine, p, w) == 25
+
+
+def test_range_run_submitted_with_the_graphql_client_covers_a_block_in_one_run(deployment):
+    d = deployment
+    engine = get_engine(d.warehouse_url)
+    patterns = ["it-range-a", "it-range-b", "it-range-c"]
+    windows = [date(2026, 1, 10) + timedelta(days=k) for k in range(4)]
+    for p in patterns:
+        for w in windows:
+            insert(engine, executions(p, w, 10))
+    keys = register_pattern_ids(engine, patterns)
+    add_pattern_partitions(d.instance, [keys[p] for p in patterns])
+    block = [k for k in d.instance.get_dynamic_partitions(patterns_partitions.name) if k in set(keys.values())]
+
+    (request,) = range_run_requests(block, windows[0], windows[-1])
+    assert request.tags[BATCH_TAG]
+    client = d.client()
+    try:
+        run_id = client.submit_job_execution("feedback_loop_job", tags=request.tags)
+    except DagsterGraphQLClientError as exc:  # pragma: no cover - shows the server's reason
+        pytest.fail(f"submit_job_execution failed: {exc}\n{d.log_tail()}")
+
+    d.wait_until(
+        lambda: client.get_run_status(run_id) in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE),
+        timeout=150,
+        what="the range run",
+        interval=2,
+    )
+    assert client.get_run_status(run_id) == dg.DagsterRunStatus.SUCCESS, d.log_tail()
+    expected = {f"{keys[p]}|{w}" for p in patterns for w in windows}
+    assert materialised(d.instance, run_id) == {(asset, p) for asset in LOOP_ASSETS for p in expected}
+    assert all(collected_rows(engine, p) == 40 for p in patterns)

@@ -1,0 +1,142 @@
+"""The production instance config (dagster.yaml) and `feedback-loop check-config`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+
+from feedback_loop_dagster.cli import main
+from feedback_loop_dagster.deploy_check import env_references
+from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_VARIABLES = ["DAGSTER_PG_DB", "DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME"]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    for name in PG_VARIABLES + ["FEEDBACK_LOOP_DATABASE_URL", "FEEDBACK_LOOP_SOURCE_URL"]:
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def _point_at(monkeypatch, url: str) -> None:
+    parsed = make_url(url)
+    monkeypatch.setenv("DAGSTER_PG_HOST", parsed.host or "127.0.0.1")
+    monkeypatch.setenv("DAGSTER_PG_PORT", str(parsed.port or 5432))
+    monkeypatch.setenv("DAGSTER_PG_DB", parsed.database)
+    monkeypatch.setenv("DAGSTER_PG_USERNAME", parsed.username or "postgres")
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", parsed.password or "")
+
+
+def test_dagster_yaml_reads_every_storage_setting_from_the_environment():
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    assert sorted(set(env_references(config))) == PG_VARIABLES
+    assert "password" not in (ROOT / "dagster.yaml").read_text().replace("password: {env: DAGSTER_PG_PASSWORD}", "")
+
+
+def test_check_config_names_every_missing_variable_in_one_line(home):
+    result = CliRunner().invoke(main, ["check-config"])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ")
+    for name in PG_VARIABLES:
+        assert name in line
+
+
+def test_check_config_rejects_a_key_dagster_does_not_know(home, monkeypatch):
+    for name in PG_VARIABLES:
+        monkeypatch.setenv(name, "x" if name != "DAGSTER_PG_PORT" else "5432")
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    config["run_retries"]["max_retires"] = 3
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(main, ["check-config", "--skip-warehouse"])
+    assert result.exit_code == 1
+    assert "max_retires" in result.output
+
+
+def test_check_config_wants_the_warehouse_url_on_a_postgres_instance(home, monkeypatch):
+    for name in PG_VARIABLES:
+        monkeypatch.setenv(name, "x" if name != "DAGSTER_PG_PORT" else "5432")
+    result = CliRunner().invoke(main, ["check-config"])
+    assert result.exit_code == 1
+    assert "FEEDBACK_LOOP_DATABASE_URL is not set" in result.output
+
+
+@pytest.mark.postgres
+def test_dagster_yaml_loads_on_postgres_with_the_queue_limits_retries_and_monitoring(home, monkeypatch):
+    url = create_postgres_database()
+    try:
+        _point_at(monkeypatch, url)
+        monkeypatch.setenv("FEEDBACK_LOOP_DATABASE_URL", url)
+        result = CliRunner().invoke(main, ["check-config"])
+        assert result.exit_code == 0, result.output
+        assert "postgres storage" in result.output
+
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+            queue = instance.get_concurrency_config().run_queue_config
+            assert queue.max_concurrent_runs == 8
+            limits = {limit["key"]: limit for limit in queue.tag_concurrency_limits}
+            assert limits["feedback_loop/pattern"] == {
+                "key": "feedback_loop/pattern", "value": {"applyLimitPerUniqueValue": True}, "limit": 1
+            }
+            assert limits["dagster/backfill"]["limit"] == 1
+            assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+            assert instance.run_monitoring_enabled
+            assert instance.get_settings("sensors")["use_threads"] is True
+            assert instance.get_runs(limit=1) == []  # storage answers (psycopg2 scheme)
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.mark.slow
+def test_dagster_daemon_refuses_to_start_without_the_postgres_host(home, monkeypatch):
+    for name in PG_VARIABLES:
+        if name != "DAGSTER_PG_HOST":
+            monkeypatch.setenv(name, "5432" if name == "DAGSTER_PG_PORT" else "x")
+    daemon = Path(sys.executable).parent / "dagster-daemon"
+    result = subprocess.run(
+        [str(daemon), "run", "-w", str(ROOT / "workspace.yaml")],
+        cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode != 0
+    assert 'environment variable "DAGSTER_PG_HOST" which is not set' in result.stdout + result.stderr
+
+
+def test_sensor_settings_come_from_the_environment_and_reject_nonsense(monkeypatch):
+    from feedback_loop_dagster.lib import settings
+
+    for name in (settings.SENSOR_INTERVAL_ENV, settings.SOURCE_TIMEOUT_ENV, settings.SENSOR_DEFAULT_STATUS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    assert (settings.sensor_interval_seconds(), settings.source_timeout_ms(), settings.sensor_running_by_default()) == (
+        30, 20_000, False
+    )
+    monkeypatch.setenv(settings.SENSOR_INTERVAL_ENV, "5")
+    monkeypatch.setenv(settings.SOURCE_TIMEOUT_ENV, "1500")
+    monkeypatch.setenv(settings.SENSOR_DEFAULT_STATUS_ENV, "Running")
+    assert (settings.sensor_interval_seconds(), settings.source_timeout_ms(), settings.sensor_running_by_default()) == (
+        5, 1500, True
+    )
+    for name, bad in ((settings.SENSOR_INTERVAL_ENV, "0"), (settings.SOURCE_TIMEOUT_ENV, "soon"),
+                      (settings.SENSOR_DEFAULT_STATUS_ENV, "on")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=name):
+            (settings.sensor_interval_seconds(), settings.source_timeout_ms(), settings.sensor_running_by_default())
+        monkeypatch.delenv(name)
