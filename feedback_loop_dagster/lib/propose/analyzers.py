@@ -8,7 +8,9 @@ number in a draft must come from the evidence (DESIGN.md: estimated deltas are n
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -92,11 +94,14 @@ def unregister(name: str) -> None:
 
 def registered_analyzers() -> dict[str, Analyzer]:
     """Built-in and decorated analyzers plus those published under the entry point group."""
-    found = dict(_REGISTRY)
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name not in found:
-            found[entry.name] = entry.load()
-    return found
+    return {**_published_analyzers(tuple(sys.path)), **_REGISTRY}
+
+
+@functools.lru_cache(maxsize=8)
+def _published_analyzers(search_path: tuple[str, ...]) -> dict[str, Analyzer]:
+    # Scanning installed distributions takes tens of milliseconds and the loop asks once per
+    # partition; what is installed only changes with the import path, hence the cache key.
+    return {entry.name: entry.load() for entry in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def run_analyzers(evidence: PatternEvidence) -> list[ProposalDraft]:
