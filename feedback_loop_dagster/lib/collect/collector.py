@@ -138,8 +138,8 @@ def collect_feedback(
             for (key, window), seq in normalized.groupby(["pattern_key", "window_start"])["seq"].max().items():
                 max_seq[(key, window)] = max(int(seq), max_seq.get((key, window), 0))
             report.reasons.update(quarantined["reason"])
-            previews_valid.append(valid.head(PREVIEW_ROWS))
-            previews_bad.append(quarantined.head(PREVIEW_ROWS))
+            _keep_preview(previews_valid, valid)
+            _keep_preview(previews_bad, quarantined)
 
             yield tables.feedback, valid[list(FEEDBACK_COLUMNS)]
             if len(quarantined):
@@ -222,6 +222,13 @@ def _source_query(columns: Sequence[str], pattern_ids: Sequence[str], pairs: Seq
         )
         .order_by(sa.literal_column('"seq"'))
     )
+
+
+def _keep_preview(previews: list[pd.DataFrame], frame: pd.DataFrame) -> None:
+    """Adds the first rows of `frame` while the previews hold fewer than PREVIEW_ROWS, as a copy:
+    a head() is a view that would keep the whole chunk's arrays alive until the run ends."""
+    if sum(map(len, previews)) < PREVIEW_ROWS and len(frame):
+        previews.append(frame.head(PREVIEW_ROWS).copy())
 
 
 def _flag_duplicates(normalized: pd.DataFrame, row_errors: pd.Series, seen: np.ndarray) -> np.ndarray:
