@@ -224,6 +224,7 @@ def run_loop(
     Errors of the run are reported in the output (success=False), never raised; only bad input
     raises ValueError.
     """
+    from feedback_loop_dagster.lib.experiment.experiments import open_window
     from feedback_loop_dagster.lib.registry.policies import get_policy, set_policy
     from feedback_loop_dagster.lib.report import loop_outcome
     from feedback_loop_dagster.lib.storage.migrations import init_databases
@@ -244,7 +245,7 @@ def run_loop(
     try:
         warehouse, source = runner.warehouse, runner.source
         init_databases(warehouse, source)
-        today = (runner.now or datetime.now(UTC)).astimezone(UTC).date()
+        today = open_window(runner.now)
         window = window or latest_complete_window(source, pattern_id, today) or today - timedelta(days=1)
         with warehouse.begin() as conn:
             policy = get_policy(conn, pattern_id)
