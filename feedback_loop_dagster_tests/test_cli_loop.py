@@ -178,4 +178,4 @@ def test_review_rollback_and_lineage(loop_db, engine, tmp_path):
     assert "rolled_back" in table.stdout and "rolled back to v1" in table.stdout
     # As of D1 the promotion (decided in D2) had not happened.
     assert json.loads(before.stdout)["active"] == {"summarise": "v1"}
-    assert cli_error("lineage", "nobody", url=url, tmp_path=tmp_path).startswith("error: pattern 'nobody' has no versions")
+    assert cli_error("lineage", "nobody", url=url, tmp_path=tmp_path).startswith("error: unknown pattern 'nobody'")

@@ -9,6 +9,8 @@ import os
 from datetime import date
 from pathlib import Path
 
+from feedback_loop_dagster.lib.errors import ConfigError
+
 DATABASE_URL_ENV = "FEEDBACK_LOOP_DATABASE_URL"
 SOURCE_URL_ENV = "FEEDBACK_LOOP_SOURCE_URL"
 DATA_DIR_ENV = "FEEDBACK_LOOP_DATA_DIR"
@@ -45,7 +47,7 @@ def window_start_date() -> str:
     try:
         date.fromisoformat(raw)
     except ValueError:
-        raise ValueError(f"{START_DATE_ENV}={raw!r} is not a date in YYYY-MM-DD form") from None
+        raise ConfigError(f"{START_DATE_ENV}={raw!r} is not a date in YYYY-MM-DD form") from None
     return raw
 
 
@@ -65,7 +67,7 @@ def _positive_int(name: str, default: int) -> int:
     except ValueError:
         value = 0
     if value <= 0:
-        raise ValueError(f"{name}={raw!r} is not a positive whole number")
+        raise ConfigError(f"{name}={raw!r} is not a positive whole number")
     return value
 
 
@@ -84,5 +86,5 @@ def sensor_running_by_default() -> bool:
     the default) when the deployment first loads it. A status set in the UI always wins."""
     raw = (os.environ.get(SENSOR_DEFAULT_STATUS_ENV) or "stopped").strip().lower()
     if raw not in ("running", "stopped"):
-        raise ValueError(f"{SENSOR_DEFAULT_STATUS_ENV}={raw!r} must be 'running' or 'stopped'")
+        raise ConfigError(f"{SENSOR_DEFAULT_STATUS_ENV}={raw!r} must be 'running' or 'stopped'")
     return raw == "running"

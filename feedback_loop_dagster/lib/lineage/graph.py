@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from feedback_loop_dagster.lib.errors import NotFound
 from feedback_loop_dagster.lib.propose.patch import diff_patch
 from feedback_loop_dagster.lib.registry.edges import ANCESTRY_EDGES
 from feedback_loop_dagster.lib.registry.versions import Version
@@ -240,15 +241,15 @@ class LineageGraph:
         elif not isinstance(ref, int | str | tuple) and isinstance(getattr(ref, "id", None), int):
             ref = ref.id
         if isinstance(ref, bool):
-            raise LookupError(f"not a version reference: {ref!r}")
+            raise NotFound(f"not a version reference: {ref!r}")
         if isinstance(ref, int):
             if ref in self.nodes:
                 return self.nodes[ref]
-            raise LookupError(f"no version with id {ref} in the lineage of {', '.join(map(repr, self.pattern_ids)) or 'no pattern'}")
+            raise NotFound(f"no version with id {ref} in the lineage of {', '.join(map(repr, self.pattern_ids)) or 'no pattern'}")
         if isinstance(ref, tuple) and len(ref) == 2:
             found = self._by_name.get((ref[0], ref[1]))
             if found is None:
-                raise LookupError(f"pattern {ref[0]!r} has no version {ref[1]!r}{self._as_of_note()}")
+                raise NotFound(f"pattern {ref[0]!r} has no version {ref[1]!r}{self._as_of_note()}")
             return self.nodes[found]
         if isinstance(ref, str):
             for at in (i for i, ch in enumerate(ref) if ch == "@"):
@@ -259,9 +260,9 @@ class LineageGraph:
             if len(named) == 1:
                 return self.nodes[named[0]]
             if len(named) > 1:
-                raise LookupError(f"version name {ref!r} is ambiguous: write it as pattern@{ref}")
-            raise LookupError(f"no version {ref!r} in the lineage of {', '.join(map(repr, self.pattern_ids)) or 'no pattern'}{self._as_of_note()}")
-        raise LookupError(f"not a version reference: {ref!r}")
+                raise NotFound(f"version name {ref!r} is ambiguous: write it as pattern@{ref}")
+            raise NotFound(f"no version {ref!r} in the lineage of {', '.join(map(repr, self.pattern_ids)) or 'no pattern'}{self._as_of_note()}")
+        raise NotFound(f"not a version reference: {ref!r}")
 
     def _as_of_note(self) -> str:
         return f" as of {self.as_of}" if self.as_of else ""
@@ -325,7 +326,7 @@ class LineageGraph:
         """The active version of `pattern_id` as of the graph's window (the only pattern if None)."""
         if pattern_id is None:
             if len(self.pattern_ids) > 1:
-                raise LookupError(f"the graph holds several patterns ({', '.join(map(repr, self.pattern_ids))}): name one")
+                raise NotFound(f"the graph holds several patterns ({', '.join(map(repr, self.pattern_ids))}): name one")
             pattern_id = self.pattern_ids[0] if self.pattern_ids else None
         return next((n for n in self.nodes.values() if n.pattern_id == pattern_id and n.status == ACTIVE), None)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
 from feedback_loop_dagster.lib.experiment.experiments import Experiment, running_experiment, start_experiment
 from feedback_loop_dagster.lib.propose.patch import merge_patch
 from feedback_loop_dagster.lib.registry.edges import add_edge
@@ -20,6 +21,7 @@ from feedback_loop_dagster.lib.registry.versions import (
     ACTIVE,
     RegistryError,
     Version,
+    check_version_name,
     find_version,
     get_label,
     move_label,
@@ -38,7 +40,7 @@ def resolve_version(conn: Connection, pattern_id: str, name: str) -> Version:
     if version is None and name in (ACTIVE, "candidate"):
         version = get_label(conn, pattern_id, name)
     if version is None:
-        raise LookupError(f"pattern {pattern_id!r} has no version {name!r}")
+        raise NotFound(f"pattern {pattern_id!r} has no version {name!r}")
     return version
 
 
@@ -52,20 +54,22 @@ def register_manual_version(
     user: str = "feedback-loop",
     window: date | None = None,
 ) -> Version:
-    """Register `name` derived from `parent` (default: the active version, if any).
+    """Register `name` (a name a person may give, `check_version_name`) derived from `parent`
+    (default: the active version, if any).
 
     `config` is the whole config; `patch` a JSON merge patch on the parent's config (one of them,
     or neither to copy the parent's config). The new version gets a `derived_from` edge.
     """
+    check_version_name(name)
     if config is not None and patch is not None:
-        raise ValueError("give the config or a patch, not both")
+        raise InvalidInput("give the config or a patch, not both")
     if config is not None and not isinstance(config, dict):
-        raise ValueError("config must be a JSON object")
+        raise InvalidInput("config must be a JSON object")
     if patch is not None and not isinstance(patch, dict):
-        raise ValueError("patch must be a JSON object")
+        raise InvalidInput("patch must be a JSON object")
     base = resolve_version(conn, pattern_id, parent) if parent else get_label(conn, pattern_id, ACTIVE)
     if patch is not None and base is None:
-        raise ValueError(f"pattern {pattern_id!r} has no active version to patch: pass --parent or a whole config")
+        raise InvalidInput(f"pattern {pattern_id!r} has no active version to patch: pass --parent or a whole config")
     if config is None:
         config = merge_patch(base.config, patch) if patch is not None else dict(base.config if base else {})
     existing = find_version(conn, pattern_id, name)
@@ -117,7 +121,7 @@ def start_manual_experiment(
         raise RegistryError(f"pattern {pattern_id!r} has no active version to compare with")
     version = resolve_version(conn, pattern_id, treatment)
     if traffic_split is not None and not 0.0 < traffic_split < 1.0:
-        raise ValueError(f"traffic split must be between 0 and 1 (exclusive), got {traffic_split}")
+        raise InvalidInput(f"traffic split must be between 0 and 1 (exclusive), got {traffic_split}")
     return start_experiment(
         conn,
         pattern_id,
