@@ -7,6 +7,7 @@ lineage graph explains manual changes as well as the loop's own.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -19,15 +20,31 @@ from feedback_loop_dagster.lib.registry.edges import add_edge
 from feedback_loop_dagster.lib.registry.policies import get_policy
 from feedback_loop_dagster.lib.registry.versions import (
     ACTIVE,
+    CANDIDATE,
     RegistryError,
     Version,
-    check_version_name,
     find_version,
     get_label,
     move_label,
     register_version,
     set_label,
 )
+
+# Names a person gives a version: short, printable, no blanks or quotes, so they read the same in
+# a table, a shell, a partition's metadata and a Mermaid diagram. Stricter than the registry's
+# rule for every name (versions.register_version), which observed names from the source follow.
+MANUAL_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+
+
+def check_version_name(name: str) -> str:
+    """`name` if a person may give it to a version, else a RegistryError saying why."""
+    if not isinstance(name, str) or not MANUAL_VERSION_NAME.fullmatch(name):
+        raise RegistryError(
+            f"version name {name!r} is not allowed: use 1-64 letters, digits and . _ + -, starting with a letter or digit"
+        )
+    if name in (ACTIVE, CANDIDATE):
+        raise RegistryError(f"version name {name!r} is reserved: it names a label (`versions show P {name}`)")
+    return name
 
 
 def today() -> date:

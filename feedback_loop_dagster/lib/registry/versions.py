@@ -6,7 +6,6 @@ Every function takes an open connection, so callers compose them into one transa
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -23,25 +22,10 @@ IMPLICIT_VERSION = "(unversioned)"
 ACTIVE = "active"
 CANDIDATE = "candidate"
 VERSION_SOURCES = ("implicit", "observed", "proposal", "manual")
-# Names a person gives a version: short, printable, no spaces or quotes, so they read the same in
-# a table, a shell, a partition's metadata and a Mermaid diagram. (Observed names come from the
-# source's pattern_version and are kept as they are; every renderer escapes them.)
-VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 
 class RegistryError(UserError, ValueError):
     """A registry change that would break an invariant (immutability, a cycle, a stale label)."""
-
-
-def check_version_name(name: str) -> str:
-    """`name` if a person may give it to a version, else a RegistryError saying why."""
-    if not isinstance(name, str) or not VERSION_NAME.fullmatch(name):
-        raise RegistryError(
-            f"version name {name!r} is not allowed: use 1-64 letters, digits and . _ + -, starting with a letter or digit"
-        )
-    if name in (ACTIVE, CANDIDATE):
-        raise RegistryError(f"version name {name!r} is reserved: it names a label (`versions show P {name}`)")
-    return name
 
 
 @dataclass(frozen=True)
