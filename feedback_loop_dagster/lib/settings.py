@@ -103,5 +103,5 @@ def max_duration_ms() -> float:
     except ValueError:
         value = float("nan")
     if not (value > 0 and value != float("inf")):
-        raise ValueError(f"{MAX_DURATION_ENV}={raw!r} is not a positive number of milliseconds")
+        raise ConfigError(f"{MAX_DURATION_ENV}={raw!r} is not a positive number of milliseconds")
     return value
