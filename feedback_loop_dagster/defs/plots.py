@@ -21,12 +21,17 @@ def markdown_text(text: str) -> str:
     return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in visible_text(text))
 
 
-def figure_markdown(figure, title: str) -> str:
-    """The figure as a PNG embedded in markdown (closed afterwards), `title` as its alt text."""
+def figure_png(figure) -> bytes:
+    """The figure as PNG bytes (closed afterwards)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
-    return f"![{markdown_text(title)}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+    return buffer.getvalue()
+
+
+def figure_markdown(figure, title: str) -> str:
+    """The figure as a PNG embedded in markdown (closed afterwards), `title` as its alt text."""
+    return f"![{markdown_text(title)}](data:image/png;base64,{base64.b64encode(figure_png(figure)).decode()})"
 
 
 def lift_plot_markdown(title: str, windows: list, lift: list, low: list, high: list) -> str:
