@@ -430,7 +430,7 @@ def versions_show(pattern: str, version: str, as_json: bool) -> None:
     for line in json.dumps(node.config, indent=2, sort_keys=True).splitlines():
         click.echo(f"    {line}")
     click.echo("  edges:")
-    echo_table(edges, ["from", "edge", "to", "window", "evidence"], empty="    (none)")
+    echo_table(edges, ["from", "edge", "to", "window", "effect", "evidence"], empty="    (none)")
 
 
 def _json_object(text: str | None, what: str) -> dict | None:
@@ -520,8 +520,8 @@ def experiments() -> None:
 @click.option("--status", type=click.Choice(["running", "concluded", "stopped", "all"]), default="all", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def experiments_list(pattern: str | None, status: str, as_json: bool) -> None:
-    """Experiments with their latest look (verdict, p-value, lift, arm sizes) and any decision
-    waiting for review (`approve ID` / `reject ID`)."""
+    """Experiments with their latest look (verdict, the lead metric's effect in its unit with its
+    interval, p-value, arm sizes) and any decision waiting for review (`approve ID` / `reject ID`)."""
     import sqlalchemy as sa
 
     from feedback_loop_dagster.lib.storage import tables as t
@@ -550,7 +550,7 @@ def experiments_list(pattern: str | None, status: str, as_json: bool) -> None:
                 ab.c.experiment_id.in_(ids)).group_by(ab.c.experiment_id).subquery()
             for r in conn.execute(
                 sa.select(ab.c.experiment_id, ab.c.window_start, ab.c.decision, ab.c.p_value, ab.c.performance_delta,
-                          ab.c.control_n, ab.c.treatment_n)
+                          ab.c.control_n, ab.c.treatment_n, ab.c.result)
                 .join(newest, sa.and_(newest.c.experiment_id == ab.c.experiment_id, newest.c.w == ab.c.window_start))
             ).mappings():
                 latest[r["experiment_id"]] = r
@@ -563,7 +563,8 @@ def experiments_list(pattern: str | None, status: str, as_json: bool) -> None:
         r["last_look"] = look["window_start"].isoformat() if look else None
         r["verdict"] = look["decision"] if look else None
         r["p_value"] = look["p_value"] if look else None
-        r["lift"] = look["performance_delta"] if look else None
+        r["effect"] = _lead_effect(look["result"]) if look else None
+        r["performance_delta"] = look["performance_delta"] if look else None  # the seed contract's field
         r["n"] = f"{look['control_n']}/{look['treatment_n']}" if look else None
         decision = decisions.get(r["id"])
         r["decision"] = f"#{decision[0]} {decision[1]} {decision[2]}" if decision else None
@@ -571,7 +572,16 @@ def experiments_list(pattern: str | None, status: str, as_json: bool) -> None:
         echo_json(rows)
     else:
         echo_table(rows, ["id", "pattern_id", "kind", "control", "treatment", "status", "outcome", "start_window",
-                          "last_look", "verdict", "p_value", "lift", "n", "decision"], empty="no experiments")
+                          "last_look", "verdict", "effect", "p_value", "n", "decision"], empty="no experiments")
+
+
+def _lead_effect(result_json: str) -> str | None:
+    """The lead metric's effect in a stored A/B result, as units.format_effect writes it."""
+    from feedback_loop_dagster.lib.stats.units import format_effect, verdict_of
+
+    result = json.loads(result_json)
+    lead = (result.get("metrics") or {}).get(result.get("lead_metric"))
+    return format_effect(lead, label=True, verdict=verdict_of(lead)) if lead else None
 
 
 @experiments.command("start")
@@ -709,7 +719,7 @@ def lineage_command(pattern: str, fmt: str, as_of: date | None) -> None:
                    f"{active.version if active else '-'}, as of {graph.as_of or 'now'} (usage in {graph.usage_window or '-'})")
         echo_table(graph.node_rows(), ["version", "status", "parent", "source", "usage_count", "success_rate", "usage_total", "why"])
         click.echo("")
-        echo_table(graph.edge_rows(), ["from", "edge", "to", "window", "evidence"], empty="no edges")
+        echo_table(graph.edge_rows(), ["from", "edge", "to", "window", "effect", "evidence"], empty="no edges")
 
 
 # --- health ----------------------------------------------------------------------------------

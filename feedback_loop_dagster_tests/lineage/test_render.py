@@ -121,3 +121,32 @@ def test_every_pattern_of_a_run_gets_its_picture(six_patterns):
     ]
     for pattern_id in ids:
         assert any(alt.startswith(markdown_text(f"{pattern_id} as of {W}")) for alt in pictures), (pattern_id, pictures)
+
+
+def test_edges_show_the_lead_metrics_effect_in_its_unit(engine):
+    """A promotion and its rollback, decided on stored A/B looks: the edges read as the decision
+    reasons do (points for success, % for latency), in tables, Mermaid and JSON."""
+    import math
+
+    from feedback_loop_dagster.lib.apply.decisions import promote, rollback
+    from feedback_loop_dagster.lib.experiment.experiments import running_experiment, start_experiment
+    from feedback_loop_dagster.lib.stats import get_preset
+    from feedback_loop_dagster_tests.loop.builders import registered_versions, stored_look
+
+    with engine.begin() as conn:
+        v1, v2 = registered_versions(conn, "r", 2)
+        experiment = start_experiment(conn, "r", v1, v2, get_preset("development"), W)
+        promote(conn, experiment, W, stored_look(conn, experiment, W, "success", 0.074, 0.084), "policy")
+        watch = running_experiment(conn, "r")
+        later = date(2026, 3, 5)
+        look = stored_look(conn, watch, later, "latency", math.log(1.2), -0.2)
+        rollback(conn, watch, later, {**look, "recommendation": "reject"}, "policy")
+    with engine.connect() as conn:
+        graph = lineage_graph(conn, "r")
+    rows = {r["edge"]: r for r in graph.edge_rows()}
+    assert rows["promoted_over"]["effect"] == "success rate +7.4 pts [+3.7, +11.1]"
+    assert rows["rolled_back_to"]["effect"] == "latency +20.0% [+9.5%, +31.5%] (? -> ? ms)"
+    assert "lift" not in rows["promoted_over"]  # the relative lift stays in JSON, as the seed contract's field
+    assert '|"promoted_over: success rate +7.4 pts #91;+3.7, +11.1#93;; p=0.001"|' in mermaid(graph)
+    promoted = next(e for e in graph.to_dict()["edges"] if e["edge_type"] == "promoted_over")
+    assert (promoted["lift"], promoted["effect"]) == (0.084, "success rate +7.4 pts [+3.7, +11.1]")

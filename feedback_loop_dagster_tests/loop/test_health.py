@@ -9,7 +9,6 @@ import math
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
 
 from feedback_loop_dagster.lib.apply.decisions import promote, queue_for_review, reject, rollback
 from feedback_loop_dagster.lib.experiment.experiments import (
@@ -18,10 +17,10 @@ from feedback_loop_dagster.lib.experiment.experiments import (
     start_experiment,
     stop_experiment,
 )
-from feedback_loop_dagster.lib.registry.versions import ACTIVE, register_version, set_label
 from feedback_loop_dagster.lib.report.health import health_as_of, health_over_time, health_report, health_row, load_history
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
+from feedback_loop_dagster_tests.loop.builders import registered_versions, stored_look
 
 W = [date(2026, 3, 1) + timedelta(days=i) for i in range(40)]
 POLICY = get_preset("development")
@@ -31,50 +30,30 @@ def _midnight_after(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
 
 
-def _look(conn, experiment, window, metric: str, effect: float, performance_delta: float) -> dict:
-    """The A/B engine's stored look at `window`, with the lead metric's result."""
-    result = {"decision": "apply", "recommendation": "apply", "reason": f"{metric} better", "p_value": 0.001,
-              "confidence_score": 0.999, "performance_delta": performance_delta, "lead_metric": metric,
-              "metrics": {metric: {"metric": metric, "effect": effect, "ci_lower": effect / 2, "ci_upper": effect * 1.5,
-                                   "n_control": 500, "n_treatment": 500}}}
-    conn.execute(tables.ab_results.insert().values(
-        experiment_id=experiment.id, window_start=window, pattern_id=experiment.pattern_id, decision="apply",
-        reason=result["reason"], p_value=0.001, confidence_score=0.999, performance_delta=performance_delta,
-        control_n=500, treatment_n=500, srm_p_value=0.5, result=json.dumps(result), computed_at=datetime.now(UTC)))
-    return result
-
-
-def _versions(conn, pattern_id: str, count: int):
-    v1 = register_version(conn, pattern_id, "v1", {"n": 1}, source="manual")
-    set_label(conn, pattern_id, ACTIVE, v1.id, None)
-    return [v1] + [register_version(conn, pattern_id, f"v{i}", {"n": i}, parent_id=v1.id, source="proposal")
-                   for i in range(2, count + 1)]
-
-
 @pytest.fixture
 def history(engine):
     """Pattern a: promoted (W2, +5.0 pts) and confirmed (W9); promoted (W12, latency -10.0%) and
     rolled back (W15); rejected (W17); inconclusive (W25); running from W26 with a review pending
     since W27. Pattern b: promoted (W5, +3.0 pts), still under watch. Pattern c: stopped by hand."""
     with engine.begin() as conn:
-        v1, v2, v3, v4, v5, v6 = _versions(conn, "a", 6)
+        v1, v2, v3, v4, v5, v6 = registered_versions(conn, "a", 6)
         first = start_experiment(conn, "a", v1, v2, POLICY, W[0])
-        promote(conn, first, W[2], _look(conn, first, W[2], "success", 0.05, 0.06), "policy", now=_midnight_after(W[2]))
+        promote(conn, first, W[2], stored_look(conn, first, W[2], "success", 0.05, 0.06), "policy", now=_midnight_after(W[2]))
         conclude_experiment(conn, running_experiment(conn, "a").id, W[9], "confirmed", "no regression")
         second = start_experiment(conn, "a", v2, v3, POLICY, W[10])
-        promote(conn, second, W[12], _look(conn, second, W[12], "latency", math.log(0.9), 0.10), "policy",
+        promote(conn, second, W[12], stored_look(conn, second, W[12], "latency", math.log(0.9), 0.10), "policy",
                 now=_midnight_after(W[12]))
         rollback(conn, running_experiment(conn, "a"), W[15], {"reason": "harm", "recommendation": "reject"}, "policy")
         reject(conn, start_experiment(conn, "a", v2, v4, POLICY, W[16]), W[17], {"reason": "worse"}, "policy")
         conclude_experiment(conn, start_experiment(conn, "a", v2, v5, POLICY, W[18]).id, W[25], "inconclusive", "max duration")
         queue_for_review(conn, start_experiment(conn, "a", v2, v6, POLICY, W[26]), W[27], {"reason": "better"})
 
-        b1, b2 = _versions(conn, "b", 2)
+        b1, b2 = registered_versions(conn, "b", 2)
         promoted_b = start_experiment(conn, "b", b1, b2, POLICY, W[3])
-        promote(conn, promoted_b, W[5], _look(conn, promoted_b, W[5], "success", 0.03, 0.04), "policy",
+        promote(conn, promoted_b, W[5], stored_look(conn, promoted_b, W[5], "success", 0.03, 0.04), "policy",
                 now=_midnight_after(W[5]))
 
-        c1, c2 = _versions(conn, "c", 2)
+        c1, c2 = registered_versions(conn, "c", 2)
         stop_experiment(conn, start_experiment(conn, "c", c1, c2, POLICY, W[2]).id, W[4], "wrong split", user="t")
         conn.execute(tables.feedback_partitions.insert().values(
             pattern_key="c", window_start=W[0], pattern_id="c", source_rows=10, valid_rows=10, quarantined_rows=0,

@@ -24,7 +24,8 @@ def _size(columns: int, rows: int) -> tuple[float, float]:
 
 def lineage_png_markdown(title: str, graph: LineageGraph, max_nodes: int = 30) -> str:
     """Versions in layers by ancestry depth (time runs left to right), coloured by status;
-    ancestry edges grey (merges thick), label moves as coloured arcs with their p-value."""
+    ancestry edges grey (merges thick), label moves as coloured arcs with their p-value and
+    the lead metric's effect in its unit."""
     nodes = shown_nodes(graph, max_nodes)
     positions = layered_layout(graph, nodes)
     columns = int(max((x for x, _ in positions.values()), default=0)) + 1
@@ -44,8 +45,9 @@ def lineage_png_markdown(title: str, graph: LineageGraph, max_nodes: int = 30) -
                          connectionstyle=f"arc3,rad={bend}", shrinkA=22, shrinkB=22, mutation_scale=16)
             # The label sits near the arc's apex: the chord's midpoint pushed sideways by the bend.
             mx, my = (x1 + x2) / 2 + bend * (y2 - y1) / 2, (y1 + y2) / 2 - bend * (x2 - x1) / 2
-            detail = f"\np={edge.p_value:.2g}" if edge.p_value is not None else ""
-            axis.text(mx, my, EVENT_NAMES[edge.edge_type] + detail, fontsize=10, color=EVENT_COLOURS[edge.edge_type],
+            label = EVENT_NAMES[edge.edge_type] + (f", p={edge.p_value:.2g}" if edge.p_value is not None else "")
+            label += f"\n{edge.effect_brief}" if edge.effect_brief else ""
+            axis.text(mx, my, label, fontsize=10, color=EVENT_COLOURS[edge.edge_type],
                       ha="center", va="center", parse_math=False,
                       bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.85))
         axis.annotate("", xy=(x2, y2), xytext=(x1, y1), arrowprops=style)

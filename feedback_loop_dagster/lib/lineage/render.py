@@ -44,12 +44,8 @@ def shown_nodes(graph: LineageGraph, max_nodes: int) -> list[LineageNode]:
 
 
 def _edge_label(edge: LineageEdge) -> str:
-    details = []
-    if edge.p_value is not None:
-        details.append(f"p={edge.p_value:.2g}")
-    if edge.lift is not None:
-        details.append(f"{edge.lift:+.1%}")
-    return edge.edge_type + (f" {' '.join(details)}" if details else "")
+    details = [d for d in (edge.effect, f"p={edge.p_value:.2g}" if edge.p_value is not None else None) if d]
+    return edge.edge_type + (f": {'; '.join(details)}" if details else "")
 
 
 # Words Mermaid's flowchart grammar reads as keywords where a node id stands.
