@@ -25,7 +25,8 @@ from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
 
 W = date(2026, 3, 2)
 # Names that came from a source's pattern_version (kept as they are) and must not leak into Mermaid.
-HOSTILE = ['x" click v1 "javascript:alert(1)', "a\u200bb", "end", "2024.1-rc", "v1]:::active --> v9[", "<b>#1</b> & co"]
+HOSTILE = ['x" click v1 "javascript:alert(1)', "a\u200bb", "end", "2024.1-rc", "v1]:::active --> v9[", "<b>#1</b> & co",
+           "`md` string"]
 NODE = re.compile(r'^    (\w+)\["([^"]*)<br/>(\w+) · ([^"]*)"\]:::(\w+)$')
 EDGE = re.compile(r'^    (\w+) (-->|==>|-\.->)\|"([^"]*)"\| (\w+)$')
 
@@ -147,6 +148,6 @@ def test_edges_show_the_lead_metrics_effect_in_its_unit(engine):
     assert rows["promoted_over"]["effect"] == "success rate +7.4 pts [+3.7, +11.1]"
     assert rows["rolled_back_to"]["effect"] == "latency +20.0% [+9.5%, +31.5%] (? -> ? ms)"
     assert "lift" not in rows["promoted_over"]  # the relative lift stays in JSON, as the seed contract's field
-    assert '|"promoted_over: success rate +7.4 pts #91;+3.7, +11.1#93;; p=0.001"|' in mermaid(graph)
+    assert '|"promoted_over: success rate +7.4 pts [+3.7, +11.1]; p=0.001"|' in mermaid(graph)
     promoted = next(e for e in graph.to_dict()["edges"] if e["edge_type"] == "promoted_over")
     assert (promoted["lift"], promoted["effect"]) == (0.084, "success rate +7.4 pts [+3.7, +11.1]")

@@ -31,6 +31,7 @@ def lineage_png_markdown(title: str, graph: LineageGraph, max_nodes: int = 30) -
     columns = int(max((x for x, _ in positions.values()), default=0)) + 1
     rows = max((sum(1 for p in positions.values() if p[0] == c) for c in range(columns)), default=1)
     figure, axis = plt.subplots(figsize=_size(columns, rows), dpi=DPI)
+    labels = []  # (edge, from, to): placed once the layout is final
     for edge in graph.edges:
         if edge.from_id not in positions or edge.to_id not in positions:
             continue
@@ -40,16 +41,10 @@ def lineage_png_markdown(title: str, graph: LineageGraph, max_nodes: int = 30) -
                          linestyle=":" if edge.edge_type == "inspired_by" else "-", shrinkA=22, shrinkB=22,
                          mutation_scale=16)
         else:
-            bend = EVENT_BEND[edge.edge_type]
             style = dict(arrowstyle="-|>", color=EVENT_COLOURS[edge.edge_type], lw=1.8, linestyle="--",
-                         connectionstyle=f"arc3,rad={bend}", shrinkA=22, shrinkB=22, mutation_scale=16)
-            # The label sits near the arc's apex: the chord's midpoint pushed sideways by the bend.
-            mx, my = (x1 + x2) / 2 + bend * (y2 - y1) / 2, (y1 + y2) / 2 - bend * (x2 - x1) / 2
-            label = EVENT_NAMES[edge.edge_type] + (f", p={edge.p_value:.2g}" if edge.p_value is not None else "")
-            label += f"\n{edge.effect_brief}" if edge.effect_brief else ""
-            axis.text(mx, my, label, fontsize=10, color=EVENT_COLOURS[edge.edge_type],
-                      ha="center", va="center", parse_math=False,
-                      bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.85))
+                         connectionstyle=f"arc3,rad={EVENT_BEND[edge.edge_type]}", shrinkA=22, shrinkB=22,
+                         mutation_scale=16)
+            labels.append((edge, (x1, y1), (x2, y2)))
         axis.annotate("", xy=(x2, y2), xytext=(x1, y1), arrowprops=style)
     for node in nodes:
         x, y = positions[node.id]
@@ -69,4 +64,20 @@ def lineage_png_markdown(title: str, graph: LineageGraph, max_nodes: int = 30) -
     axis.set_title(visible_text(title) + (f"  ({len(nodes)} of {len(graph)} versions shown)" if hidden else ""),
                    fontsize=12, loc="left", parse_math=False)
     figure.tight_layout()
+    for edge, start, end in labels:
+        _event_label(axis, edge, start, end)
     return figure_markdown(figure, title)
+
+
+def _event_label(axis, edge, start, end) -> None:
+    """The label of a label move just outside its arc's apex. matplotlib bends `arc3` in display
+    space (control point = chord midpoint + rad x the chord turned by 90 degrees), so the apex,
+    halfway to that point, is found there too, then mapped back to data coordinates."""
+    (x1, y1), (x2, y2) = axis.transData.transform([start, end])
+    bend = EVENT_BEND[edge.edge_type]
+    ax, ay = (x1 + x2) / 2 + bend * (y2 - y1) / 2, (y1 + y2) / 2 - bend * (x2 - x1) / 2
+    text = EVENT_NAMES[edge.edge_type] + (f", p={edge.p_value:.2g}" if edge.p_value is not None else "")
+    text += f"\n{edge.effect_brief}" if edge.effect_brief else ""
+    x, y = axis.transData.inverted().transform((ax, ay))
+    axis.text(x, y, text, fontsize=10, color=EVENT_COLOURS[edge.edge_type], ha="center",
+              va="bottom" if ay >= (y1 + y2) / 2 else "top", parse_math=False)

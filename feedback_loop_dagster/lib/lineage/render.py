@@ -51,8 +51,10 @@ def _edge_label(edge: LineageEdge) -> str:
 # Words Mermaid's flowchart grammar reads as keywords where a node id stands.
 _MERMAID_KEYWORDS = {"end", "graph", "flowchart", "subgraph", "direction", "click", "call", "href", "style",
                      "class", "classdef", "linkstyle", "default", "interpolate"}
-# Characters with a meaning inside a quoted Mermaid label (or to the markdown around it).
-_MERMAID_SPECIAL = set('"#&<>`\\[]{}|')
+# Characters with a meaning inside a quoted Mermaid label: the quote ends it, `#` starts an entity
+# code, `<` `&` are HTML, a leading backtick starts a markdown string. Brackets and pipes are text
+# inside quotes (checked with mermaid 11's parser).
+_MERMAID_SPECIAL = set('"#&<>`')
 
 
 def visible_text(text: str) -> str:
@@ -66,8 +68,8 @@ def visible_text(text: str) -> str:
 
 def mermaid_text(text: str) -> str:
     """`text` safe inside a quoted Mermaid label: invisible characters as escapes (`visible_text`),
-    quotes, brackets, `#`, `<`, `&` and the like as entity codes (`#34;`), so a name can neither
-    end the label nor start a statement (`click ... "javascript:"`)."""
+    quotes, `#`, `<`, `&` and backticks as entity codes (`#34;`), so a name can neither end the
+    label nor start a statement (`click ... "javascript:"`) nor become HTML."""
     return "".join(f"#{ord(ch)};" if ch in _MERMAID_SPECIAL else ch for ch in visible_text(text))
 
 
