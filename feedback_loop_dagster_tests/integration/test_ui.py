@@ -223,3 +223,36 @@ def test_automation_pages_list_our_sensor_and_schedule(deployment, page):
     page.get_by_text("daily_loop_schedule").first.wait_for()
     page.get_by_text("feedback_loop_job").first.wait_for()
     _shot(page, "07-schedule")
+
+
+def _markdown_images(page, label: str) -> list[dict]:
+    """Opens a markdown metadata entry's dialog; each embedded picture's natural and shown size."""
+    page.locator("tr", has=page.get_by_text(label, exact=True)).first.get_by_text("[Show Markdown]").click()
+    images = page.locator('img[src^="data:image/png"]')
+    images.first.wait_for()
+    return [images.nth(i).evaluate("img => ({natural: img.naturalWidth, shown: img.clientWidth, alt: img.alt})")
+            for i in range(images.count())]
+
+
+def test_the_lineage_picture_is_shown_at_its_legible_size(deployment, page, experiment_data):
+    partition = f"{experiment_data}|{DAYS[-1]}"
+    _open(page, deployment, f"/assets/pattern_lineage?view=partitions&partition={quote(partition)}", "mermaid")
+    pictures = _markdown_images(page, "graph")
+    _shot(page, "08-lineage-picture")
+    mine = [p for p in pictures if p["alt"].startswith(experiment_data)]
+    # drawn at 100 dpi with 12 pt names and shown 1:1, not scaled down
+    assert mine and all(p["natural"] >= 640 and p["shown"] == p["natural"] for p in mine), pictures
+    page.get_by_role("button", name="Close").click()
+
+
+def test_the_health_page_shows_the_loops_figures(deployment, page, experiment_data):
+    partition = f"{experiment_data}|{DAYS[-1]}"
+    _open(page, deployment, f"/assets/loop_health?view=partitions&partition={quote(partition)}", "loop_over_time")
+    table = page.locator("tr", has=page.get_by_text("loop", exact=True)).first
+    for text in ("(all patterns)", experiment_data, "accuracy", "false_positives", "rejection_rate", "running"):
+        table.get_by_text(text, exact=True).first.wait_for()
+    _shot(page, "09-loop-health")
+    plots = _markdown_images(page, "loop_over_time")
+    assert plots and plots[0]["shown"] == plots[0]["natural"] >= 800
+    _shot(page, "10-loop-health-plot")
+    page.get_by_role("button", name="Close").click()

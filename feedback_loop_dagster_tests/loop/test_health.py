@@ -142,8 +142,8 @@ def test_the_cli_reports_the_same_figures(history, migrated_url, tmp_path):
     table = CliRunner().invoke(main, ["health", "a", "--as-of", W[30].isoformat(), "--plot", str(plot)], env=env)
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
-    assert lines[0].startswith(f"loop health as of {W[30]}") and lines[1].split()[:3] == ["pattern", "promoted", "accuracy"]
-    assert lines[2].split()[:4] == ["(all", "patterns)", "3", "33%"] and lines[3].split()[:3] == ["a", "2", "50%"]
+    assert lines[0].startswith(f"loop health as of {W[30]}") and lines[1].split()[:3] == ["pattern", "accuracy", "false_positives"]
+    assert lines[2].split()[:4] == ["(all", "patterns)", "33%", "(1/3)"] and lines[3].split()[:3] == ["a", "50%", "(1/2)"]
     assert len(lines) == 5 and plot.read_bytes().startswith(b"\x89PNG")
 
 

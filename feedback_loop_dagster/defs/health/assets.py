@@ -66,7 +66,10 @@ def loop_table(history: HealthHistory, window: date, keys: dict[str, str]) -> dg
     LOOP_TABLE_PATTERNS), with its partition key: the UI's map from hashed keys to ids."""
     per_pattern, overall = health_report(history, window)
     per_pattern.sort(key=lambda h: (-_activity(h), h.pattern_id))
-    rows = [{"partition_key": keys.get(h.pattern_id, "-"), **health_row(h)} for h in [overall, *per_pattern]]
+    rows = []
+    for h in [overall, *per_pattern]:
+        row = health_row(h)  # the id and its key side by side, then the figures
+        rows.append({"pattern": row.pop("pattern"), "partition_key": keys.get(h.pattern_id, "-"), **row})
     return table_metadata(pd.DataFrame(rows), limit=1 + LOOP_TABLE_PATTERNS)
 
 
@@ -77,11 +80,12 @@ def health_metadata(history: HealthHistory, pattern_id: str, window: date, loop_
     health = health_as_of(history, window, pattern_id)
     row = health_row(health)
     own = "| " + " | ".join(row) + " |\n|" + "---|" * len(row) + "\n| " + " | ".join(map(markdown_text, row.values())) + " |"
-    metadata = {"pattern_id": dg.MetadataValue.text(pattern_id), **_figures(health), "health": dg.MetadataValue.md(own)}
+    metadata = {"pattern_id": dg.MetadataValue.text(pattern_id), "health": dg.MetadataValue.md(own)}
     if with_plot:
         series = health_over_time(history, window, pattern_id)
         metadata["over_time"] = dg.MetadataValue.md(health_plot_markdown(f"{pattern_id}: loop health as of {window}", series))
-    return {**metadata, **loop_view}
+    # what a person reads first, then the numbers Dagster plots across materializations
+    return {**metadata, **loop_view, **_figures(health)}
 
 
 def loop_view(history: HealthHistory, window: date, keys: dict[str, str], with_plot: bool) -> dict[str, dg.MetadataValue]:

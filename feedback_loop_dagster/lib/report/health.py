@@ -274,17 +274,17 @@ def health_row(health: Health) -> dict[str, str]:
     def days(value: float | int | None) -> str:
         return "-" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value)
 
-    return {
+    return {  # the targets' figures first: a table cut at the screen's edge keeps them
         "pattern": health.pattern_id if health.pattern_id is not None else "(all patterns)",
-        "promoted": str(health.promotions),
         "accuracy": _share(health.confirmed, health.promotions),
         "false_positives": _share(health.rolled_back, health.promotions),
+        "rejection_rate": _share(health.rejected, health.ab_ended),
+        "running": str(health.running),
+        "inconclusive": str(health.inconclusive),
+        "pending_review": str(health.pending_review),
+        "promoted": str(health.promotions),
         "under_watch": str(health.under_watch),
         "mean_effect": mean_effect_text(health),
         "days_between": days(health.days_between_improvements),
         "days_since": days(health.days_since_last_improvement),
-        "rejection_rate": _share(health.rejected, health.ab_ended),
-        "inconclusive": str(health.inconclusive),
-        "running": str(health.running),
-        "pending_review": str(health.pending_review),
     }
