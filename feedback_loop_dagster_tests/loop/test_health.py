@@ -170,3 +170,29 @@ def test_the_asset_shows_the_partitions_figures_and_the_loop(history, engine, mi
     assert [r["pattern"] for r in loop] == ["(all patterns)", "a", "b", "c"]
     assert [r["partition_key"] for r in loop] == ["-", "a", "b", "c"]
     assert loop[0]["accuracy"] == "33% (1/3)" and loop[0]["inconclusive"] == "1"
+
+
+def test_a_range_run_gives_each_partition_its_own_figures(history, engine, migrated_url):
+    import dagster as dg
+
+    from feedback_loop_dagster import definitions
+    from feedback_loop_dagster.defs.resources import FeedbackDatabases
+    from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
+    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+
+    register_pattern_ids(engine, ["a", "b", "c"])
+    defs = dg.Definitions(assets=definitions.defs.assets, jobs=definitions.defs.jobs,
+                          resources={"databases": FeedbackDatabases(database_url=migrated_url)})
+    with dg.instance_for_test() as instance:
+        add_pattern_partitions(instance, ["a", "b", "c"])
+        (result,) = materialize_windows(defs, instance, ["a", "b", "c"], W[8], W[9],
+                                        asset_selection=[dg.AssetKey("loop_health")])
+    events = {m.partition: m.metadata for m in result.asset_materializations_for_node("loop_health")}
+    own = {key: (m["pattern_id"].value, m["promotions"].value, m["confirmed"].value, "over_time" in m)
+           for key, m in events.items()}
+    assert own == {
+        "a|2026-03-09": ("a", 1, 0, False), "b|2026-03-09": ("b", 1, 0, False), "c|2026-03-09": ("c", 0, 0, False),
+        "a|2026-03-10": ("a", 1, 1, True), "b|2026-03-10": ("b", 1, 0, True), "c|2026-03-10": ("c", 0, 0, True),
+    }
+    # the loop's plot once per run, on its last window
+    assert ["loop_over_time" in m for _, m in sorted(events.items())] == [False, True, False, True, False, True]

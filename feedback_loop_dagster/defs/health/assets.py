@@ -18,7 +18,7 @@ from feedback_loop_dagster.defs.health.plot import health_plot_markdown
 from feedback_loop_dagster.defs.lineage.assets import pattern_lineage
 from feedback_loop_dagster.defs.metadata import table_metadata
 from feedback_loop_dagster.defs.plots import markdown_text
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions, run_partition_pairs
+from feedback_loop_dagster.defs.partitions import partition_key, pattern_window_partitions, run_partition_pairs
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
 from feedback_loop_dagster.lib.report.health import (
     ACCURACY_TARGET,
@@ -120,7 +120,7 @@ def loop_health(context: dg.AssetExecutionContext, databases: FeedbackDatabases)
         history = load_history(conn)
         keys = dict(conn.execute(sa.select(tables.patterns.c.pattern_id, tables.patterns.c.partition_key)).all())
     last = pairs[-1][1]
-    latest = {key: max(w for k, w in pairs if k == key) for key, _ in pairs}
+    latest = {key: window for key, window in pairs}  # pairs run oldest first: each pattern's last window
 
     views: dict[date, dict[str, dg.MetadataValue]] = {}  # one loop view (and plot) per window
 
@@ -129,8 +129,7 @@ def loop_health(context: dg.AssetExecutionContext, databases: FeedbackDatabases)
             views[window] = loop_view(history, window, keys, with_plot=window == last)
         return health_metadata(history, ids[key], window, views[window], with_plot=window == latest[key])
 
-    # One materialization for the run (Dagster stamps it on every partition of a range run): a
-    # single partition's own metadata, else the loop's view as of the run's last window.
-    if len(pairs) == 1:
-        return dg.MaterializeResult(metadata=partition_metadata(*pairs[0]))
-    return dg.MaterializeResult(metadata=loop_view(history, last, keys, with_plot=True))
+    # each partition's own metadata, in range runs too
+    for key, window in pairs:
+        context.add_asset_metadata(partition_metadata(key, window), partition_key=str(partition_key(key, window)))
+    return dg.MaterializeResult()

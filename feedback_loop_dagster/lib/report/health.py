@@ -94,10 +94,22 @@ class HealthHistory:
     promotions: list[Promotion]
     pending_review: list[tuple[str, int, date]]  # (pattern_id, experiment_id, decision window)
     first_window: dict[str, date]  # each pattern's first collected window (or first experiment)
+    _by_pattern: dict[str, HealthHistory] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def pattern_ids(self) -> list[str]:
         return sorted(self.first_window)
+
+    def of(self, pattern_id: str) -> HealthHistory:
+        """This history restricted to one pattern (kept: a run asks for each pattern many times)."""
+        if pattern_id not in self._by_pattern:
+            self._by_pattern[pattern_id] = HealthHistory(
+                [e for e in self.experiments if e.pattern_id == pattern_id],
+                [p for p in self.promotions if p.experiment.pattern_id == pattern_id],
+                [r for r in self.pending_review if r[0] == pattern_id],
+                {p: w for p, w in self.first_window.items() if p == pattern_id},
+            )
+        return self._by_pattern[pattern_id]
 
 
 @dataclass
@@ -200,11 +212,10 @@ def _mean_gap(days: Sequence[date]) -> float | None:
 
 def health_as_of(history: HealthHistory, as_of: date, pattern_id: str | None = None) -> Health:
     """The health of `pattern_id` (None: all patterns) from what was decided by the end of `as_of`."""
-    def mine(p: str) -> bool:
-        return pattern_id is None or p == pattern_id
-
+    if pattern_id is not None:
+        history = history.of(pattern_id)
     health = Health(pattern_id=pattern_id, as_of=as_of)
-    promotions = [p for p in history.promotions if mine(p.experiment.pattern_id) and p.window <= as_of]
+    promotions = [p for p in history.promotions if p.window <= as_of]
     health.promotions = len(promotions)
     for promotion in promotions:
         watch = promotion.watch
@@ -227,7 +238,7 @@ def health_as_of(history: HealthHistory, as_of: date, pattern_id: str | None = N
     health.days_between_improvements = _mean_gap([p.window for p in promotions])
     health.days_since_last_improvement = (as_of - max(p.window for p in promotions)).days if promotions else None
 
-    ab_tests = [e for e in history.experiments if e.kind == AB and mine(e.pattern_id)]
+    ab_tests = [e for e in history.experiments if e.kind == AB]
     ended = [e for e in ab_tests if e.ended_by(as_of)]
     verdicts = [e for e in ended if e.outcome in ("promoted", "rejected", "inconclusive")]
     health.ab_ended = len(verdicts)
@@ -240,14 +251,14 @@ def health_as_of(history: HealthHistory, as_of: date, pattern_id: str | None = N
     )
     health.running = sum(e.open_at(as_of) for e in ab_tests)
     still_open = {e.id for e in history.experiments if not e.ended_by(as_of)}
-    health.pending_review = sum(1 for p, e, w in history.pending_review if mine(p) and w <= as_of and e in still_open)
+    health.pending_review = sum(1 for _, e, w in history.pending_review if w <= as_of and e in still_open)
     return health
 
 
 def health_over_time(history: HealthHistory, last: date, pattern_id: str | None = None) -> list[Health]:
     """Health as of each window from the pattern's (or the loop's) first window to `last`."""
-    firsts = [w for p, w in history.first_window.items() if pattern_id is None or p == pattern_id]
-    first = min(min(firsts, default=last), last)
+    scope = history if pattern_id is None else history.of(pattern_id)
+    first = min(min(scope.first_window.values(), default=last), last)
     return [health_as_of(history, first + timedelta(days=i), pattern_id) for i in range((last - first).days + 1)]
 
 
