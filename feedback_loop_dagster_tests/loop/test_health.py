@@ -147,7 +147,8 @@ def test_the_cli_reports_the_same_figures(history, migrated_url, tmp_path):
     assert len(lines) == 5 and plot.read_bytes().startswith(b"\x89PNG")
 
 
-def test_the_asset_shows_the_partitions_figures_and_the_loop(history, engine, migrated_url):
+def _loop_health(engine, url: str, keys: list[str], first: date, last: date) -> dict:
+    """loop_health alone materialised in-process for keys x [first, last]: partition -> metadata."""
     import dagster as dg
 
     from feedback_loop_dagster import definitions
@@ -157,11 +158,15 @@ def test_the_asset_shows_the_partitions_figures_and_the_loop(history, engine, mi
 
     register_pattern_ids(engine, ["a", "b", "c"])
     defs = dg.Definitions(assets=definitions.defs.assets, jobs=definitions.defs.jobs,
-                          resources={"databases": FeedbackDatabases(database_url=migrated_url)})
+                          resources={"databases": FeedbackDatabases(database_url=url)})
     with dg.instance_for_test() as instance:
         add_pattern_partitions(instance, ["a", "b", "c"])
-        (result,) = materialize_windows(defs, instance, ["a"], W[30], W[30], asset_selection=[dg.AssetKey("loop_health")])
-    metadata = result.asset_materializations_for_node("loop_health")[0].metadata
+        (result,) = materialize_windows(defs, instance, keys, first, last, asset_selection=[dg.AssetKey("loop_health")])
+    return {m.partition: m.metadata for m in result.asset_materializations_for_node("loop_health")}
+
+
+def test_the_asset_shows_the_partitions_figures_and_the_loop(history, engine, migrated_url):
+    (metadata,) = _loop_health(engine, migrated_url, ["a"], W[30], W[30]).values()
     assert metadata["pattern_id"].value == "a"
     assert (metadata["promotions"].value, metadata["rolled_back"].value, metadata["running"].value) == (2, 1, 1)
     assert metadata["improvement_accuracy"].value == 0.5 and metadata["rejection_rate"].value == 0.25
@@ -173,21 +178,7 @@ def test_the_asset_shows_the_partitions_figures_and_the_loop(history, engine, mi
 
 
 def test_a_range_run_gives_each_partition_its_own_figures(history, engine, migrated_url):
-    import dagster as dg
-
-    from feedback_loop_dagster import definitions
-    from feedback_loop_dagster.defs.resources import FeedbackDatabases
-    from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
-    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
-
-    register_pattern_ids(engine, ["a", "b", "c"])
-    defs = dg.Definitions(assets=definitions.defs.assets, jobs=definitions.defs.jobs,
-                          resources={"databases": FeedbackDatabases(database_url=migrated_url)})
-    with dg.instance_for_test() as instance:
-        add_pattern_partitions(instance, ["a", "b", "c"])
-        (result,) = materialize_windows(defs, instance, ["a", "b", "c"], W[8], W[9],
-                                        asset_selection=[dg.AssetKey("loop_health")])
-    events = {m.partition: m.metadata for m in result.asset_materializations_for_node("loop_health")}
+    events = _loop_health(engine, migrated_url, ["a", "b", "c"], W[8], W[9])
     own = {key: (m["pattern_id"].value, m["promotions"].value, m["confirmed"].value, "over_time" in m)
            for key, m in events.items()}
     assert own == {
