@@ -22,10 +22,12 @@ MERMAID_NOTE = (
 
 def lineage_picture_metadata(pattern_id: str, graph: LineageGraph) -> dict[str, dg.MetadataValue]:
     """The pictures of one pattern's graph as of its window: `graph` (a PNG with the status
-    legend) and `mermaid` (its Mermaid source, ids reading as the version names)."""
+    legend) and `mermaid` (its Mermaid source, ids reading as the version names). They depend on
+    the graph's versions, statuses and edges only (not on the window: the partition names it),
+    so windows whose graphs agree can share them."""
     if not graph.versions(pattern_id):
         return {"graph": dg.MetadataValue.md("No versions yet."), "mermaid": dg.MetadataValue.md("No versions yet.")}
-    title = f"{pattern_id} as of {graph.as_of}"
+    title = pattern_id
     legend = "\n".join(f"- **{status}**: {meaning}" for status, meaning in STATUS_MEANINGS.items())
     return {
         "graph": dg.MetadataValue.md(f"{lineage_png_markdown(title, graph)}\n\n{legend}"),
