@@ -40,7 +40,7 @@ LOCATION = "feedback_loop_dagster"
 REPOSITORY = "__repository__"
 
 
-# The seven assets of DESIGN.md section 1 and the external source they read.
+# The assets of DESIGN.md section 1, in loop order, and the external source they read.
 DESIGN_ASSETS = [
     "hook_executions",
     "feedback_dataset",
@@ -50,6 +50,7 @@ DESIGN_ASSETS = [
     "ab_test_results",
     "applied_improvements",
     "pattern_lineage",
+    "loop_health",
 ]
 
 def free_port() -> int:

@@ -60,7 +60,7 @@ def _retried(d, run: dg.DagsterRun) -> bool:
     return bool(runs(d.instance, {"dagster/parent_run_id": run.run_id}))
 
 
-def test_the_loop_assets_are_the_seven_of_the_design():
+def test_the_loop_assets_are_those_of_the_design():
     assert LOOP_ASSETS == set(DESIGN_ASSETS) - {"hook_executions"}
 
 

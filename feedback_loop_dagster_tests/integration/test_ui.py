@@ -148,7 +148,7 @@ GRAPH_SCRIPT = """() => {
 }"""
 
 
-def test_asset_graph_shows_the_seven_assets_and_their_edges(deployment, page):
+def test_asset_graph_shows_the_designs_assets_and_their_edges(deployment, page):
     expected = DESIGN_ASSETS
     # The lineage of the middle asset, deep enough to reach both ends of the chain.
     _open(page, deployment, "/assets/experiments?view=lineage&lineageScope=neighbors&lineageDepth=8", "experiments")
