@@ -280,7 +280,7 @@ def bench_memory(d: Deployment, admin_url: str, executions: int, patterns: int, 
 
 def report(a: dict | None, b: dict | None, c: dict | None) -> None:
     print("\n" + "=" * 100)
-    print("Deployment benchmark on PostgreSQL (dagster-daemon + dagster-webserver, repository dagster.yaml)")
+    print("Deployment benchmark on PostgreSQL (dagster-daemon + dagster-webserver, repository deploy/dagster.yaml)")
     print(f"machine: {os.cpu_count()} CPUs; Dagster {dg.__version__}")
     print("=" * 100)
     if a:

@@ -1,0 +1,224 @@
+"""Runs launched in-process (CLI, demo, Python API): runs of the code location, no compute-log
+mirroring, and marked failed when their process dies; the range-run rectangles of the sensor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import tomllib
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.launcher import WorkerStatus
+from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
+from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+from feedback_loop_dagster.defs.partitions import patterns_partitions
+from feedback_loop_dagster.defs.run_workers import (
+    RUN_WORKER_TAG,
+    RunWorker,
+    RunWorkerAwareLauncher,
+    fail_dead_runs,
+)
+from feedback_loop_dagster.defs.runs import (
+    CODE_LOCATION,
+    CODE_LOCATION_MODULE,
+    materialize_windows,
+    partition_rectangles,
+    window_ranges,
+)
+from feedback_loop_dagster.lib.storage.database import get_engine
+from feedback_loop_dagster.lib.storage.migrations import init_databases
+from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.simulator.demo import demo_definitions
+from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
+from feedback_loop_dagster_tests.factories import execution, insert_executions
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = date(2026, 3, 2)
+# Only a hang guard: every wait below ends as soon as what it waits for happens.
+CEILING_SECONDS = 600
+
+
+def wait_for(predicate, what: str, ceiling: float = CEILING_SECONDS, interval: float = 0.2):
+    deadline = time.monotonic() + ceiling
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"gave up after {ceiling:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def _collect_one_day(instance, url, engine):
+    insert_executions(engine, [execution(day=DAY, minute=m) for m in range(0, 600, 60)])
+    keys = register_pattern_ids(engine, ["code-review"])
+    instance.add_dynamic_partitions(patterns_partitions.name, list(keys.values()))
+    (result,) = materialize_windows(
+        demo_definitions(url), instance, list(keys.values()), DAY, DAY, asset_selection=[dg.AssetKey("feedback_dataset")]
+    )
+    return instance.get_run_by_id(result.run_id)
+
+
+def test_an_in_process_run_is_a_run_of_the_code_location(instance, engine, migrated_url):
+    run = _collect_one_day(instance, migrated_url, engine)
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+
+    # The origin is the one workspace.yaml gives the webserver and the daemon...
+    (workspace_location,) = location_origins_from_yaml_paths([str(ROOT / "workspace.yaml")])
+    origin = run.remote_job_origin
+    assert origin.location_name == workspace_location.location_name == CODE_LOCATION
+    assert origin.repository_origin.repository_name == "__repository__"
+    assert origin.job_name == "feedback_loop_job"
+    assert run.job_code_origin.repository_origin.code_pointer.module == CODE_LOCATION_MODULE
+    # ... and the one pyproject.toml names for `dagster dev` / `dg dev`.
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    assert tool["dagster"]["code_location_name"] == tool["dg"]["project"]["code_location_name"] == CODE_LOCATION
+    assert tool["dagster"]["module_name"] == tool["dg"]["project"]["code_location_target_module"] == CODE_LOCATION_MODULE
+
+    # The job's Runs tab asks for the job's runs labelled with its repository: this one is there.
+    label = f"__repository__@{CODE_LOCATION}"
+    listed = instance.get_runs(dg.RunsFilter(job_name="feedback_loop_job", tags={REPOSITORY_LABEL_TAG: label}))
+    assert [r.run_id for r in listed] == [run.run_id]
+    # Its launcher sees the outcome; the daemon does not retry it behind their back.
+    assert run.tags["dagster/max_retries"] == "0"
+    assert RunWorker.from_tag(run.tags[RUN_WORKER_TAG]) == RunWorker.current()
+
+
+def test_an_in_process_run_mirrors_no_compute_logs(instance, engine, migrated_url):
+    # instance_for_test keeps Dagster's default: LocalComputeLogManager, which captures each run's
+    # stdout/stderr into storage/<run id>/compute_logs/ and mirrors it back with `tail -F`.
+    manager = instance.compute_log_manager
+    assert type(manager).__name__ == "LocalComputeLogManager"
+    run = _collect_one_day(instance, migrated_url, engine)
+    assert not (Path(instance.root_directory) / "storage" / run.run_id / "compute_logs").exists()
+    assert instance.compute_log_manager is manager  # the caller's instance is left as it was
+
+
+def test_window_ranges_and_rectangles_cover_exactly_the_pending_partitions():
+    d = [DAY + timedelta(days=k) for k in range(6)]
+    assert window_ranges([d[3], d[0], d[1], d[5], d[1]]) == [(d[0], d[1]), (d[3], d[3]), (d[5], d[5])]
+    order = ["a", "b", "c", "d", "e"]
+    pending = [("a", d[0]), ("a", d[1]), ("b", d[0]), ("b", d[1]), ("c", d[1]), ("d", d[0]), ("d", d[1]), ("e", d[4])]
+    rectangles = partition_rectangles(order, pending)
+    assert rectangles == [
+        (["a", "b"], d[0], d[1]),  # c lacks d[0], so it breaks the block
+        (["d"], d[0], d[1]),
+        (["c"], d[1], d[1]),
+        (["e"], d[4], d[4]),
+    ]
+    covered = [(k, first + timedelta(days=i)) for keys, first, last in rectangles for k in keys
+               for i in range((last - first).days + 1)]
+    assert sorted(covered) == sorted(pending)  # each pending partition once, nothing else
+
+
+# --- a run whose process died ------------------------------------------------------------------
+
+BLOCKING_RUN = textwrap.dedent(
+    """
+    import sys, time
+    import dagster as dg
+    from feedback_loop_dagster.defs.runs import launch_in_process
+
+    @dg.asset
+    def waits_forever():
+        open(sys.argv[2], "w").close()  # inside the step now
+        while True:
+            time.sleep(1)
+
+    job = dg.Definitions(assets=[waits_forever], jobs=[dg.define_asset_job("blocking_job")]).resolve_job_def("blocking_job")
+    with dg.DagsterInstance.from_config(sys.argv[1]) as instance:
+        launch_in_process(job, instance, tags={})
+    """
+)
+
+
+def _start_blocking_run(home: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    script, inside = tmp_path / "blocking_run.py", tmp_path / "inside-the-step"
+    script.write_text(BLOCKING_RUN)
+    proc = subprocess.Popen([sys.executable, str(script), str(home), str(inside)], cwd=ROOT, start_new_session=True)
+    return proc, inside
+
+
+def _killed_run(instance, home: Path, tmp_path: Path) -> dg.DagsterRun:
+    """A run whose in-process worker (another process) is SIGKILLed inside its step."""
+    proc, inside = _start_blocking_run(home, tmp_path)
+    try:
+        wait_for(lambda: inside.exists() or proc.poll() is not None, "the run to be inside its step")
+        assert proc.poll() is None, f"the run's process exited early ({proc.returncode})"
+        (run,) = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        assert RunWorker.from_tag(run.tags[RUN_WORKER_TAG]).pid == proc.pid
+        assert fail_dead_runs(instance) == []  # alive: left alone
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return run
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def dagster_home(request, tmp_path):
+    """A DAGSTER_HOME of each kind: the embedded SQLite instance, and PostgreSQL storage as in
+    deploy/dagster.yaml (no daemon here: the CLI on a machine without one)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    if request.param == "sqlite":
+        yield home
+        return
+    url = create_postgres_database()
+    (home / "dagster.yaml").write_text(f"storage:\n  postgres:\n    postgres_url: {url.replace('+psycopg', '+psycopg2')}\n")
+    yield home
+    drop_postgres_database(url)
+
+
+def test_a_run_whose_process_was_killed_is_marked_failed_by_the_next_launch(dagster_home, tmp_path):
+    warehouse_url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    engine = get_engine(warehouse_url)
+    init_databases(engine, engine)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        run = _killed_run(instance, dagster_home, tmp_path)
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED  # nobody noticed
+
+        # The next in-process launch on this host (any CLI command that runs the loop) cleans up first.
+        _collect_one_day(instance, warehouse_url, engine)
+        dead = instance.get_run_by_id(run.run_id)
+        assert dead.status == dg.DagsterRunStatus.FAILURE
+        (failure,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert f"pid {RunWorker.from_tag(run.tags[RUN_WORKER_TAG]).pid}" in failure.dagster_event.message
+        assert fail_dead_runs(instance) == []  # once
+
+
+def test_the_launcher_reports_dead_live_and_foreign_workers_to_run_monitoring(instance):
+    launcher = RunWorkerAwareLauncher()
+    assert launcher.supports_check_run_worker_health
+    me = RunWorker.current()
+    exited = subprocess.run([sys.executable, "-c", "import os, psutil; p = psutil.Process(); print(os.getpid(), p.create_time())"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    cases = {
+        WorkerStatus.RUNNING: [me, RunWorker("another-host", me.pid, me.started), None],
+        WorkerStatus.FAILED: [
+            RunWorker(me.host, int(exited[0]), float(exited[1])),  # the process is gone
+            RunWorker(me.host, me.pid, me.started - 3600),  # the pid belongs to another process now
+        ],
+    }
+    for expected, workers in cases.items():
+        for worker in workers:
+            tags = {RUN_WORKER_TAG: worker.to_tag()} if worker else {}
+            run = instance.create_run_for_job(dg.Definitions(assets=[_noop]).resolve_implicit_global_asset_job_def(), tags=tags)
+            assert launcher.check_run_worker_health(run).status == expected, worker
+
+
+@dg.asset
+def _noop():
+    return None
