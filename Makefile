@@ -31,8 +31,10 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# `dg dev` (dagster-dg-cli), which Dagster 1.13 recommends over `dagster dev`, on the project that
+# pyproject.toml's [tool.dg] describes; it runs in the project's virtualenv, so say so.
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf data .dagster_home

@@ -153,15 +153,9 @@ class LoopRunner:
 
     def definitions(self):
         if self._defs is None:
-            import warnings
-
             import dagster as dg
 
-            with warnings.catch_warnings():
-                # Beta / preview notices about the project's own definitions: not the caller's concern.
-                warnings.simplefilter("ignore", dg.BetaWarning)
-                warnings.simplefilter("ignore", dg.PreviewWarning)
-                from feedback_loop_dagster.definitions import defs
+            from feedback_loop_dagster.definitions import defs
             from feedback_loop_dagster.defs.resources import FeedbackDatabases
 
             self._defs = dg.Definitions(
