@@ -1,5 +1,6 @@
 """Runs launched in-process (CLI, demo, Python API): runs of the code location, no compute-log
-mirroring, and marked failed when their process dies; the range-run rectangles of the sensor."""
+mirroring, nothing left behind under a parent that ignores SIGTERM, and marked failed when their
+process dies; the range-run rectangles of the sensor."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import tomllib
 from datetime import date, timedelta
@@ -39,21 +39,16 @@ from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
 from feedback_loop_dagster.simulator.demo import demo_definitions
 from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
 from feedback_loop_dagster_tests.factories import execution, insert_executions
+from feedback_loop_dagster_tests.processes import (
+    descendants,
+    ignoring_sigterm,
+    session_processes,
+    start_blocking_run,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = date(2026, 3, 2)
-# Only a hang guard: every wait below ends as soon as what it waits for happens.
-CEILING_SECONDS = 600
-
-
-def wait_for(predicate, what: str, ceiling: float = CEILING_SECONDS, interval: float = 0.2):
-    deadline = time.monotonic() + ceiling
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"gave up after {ceiling:.0f} s waiting for {what}")
 
 
 @pytest.fixture
@@ -126,35 +121,10 @@ def test_window_ranges_and_rectangles_cover_exactly_the_pending_partitions():
 
 # --- a run whose process died ------------------------------------------------------------------
 
-BLOCKING_RUN = textwrap.dedent(
-    """
-    import sys, time
-    import dagster as dg
-    from feedback_loop_dagster.defs.runs import launch_in_process
-
-    @dg.asset
-    def waits_forever():
-        open(sys.argv[2], "w").close()  # inside the step now
-        while True:
-            time.sleep(1)
-
-    job = dg.Definitions(assets=[waits_forever], jobs=[dg.define_asset_job("blocking_job")]).resolve_job_def("blocking_job")
-    with dg.DagsterInstance.from_config(sys.argv[1]) as instance:
-        launch_in_process(job, instance, tags={})
-    """
-)
-
-
-def _start_blocking_run(home: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    script, inside = tmp_path / "blocking_run.py", tmp_path / "inside-the-step"
-    script.write_text(BLOCKING_RUN)
-    proc = subprocess.Popen([sys.executable, str(script), str(home), str(inside)], cwd=ROOT, start_new_session=True)
-    return proc, inside
-
 
 def _killed_run(instance, home: Path, tmp_path: Path) -> dg.DagsterRun:
     """A run whose in-process worker (another process) is SIGKILLed inside its step."""
-    proc, inside = _start_blocking_run(home, tmp_path)
+    proc, inside = start_blocking_run(home, tmp_path)
     try:
         wait_for(lambda: inside.exists() or proc.poll() is not None, "the run to be inside its step")
         assert proc.poll() is None, f"the run's process exited early ({proc.returncode})"
@@ -201,24 +171,75 @@ def test_a_run_whose_process_was_killed_is_marked_failed_by_the_next_launch(dags
 
 def test_the_launcher_reports_dead_live_and_foreign_workers_to_run_monitoring(instance):
     launcher = RunWorkerAwareLauncher()
+    launcher.register_instance(instance)
     assert launcher.supports_check_run_worker_health
     me = RunWorker.current()
-    exited = subprocess.run([sys.executable, "-c", "import os, psutil; p = psutil.Process(); print(os.getpid(), p.create_time())"],
-                            capture_output=True, text=True, check=True).stdout.split()
-    cases = {
-        WorkerStatus.RUNNING: [me, RunWorker("another-host", me.pid, me.started), None],
-        WorkerStatus.FAILED: [
-            RunWorker(me.host, int(exited[0]), float(exited[1])),  # the process is gone
-            RunWorker(me.host, me.pid, me.started - 3600),  # the pid belongs to another process now
-        ],
-    }
-    for expected, workers in cases.items():
-        for worker in workers:
-            tags = {RUN_WORKER_TAG: worker.to_tag()} if worker else {}
-            run = instance.create_run_for_job(dg.Definitions(assets=[_noop]).resolve_implicit_global_asset_job_def(), tags=tags)
-            assert launcher.check_run_worker_health(run).status == expected, worker
+    assert RunWorker.from_tag(me.to_tag()) == me and me.to_tag() == f"pid {me.pid} on {me.host}"
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    job = dg.Definitions(assets=[_noop]).resolve_implicit_global_asset_job_def()
+
+    def health(worker: RunWorker | None) -> WorkerStatus:
+        run = instance.create_run_for_job(job, tags={RUN_WORKER_TAG: worker.to_tag()} if worker else {})
+        return launcher.check_run_worker_health(run).status
+
+    assert health(me) == WorkerStatus.RUNNING  # alive
+    assert health(RunWorker(me.pid, "another-host")) == WorkerStatus.RUNNING  # cannot tell from here
+    assert health(None) == WorkerStatus.RUNNING  # launched by the daemon: its code server watches it
+    assert health(RunWorker(int(exited.stdout), me.host)) == WorkerStatus.FAILED  # gone
+    # A pid that belongs to a process started after the run was created is not the run's worker.
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        run = instance.create_run_for_job(job, tags={RUN_WORKER_TAG: RunWorker(later.pid, me.host).to_tag()})
+        created = instance.get_run_record_by_id(run.run_id).create_timestamp.timestamp()
+        assert RunWorker(later.pid, me.host).is_alive(created) is True
+        assert RunWorker(later.pid, me.host).is_alive(created - 3600) is False
+    finally:
+        later.kill()
+        later.wait()
 
 
 @dg.asset
 def _noop():
     return None
+
+
+# --- a parent that ignores SIGTERM ---------------------------------------------------------------
+
+
+def test_the_cli_under_a_parent_ignoring_sigterm_starts_nothing_that_outlives_it(tmp_path):
+    """Dagster's default compute-log capture started two `tail -F` per run and ended them with
+    SIGTERM, then waited 30 s for each: under a parent that ignores SIGTERM each run took a minute
+    longer and left the tails behind for good. In-process runs capture nothing now."""
+    home = tmp_path / "dagster_home"  # no dagster.yaml: Dagster's defaults, LocalComputeLogManager included
+    env = dict(os.environ, FEEDBACK_LOOP_DATABASE_URL=f"sqlite:///{tmp_path / 'warehouse.db'}", DAGSTER_HOME=str(home))
+    cli = [sys.executable, "-m", "feedback_loop_dagster.cli"]
+    for args in (["init-db"], ["simulate", "--patterns", "2", "--days", "3", "--per-day", "40", "--seed", "2"]):
+        subprocess.run([*cli, *args], env=env, cwd=ROOT, check=True, capture_output=True, timeout=900)
+
+    backfill = subprocess.Popen(
+        ignoring_sigterm([*cli, "backfill", "--start", "today-3", "--end", "yesterday", "--chunk-days", "1"]),
+        env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    started: dict[int, str] = {}
+    try:
+        while backfill.poll() is None:
+            started.update(descendants(backfill.pid))
+            time.sleep(0.1)
+        out, err = backfill.communicate()
+        assert backfill.returncode == 0, err
+        assert "in 3 run(s)" in out
+        assert started == {}  # no tail, no watcher, nothing
+        assert session_processes(backfill.pid) == []  # and nothing left in its session
+    finally:
+        for p in session_processes(backfill.pid):
+            p.kill()
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 3 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        for run in runs:
+            # The tails' cleanup waited 30 s per ignored SIGTERM between the last step and the end of
+            # the run; without them that gap is bookkeeping of milliseconds, even on a loaded machine.
+            steps_done = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+            (end,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)
+            assert end.timestamp - max(e.timestamp for e in steps_done) < 30

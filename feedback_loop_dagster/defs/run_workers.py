@@ -4,8 +4,8 @@ The CLI, the demo and the Python API execute their runs in their own process (de
 Dagster marks a run failed only from inside its process, or, for runs launched through a code
 server, when that server sees its run worker die. A run whose CLI process was SIGKILLed would
 stay STARTED forever. So every in-process run carries a `RUN_WORKER_TAG` naming its process
-(host, pid, process start time), and a run whose named process no longer exists on this host is
-marked failed:
+("pid 4242 on build-host"), and a run whose process no longer exists on this host (or whose pid now
+belongs to a process started after the run was created) is marked failed:
 
 - by `fail_dead_runs`, which every in-process launch calls first (the next CLI, demo or API call
   on the host cleans up after the killed one; on SQLite that is the only way);
@@ -31,43 +31,42 @@ import psutil
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 
 RUN_WORKER_TAG = "feedback_loop/run_worker"
-# Process start times are read from /proc (or the OS equivalent) with a resolution of a clock tick.
-_START_TIME_TOLERANCE_SECONDS = 1.0
+# Process start times come from /proc (or the OS equivalent) at clock-tick resolution, run creation
+# times from the run storage: allow this much between the two on one host.
+_CLOCK_TOLERANCE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
 class RunWorker:
-    host: str
+    """The process executing a run in-process, as its tag says: "pid 4242 on build-host"."""
+
     pid: int
-    started: float  # the process's start time (epoch seconds), to tell a reused pid apart
+    host: str
 
     def to_tag(self) -> str:
-        return f"{self.host}:{self.pid}:{self.started:.2f}"
+        return f"pid {self.pid} on {self.host}"
 
     @classmethod
     def from_tag(cls, value: str | None) -> RunWorker | None:
-        if not value:
+        pid, sep, host = (value or "").removeprefix("pid ").partition(" on ")
+        if not sep or not pid.isdigit() or not host:
             return None
-        parts = value.rsplit(":", 2)
-        if len(parts) != 3:
-            return None
-        try:
-            return cls(parts[0], int(parts[1]), float(parts[2]))
-        except ValueError:
-            return None
+        return cls(int(pid), host)
 
     @classmethod
     def current(cls) -> RunWorker:
-        return cls(socket.gethostname(), os.getpid(), psutil.Process().create_time())
+        return cls(os.getpid(), socket.gethostname())
 
-    def is_alive(self) -> bool | None:
-        """True / False for a process of this host; None when it runs elsewhere (cannot tell)."""
+    def is_alive(self, run_created: float) -> bool | None:
+        """Whether the process that created a run at `run_created` (epoch seconds) still runs: None
+        when it ran on another host (cannot tell from here). A process with the same pid that
+        started after the run was created is another one (the pid was reused)."""
         if self.host != socket.gethostname():
             return None
         try:
             process = psutil.Process(self.pid)
-            if abs(process.create_time() - self.started) > _START_TIME_TOLERANCE_SECONDS:
-                return False  # the pid now belongs to another process
+            if process.create_time() > run_created + _CLOCK_TOLERANCE_SECONDS:
+                return False
             return process.status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return False
@@ -92,7 +91,7 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     for record in instance.get_run_records(dg.RunsFilter(statuses=unfinished)):
         run = record.dagster_run
         worker = RunWorker.from_tag(run.tags.get(RUN_WORKER_TAG))
-        if worker is not None and worker.is_alive() is False:
+        if worker is not None and worker.is_alive(record.create_timestamp.timestamp()) is False:
             instance.report_run_failed(run, dead_worker_message(worker))
             failed.append(run.run_id)
     return failed
@@ -111,8 +110,9 @@ class RunWorkerAwareLauncher(dg.DefaultRunLauncher):
         worker = RunWorker.from_tag(run.tags.get(RUN_WORKER_TAG))
         if worker is None:
             return CheckRunHealthResult(WorkerStatus.RUNNING, "launched through a code server, which watches it")
-        alive = worker.is_alive()
+        record = self._instance.get_run_record_by_id(run.run_id)
+        alive = worker.is_alive(record.create_timestamp.timestamp()) if record else None
         if alive is False:
             return CheckRunHealthResult(WorkerStatus.FAILED, dead_worker_message(worker))
-        where = "alive" if alive else f"on {worker.host}, not checkable from {socket.gethostname()}"
-        return CheckRunHealthResult(WorkerStatus.RUNNING, f"in-process run worker pid {worker.pid} {where}")
+        where = "alive" if alive else f"not checkable from {socket.gethostname()}"
+        return CheckRunHealthResult(WorkerStatus.RUNNING, f"in-process run worker {worker.to_tag()}: {where}")
