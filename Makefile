@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
+UI_PORT ?= 3000
 
 .PHONY: demo test ui install clean
 
@@ -34,7 +35,7 @@ test: $(STAMP)
 # `dg dev` (dagster-dg-cli), which Dagster 1.13 recommends over `dagster dev`, on the project that
 # pyproject.toml's [tool.dg] describes; it runs in the project's virtualenv, so say so.
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev -h 127.0.0.1 -p 3000
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev -h 127.0.0.1 -p $(UI_PORT)
 
 clean:
 	rm -rf data .dagster_home
