@@ -34,3 +34,24 @@ def test_definitions_hold_the_collect_stage():
     assert repository.has_sensor_def("new_executions_sensor")
     checks = {key.name for key in repository.asset_graph.asset_check_keys}
     assert "feedback_validity_share" in checks
+
+
+def test_the_code_location_loads_without_warnings_and_dg_finds_the_project(tmp_path):
+    """`make ui` (`dg dev`) and `make demo` start quietly: no Beta/Preview/Supersession warnings from
+    loading the definitions, no production dagster.yaml in the working folder for `dg dev` to call
+    ignored, and `dg` loads the project pyproject.toml's [tool.dg] describes."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = dict(os.environ, DAGSTER_HOME=str(home), VIRTUAL_ENV=str(Path(sys.executable).parents[1]))
+    loaded = subprocess.run([sys.executable, "-W", "always", "-c", "import feedback_loop_dagster.definitions"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert loaded.returncode == 0 and "Warning" not in loaded.stderr, loaded.stderr
+    assert not (ROOT / "dagster.yaml").exists() and (ROOT / "deploy" / "dagster.yaml").exists()
+
+    checked = subprocess.run([str(Path(sys.executable).parent / "dg"), "check", "defs"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    output = checked.stdout + checked.stderr
+    assert checked.returncode == 0, output
+    assert "All definitions loaded successfully" in output
+    assert "Warning" not in output and "WARNING" not in output, output

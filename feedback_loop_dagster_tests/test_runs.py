@@ -234,9 +234,16 @@ def test_the_cli_under_a_parent_ignoring_sigterm_starts_nothing_that_outlives_it
         for p in session_processes(backfill.pid):
             p.kill()
 
+    # The CLI ran the code location's own job: its runs have the snapshot the UI loads.
+    snapshot = subprocess.run(
+        [sys.executable, "-c", "from feedback_loop_dagster.definitions import defs; "
+         "print(defs.resolve_job_def('feedback_loop_job').get_job_snapshot_id())"],
+        env=env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=600,
+    ).stdout.split()[-1]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         runs = instance.get_runs()
         assert len(runs) == 3 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert {r.job_snapshot_id for r in runs} == {snapshot}
         for run in runs:
             # The tails' cleanup waited 30 s per ignored SIGTERM between the last step and the end of
             # the run; without them that gap is bookkeeping of milliseconds, even on a loaded machine.

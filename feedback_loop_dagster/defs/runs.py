@@ -220,14 +220,15 @@ def materialize_windows(
     fail_dead_runs(instance)
     job = defs.resolve_job_def(job_name)
     order = instance.get_dynamic_partitions(patterns_partitions.name)
-    return [
-        launch_in_process(
-            job,
-            instance,
-            range_run_tags(block, first_window, last_window),
-            run_config=run_config,
-            asset_selection=asset_selection,
-            raise_on_error=raise_on_error,
-        )
-        for block in contiguous_blocks(order, pattern_keys)
-    ]
+    with without_compute_logs(instance) as run_instance:  # one handle for all the blocks
+        return [
+            launch_in_process(
+                job,
+                run_instance,
+                range_run_tags(block, first_window, last_window),
+                run_config=run_config,
+                asset_selection=asset_selection,
+                raise_on_error=raise_on_error,
+            )
+            for block in contiguous_blocks(order, pattern_keys)
+        ]
