@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The local instance of `make demo` and `make ui`: SQLite in .dagster_home. The production one is
-# deploy/dagster.yaml (PostgreSQL). Run monitoring through the project's launcher marks failed the
+# dagster.yaml (PostgreSQL). Run monitoring through the project's launcher marks failed the
 # runs of a CLI process that died (defs/run_workers.py) while `make ui`'s daemon runs.
 $(DAGSTER_HOME)/dagster.yaml: | $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
@@ -32,10 +32,13 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# `dg dev` (dagster-dg-cli), which Dagster 1.13 recommends over `dagster dev`, on the project that
-# pyproject.toml's [tool.dg] describes; it runs in the project's virtualenv, so say so.
+# `dg dev` (dagster-dg-cli), which Dagster 1.13 recommends over `dagster dev`, on workspace.yaml
+# (the code location the daemon and the webserver of a deployment load). It starts inside
+# $(DAGSTER_HOME): from the repository's root, Dagster would find the production dagster.yaml in its
+# working folder and warn that it is ignored.
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dg dev -h 127.0.0.1 -p $(UI_PORT)
+	cd $(DAGSTER_HOME) && VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH \
+	  $(CURDIR)/$(BIN)/dg dev -h 127.0.0.1 -p $(UI_PORT) -w $(CURDIR)/workspace.yaml
 
 clean:
 	rm -rf data .dagster_home

@@ -333,7 +333,7 @@ def bench_launch(d: Deployment, rounds: int) -> dict:
 
 def report(a: dict | None, b: dict | None, c: dict | None, e: dict | None = None) -> None:
     print("\n" + "=" * 100)
-    print("Deployment benchmark on PostgreSQL (dagster-daemon + dagster-webserver, repository deploy/dagster.yaml)")
+    print("Deployment benchmark on PostgreSQL (dagster-daemon + dagster-webserver, repository dagster.yaml)")
     print(f"machine: {os.cpu_count()} CPUs; Dagster {dg.__version__}")
     print("=" * 100)
     if a:

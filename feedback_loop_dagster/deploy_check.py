@@ -40,7 +40,7 @@ def check_instance_config(dagster_home: Path) -> dict[str, Any]:
     """Checks $DAGSTER_HOME/dagster.yaml: variables set, keys valid for this Dagster. Returns it."""
     path = dagster_home / "dagster.yaml"
     if not path.is_file():
-        raise ConfigProblem(f"no {path}: copy the repository's deploy/dagster.yaml there (DAGSTER_HOME={dagster_home})")
+        raise ConfigProblem(f"no {path}: copy the repository's dagster.yaml there (DAGSTER_HOME={dagster_home})")
     config = yaml.safe_load(path.read_text()) or {}
     missing = sorted({name for name in env_references(config) if os.environ.get(name) is None})
     if missing:

@@ -38,8 +38,7 @@ def test_definitions_hold_the_collect_stage():
 
 def test_the_code_location_loads_without_warnings_and_dg_finds_the_project(tmp_path):
     """`make ui` (`dg dev`) and `make demo` start quietly: no Beta/Preview/Supersession warnings from
-    loading the definitions, no production dagster.yaml in the working folder for `dg dev` to call
-    ignored, and `dg` loads the project pyproject.toml's [tool.dg] describes."""
+    loading the definitions, and `dg` loads the project pyproject.toml's [tool.dg] describes."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -47,7 +46,6 @@ def test_the_code_location_loads_without_warnings_and_dg_finds_the_project(tmp_p
     loaded = subprocess.run([sys.executable, "-W", "always", "-c", "import feedback_loop_dagster.definitions"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert loaded.returncode == 0 and "Warning" not in loaded.stderr, loaded.stderr
-    assert not (ROOT / "dagster.yaml").exists() and (ROOT / "deploy" / "dagster.yaml").exists()
 
     checked = subprocess.run([str(Path(sys.executable).parent / "dg"), "check", "defs"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -55,3 +53,27 @@ def test_the_code_location_loads_without_warnings_and_dg_finds_the_project(tmp_p
     assert checked.returncode == 0, output
     assert "All definitions loaded successfully" in output
     assert "Warning" not in output and "WARNING" not in output, output
+
+
+def test_make_ui_starts_without_a_warning(tmp_path):
+    """`make ui` (dg dev from inside its DAGSTER_HOME, the repository's production dagster.yaml left
+    where the deployment docs keep it) until the webserver serves: not one warning on the way."""
+    from feedback_loop_dagster_tests.integration.harness import free_port
+    from feedback_loop_dagster_tests.processes import session_processes, wait_for
+
+    log = tmp_path / "make-ui.log"
+    with log.open("w") as out:
+        # -o: never reinstall the virtualenv from inside a test, whatever the stamp's age.
+        make = subprocess.Popen(
+            ["make", "-o", ".venv/.installed", "ui", f"UI_PORT={free_port()}", f"DAGSTER_HOME={tmp_path / 'home'}"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    try:
+        wait_for(lambda: "Serving dagster-webserver" in log.read_text() or make.poll() is not None, "`make ui` to serve")
+    finally:
+        for process in session_processes(make.pid):
+            process.kill()
+        make.wait()
+    text = log.read_text()
+    assert "Serving dagster-webserver" in text, text
+    assert "arning" not in text and "WARNING" not in text, text

@@ -1,4 +1,4 @@
-"""The production instance config (deploy/dagster.yaml) and `feedback-loop check-config`."""
+"""The production instance config (dagster.yaml) and `feedback-loop check-config`."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ PG_VARIABLES = ["DAGSTER_PG_DB", "DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD", "DAGS
 def home(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     for name in PG_VARIABLES + ["FEEDBACK_LOOP_DATABASE_URL", "FEEDBACK_LOOP_SOURCE_URL"]:
         monkeypatch.delenv(name, raising=False)
@@ -43,9 +43,9 @@ def _point_at(monkeypatch, url: str) -> None:
 
 
 def test_dagster_yaml_reads_every_storage_setting_from_the_environment():
-    config = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     assert sorted(set(env_references(config))) == PG_VARIABLES
-    assert "password" not in (ROOT / "deploy" / "dagster.yaml").read_text().replace("password: {env: DAGSTER_PG_PASSWORD}", "")
+    assert "password" not in (ROOT / "dagster.yaml").read_text().replace("password: {env: DAGSTER_PG_PASSWORD}", "")
 
 
 def test_check_config_names_every_missing_variable_in_one_line(home):

@@ -140,7 +140,7 @@ def _killed_run(instance, home: Path, tmp_path: Path) -> dg.DagsterRun:
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def dagster_home(request, tmp_path):
     """A DAGSTER_HOME of each kind: the embedded SQLite instance, and PostgreSQL storage as in
-    deploy/dagster.yaml (no daemon here: the CLI on a machine without one)."""
+    the repository's dagster.yaml (no daemon here: the CLI on a machine without one)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     if request.param == "sqlite":

@@ -248,7 +248,7 @@ class Deployment:
         engine = get_engine(self.warehouse_url)
         init_databases(engine, engine)
 
-        config = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())  # the production config itself
+        config = yaml.safe_load((REPO / "dagster.yaml").read_text())  # the production config itself
         for key, value in self._overrides.items():
             config[key] = value
         (self.home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -4,7 +4,7 @@ the process of an in-process (CLI) run killed.
 These run against a private PostgreSQL server started for the module (same binaries as the
 machine's cluster, its own data folder and port), so restarting it cuts no other test's connections;
 it is stopped and removed at the end, and brought back up after each restart even when a test fails.
-The daemon runs with the repository's deploy/dagster.yaml (run retries, run monitoring, polling every
+The daemon runs with the repository's dagster.yaml (run retries, run monitoring, polling every
 2 s here instead of 60), the sensor on from the start (FEEDBACK_LOOP_SENSOR_DEFAULT_STATUS=running),
 ticking every 2 s, with a 1.5 s source timeout.
 """
@@ -60,7 +60,7 @@ def private_postgres():
 
 @pytest.fixture(scope="module")
 def faulty(private_postgres, tmp_path_factory):
-    monitoring = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())["run_monitoring"]
+    monitoring = yaml.safe_load((REPO / "dagster.yaml").read_text())["run_monitoring"]
     with Deployment(
         tmp_path_factory.mktemp("faults"),
         private_postgres.admin_url,
