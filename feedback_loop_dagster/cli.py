@@ -88,7 +88,8 @@ def main(debug: bool) -> None:
 
 @main.command("init-db")
 def init_db() -> None:
-    """Create or migrate hook_executions and the warehouse tables (idempotent)."""
+    """Create or migrate hook_executions and the warehouse tables (idempotent); record the first
+    day with executions, where the daily partitions start."""
     from feedback_loop_dagster.lib.storage.migrations import init_databases
 
     warehouse, source = _engines()
@@ -99,6 +100,15 @@ def init_db() -> None:
                 click.echo(f"{component}: applied migration {step.version} ({step.name})")
         else:
             click.echo(f"{component}: up to date")
+    _record_first_window(warehouse, source)
+
+
+def _record_first_window(warehouse, source) -> None:
+    from feedback_loop_dagster.lib.partition_start import record_earliest_window
+
+    first = record_earliest_window(warehouse, source)
+    if first is not None:
+        click.echo(f"daily partitions start at {first}, the first day with executions")
 
 
 @main.command()
@@ -124,6 +134,7 @@ def simulate(patterns: int, days: int, per_day: int, seed: int, malformed_share:
     with click.progressbar(length=config.total_rows, label="simulating", file=sys.stderr) as bar:
         written = simulate_to_database(source, config, progress=bar.update)
     click.echo(f"wrote {written} executions for {patterns} pattern(s) over {days} day(s)")
+    _record_first_window(*_engines())
 
 
 @main.group()
@@ -133,8 +144,10 @@ def patterns() -> None:
 
 @patterns.command("sync")
 def patterns_sync() -> None:
-    """Register every pattern id found in the source as a partition of the `patterns` dimension."""
+    """Register every pattern id found in the source as a partition of the `patterns` dimension,
+    and record the first day with executions (where the daily partitions start)."""
     click.echo(f"{len(_sync_patterns())} pattern(s) registered")
+    _record_first_window(*_engines())
 
 
 def _sync_patterns() -> dict[str, str]:

@@ -21,7 +21,8 @@ SENSOR_DEFAULT_STATUS_ENV = "FEEDBACK_LOOP_SENSOR_DEFAULT_STATUS"
 MAX_DURATION_ENV = "FEEDBACK_LOOP_MAX_DURATION_MS"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-# Fixed so partition keys never move under a user's feet; override with FEEDBACK_LOOP_START_DATE.
+# The first window until a first day with data is recorded (lib/partition_start.py); override with
+# FEEDBACK_LOOP_START_DATE.
 DEFAULT_WINDOW_START_DATE = "2025-01-01"
 SOURCE_TABLE = "hook_executions"
 # The longest execution the collector believes (DESIGN.md section 2): 24 h in milliseconds.
@@ -45,8 +46,15 @@ def source_url() -> str:
 
 
 def window_start_date() -> str:
-    """The first daily window; validated here so a typo fails at load time with a clear message."""
-    raw = os.environ.get(START_DATE_ENV) or DEFAULT_WINDOW_START_DATE
+    """The first daily window: FEEDBACK_LOOP_START_DATE when set (validated here, so a typo fails at
+    load time with a clear message), else the first day with data recorded in the warehouse by
+    `init-db`, `patterns sync`, `simulate` or the demo (lib/partition_start.py), else the default."""
+    raw = os.environ.get(START_DATE_ENV)
+    if not raw:
+        from feedback_loop_dagster.lib.partition_start import recorded_first_window
+
+        recorded = recorded_first_window(database_url())
+        return recorded.isoformat() if recorded else DEFAULT_WINDOW_START_DATE
     try:
         date.fromisoformat(raw)
     except ValueError:
