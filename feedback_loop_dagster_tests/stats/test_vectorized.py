@@ -53,11 +53,13 @@ def test_fixed_horizon_arrays_equal_scalar():
     ze, zp, zlo, zhi = two_proportion_z_arrays(x_c, n_c, x_t, n_t, 0.05)
     for i in range(k):
         w = welch_core(int(n_c[i]), m_c[i], v_c[i], int(n_t[i]), m_t[i], v_t[i], 0.05)
-        assert (eff[i], se[i], p[i], lo[i], hi[i]) == pytest.approx((w[0], w[1], w[3], w[4], w[5]), rel=1e-9, abs=1e-12)
+        assert (eff[i], se[i], p[i], lo[i], hi[i]) == pytest.approx(
+            (w.effect, w.se, w.p_value, w.ci_lower, w.ci_upper), rel=1e-9, abs=1e-12)
         s = student_core(int(n_c[i]), m_c[i], v_c[i], int(n_t[i]), m_t[i], v_t[i], 0.05)
-        assert ps[i] == pytest.approx(s[3], rel=1e-9, abs=1e-12)
+        assert ps[i] == pytest.approx(s.p_value, rel=1e-9, abs=1e-12)
         z = two_proportion_z_core(int(n_c[i]), int(x_c[i]), int(n_t[i]), int(x_t[i]), 0.05)
-        assert (ze[i], zp[i], zlo[i], zhi[i]) == pytest.approx((z[0], z[3], z[4], z[5]), rel=1e-9, abs=1e-12)
+        assert (ze[i], zp[i], zlo[i], zhi[i]) == pytest.approx(
+            (z.effect, z.p_value, z.ci_lower, z.ci_upper), rel=1e-9, abs=1e-12)
 
 
 def _cumulative(rng, metric, k, n_max, effect, looks):

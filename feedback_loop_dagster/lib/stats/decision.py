@@ -298,16 +298,16 @@ def _evaluate(metric: str, n_c: int, mean_c: float, var_c: float, x_c: int, n_t:
         tau_sd = policy.sequential_tau
         tau2 = tau_sd * tau_sd * 0.5 * (var_c + var_t)  # default_tau2, inlined
         tau = math.sqrt(tau2)
-        effect, se, stat, p, lo, hi, mult, note = msprt_core(
-            n_c, mean_c, var_c, n_t, mean_t, var_t, alpha, tau2, p_prev, ci_prev)
-        ml = mu = mult
+        core = msprt_core(n_c, mean_c, var_c, n_t, mean_t, var_t, alpha, tau2, p_prev, ci_prev)
         method = SEQUENTIAL_METHOD
     elif kind == "proportion":
-        effect, se, stat, p, lo, hi, ml, mu, _df, note = two_proportion_z_core(n_c, x_c, n_t, x_t, alpha)
+        core = two_proportion_z_core(n_c, x_c, n_t, x_t, alpha)
         method = "two_proportion_z"
     else:
-        effect, se, stat, p, lo, hi, ml, mu, _df, note = welch_core(n_c, mean_c, var_c, n_t, mean_t, var_t, alpha)
+        core = welch_core(n_c, mean_c, var_c, n_t, mean_t, var_t, alpha)
         method = "welch_t"
+    effect, se, stat, p, lo, hi = core.effect, core.se, core.statistic, core.p_value, core.ci_lower, core.ci_upper
+    ml, mu, note = core.mult_lower, core.mult_upper, core.note
     log_scale = kind == "logmean"
     rel, rlo, rhi = relative_effect(mean_c, mean_t, var_c, var_t, n_c, n_t, ml, mu, log_scale, lo, hi)
     direction = spec.direction
