@@ -19,12 +19,17 @@ from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster_tests.loop.test_analysis_and_proposals import PATTERN, POLICY, START, load, traffic
 
 
-@pytest.mark.parametrize("settled", ["rejected", "rolled_back", "stopped", "inconclusive"])
-def test_a_settled_proposal_is_not_proposed_again_on_the_same_version(engine, settled):
+def _three_days_with_timeouts(engine):
+    """Three analysed days whose timeouts make the analyzers propose raising the timeout; the last day."""
     days = [(d, traffic(START + timedelta(days=d), 300, 0.85, timeout_rate=0.10, seed=d)) for d in range(3)]
     pairs = load(engine, days)
     analyze_partitions(engine, pairs)
-    window = pairs[-1][1]
+    return pairs[-1][1]
+
+
+@pytest.mark.parametrize("settled", ["rejected", "rolled_back", "stopped", "inconclusive"])
+def test_a_settled_proposal_is_not_proposed_again_on_the_same_version(engine, settled):
+    window = _three_days_with_timeouts(engine)
     p = tables.proposals
     with engine.begin() as conn:
         (first,) = propose(conn, PATTERN, window, POLICY).created
@@ -36,10 +41,7 @@ def test_a_settled_proposal_is_not_proposed_again_on_the_same_version(engine, se
 
 
 def test_after_an_inconclusive_experiment_the_next_proposal_starts(engine):
-    days = [(d, traffic(START + timedelta(days=d), 300, 0.85, timeout_rate=0.10, seed=d)) for d in range(3)]
-    pairs = load(engine, days)
-    analyze_partitions(engine, pairs)
-    window = pairs[-1][1]
+    window = _three_days_with_timeouts(engine)
     p = tables.proposals
     with engine.begin() as conn:
         (first,) = propose(conn, PATTERN, window, POLICY).created
