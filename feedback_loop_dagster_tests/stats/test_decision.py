@@ -60,7 +60,7 @@ def test_latency_improvement_is_applied_with_seed_fields():
     assert r.sample_size == 2000 and (r.n_control, r.n_treatment) == (1000, 1000)
     # effects in their own unit, treatment minus control, with the verdict in words
     assert r.reason.startswith("latency -15.0% [") and "(1000 -> 850 ms), better" in r.reason
-    assert "guardrails non-inferior: success rate 0.0 pts [" in r.reason and "within -5.0 pts" in r.reason
+    assert "guardrails non-inferior: success rate 0.0 pts [" in r.reason and ", margin -5.0 pts)" in r.reason
     assert "n=1000/1000; 95% CS" in r.reason
 
 
@@ -139,7 +139,7 @@ def test_a_guardrail_worse_within_its_margin_is_an_accepted_trade_off():
     retries = r.metrics["retries"]
     assert retries.significant_harm and retries.guardrail_status == "ok"
     assert r.decision == "apply"
-    assert "retries +0.12 retries/exec [" in r.reason and "worse within +0.25 retries/exec" in r.reason
+    assert "retries +0.12 retries/exec [" in r.reason and "worse, within its +0.25 retries/exec margin" in r.reason
 
 
 def test_guardrail_with_too_little_data_blocks_applying():

@@ -52,8 +52,15 @@ def harm_reason(harmed: Sequence[MetricResult], breached: Sequence[MetricResult]
     return "; ".join(parts) + f"; {looks}"
 
 
+def _bound(r: MetricResult) -> str:
+    return format_in_unit(r.metric, to_unit(r.metric, r.ni_bound))
+
+
 def _guardrail_held(r: MetricResult) -> str:
-    return f"{described(r)} within {format_margin(r.metric, r.margin or 0.0)}"
+    margin = format_margin(r.metric, r.margin or 0.0)
+    if r.significant_harm:  # worse, but by less than the margin accepts
+        return f"{described(r)}, within its {margin} margin (bound {_bound(r)})"
+    return f"{described(r)} (bound {_bound(r)}, margin {margin})"
 
 
 def _guardrail_pending(r: MetricResult, more: int | None, gate: int) -> str:
@@ -61,8 +68,7 @@ def _guardrail_pending(r: MetricResult, more: int | None, gate: int) -> str:
     if not r.ready:
         return (f"{r.label} has {r.n_control}/{r.n_treatment} observations, fewer than {gate} per arm: "
                 f"not yet shown to stay within {margin}")
-    bound = format_in_unit(r.metric, to_unit(r.metric, r.ni_bound))
-    text = (f"{described(r)} not yet shown to stay within {margin} (always-valid bound {bound})")
+    text = f"{described(r)} not yet shown to stay within {margin} (always-valid bound {_bound(r)})"
     if more is None:
         return text + "; at the observed effect it may never be"
     return text + f", needs about {more} more executions per arm"
