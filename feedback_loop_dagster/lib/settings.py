@@ -16,11 +16,14 @@ START_DATE_ENV = "FEEDBACK_LOOP_START_DATE"
 SENSOR_INTERVAL_ENV = "FEEDBACK_LOOP_SENSOR_INTERVAL_SECONDS"
 SOURCE_TIMEOUT_ENV = "FEEDBACK_LOOP_SOURCE_TIMEOUT_MS"
 SENSOR_DEFAULT_STATUS_ENV = "FEEDBACK_LOOP_SENSOR_DEFAULT_STATUS"
+MAX_DURATION_ENV = "FEEDBACK_LOOP_MAX_DURATION_MS"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Fixed so partition keys never move under a user's feet; override with FEEDBACK_LOOP_START_DATE.
 DEFAULT_WINDOW_START_DATE = "2025-01-01"
 SOURCE_TABLE = "hook_executions"
+# The longest execution the collector believes (DESIGN.md section 2): 24 h in milliseconds.
+DEFAULT_MAX_DURATION_MS = 24 * 3600 * 1000
 
 
 def data_dir() -> Path:
@@ -86,3 +89,17 @@ def sensor_running_by_default() -> bool:
     if raw not in ("running", "stopped"):
         raise ValueError(f"{SENSOR_DEFAULT_STATUS_ENV}={raw!r} must be 'running' or 'stopped'")
     return raw == "running"
+
+
+def max_duration_ms() -> float:
+    """Durations above this many milliseconds are implausible and quarantined (default 24 h)."""
+    raw = os.environ.get(MAX_DURATION_ENV)
+    if not raw:
+        return float(DEFAULT_MAX_DURATION_MS)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"{MAX_DURATION_ENV}={raw!r} is not a positive number of milliseconds")
+    return value
