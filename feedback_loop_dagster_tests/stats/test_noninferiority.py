@@ -11,6 +11,7 @@ from scipy import stats as sps
 from statsmodels.stats.power import NormalIndPower
 
 from feedback_loop_dagster.lib.stats.noninferiority import (
+    mixture_tau2,
     noninferiority_bound,
     noninferiority_sample_size,
     one_sided_log_likelihood_ratio,
@@ -20,19 +21,26 @@ from feedback_loop_dagster.lib.stats.noninferiority import (
 from feedback_loop_dagster.lib.stats.sequential import msprt_multiplier
 
 
-@pytest.mark.parametrize("r", [0.3, 7.0, 20.0, 500.0])
+@pytest.mark.parametrize("r", [0.05, 0.3, 7.0, 20.0, 500.0])
 @pytest.mark.parametrize("alpha", [0.01, 0.05, 0.2])
-def test_boundary_is_where_the_half_normal_mixture_reaches_one_over_alpha(r, alpha):
+def test_boundary_is_where_the_mixture_reaches_one_over_alpha(r, alpha):
     b = one_sided_multiplier(1.0, r, alpha)
-    # the mixture by quadrature: V = 1, tau^2 = r, the estimate b standard errors above the null
+    # the mixture by quadrature: V = 1, N(tau, tau^2) cut at 0 with tau^2 = r, the estimate b
+    # standard errors above the null
     tau = math.sqrt(r)
-    lam, _ = integrate.quad(lambda th: math.exp(th * b - th * th / 2) * 2 * sps.norm.pdf(th, 0, tau), 0, np.inf,
-                            epsabs=1e-13, epsrel=1e-11)
+    density = lambda th: sps.norm.pdf(th, tau, tau) / sps.norm.cdf(1.0)  # noqa: E731
+    lam, _ = integrate.quad(lambda th: math.exp(th * b - th * th / 2) * density(th), 0, np.inf,
+                            epsabs=1e-13, epsrel=1e-11, limit=200)
     assert lam == pytest.approx(1 / alpha, rel=1e-8)
     assert math.exp(one_sided_log_likelihood_ratio(b, r)) == pytest.approx(1 / alpha, rel=1e-10)
-    # spending all of alpha on one side: between the two-sided boundaries at 2 alpha and alpha
-    assert msprt_multiplier(1.0, r, 2 * alpha) < b < msprt_multiplier(1.0, r, alpha)
     assert one_sided_multiplier_arrays(np.array([2.0]), np.array([2.0 * r]), alpha)[0] == pytest.approx(b, rel=1e-12)
+    if 0.3 <= r <= 7.0:  # where the margin is 1 to 5 standard errors: tighter than the two-sided test
+        assert b < msprt_multiplier(1.0, r, alpha)
+
+
+def test_mixture_scale_is_half_the_margin():
+    assert mixture_tau2(0.05, 0.09, 0.2) == pytest.approx(0.025**2)
+    assert mixture_tau2(0.0, 0.09, 0.2) == pytest.approx(0.2**2 * 0.09)
 
 
 def test_bound_is_carried_as_a_running_maximum():
@@ -57,7 +65,8 @@ def _crossed(rng, k, n_max, truth, sd, margin, alpha, step=1, bernoulli_base=Non
     vc = (np.cumsum(c * c, 1)[:, idx] - n * mc * mc) / (n - 1)
     vt = (np.cumsum(t * t, 1)[:, idx] - n * mt * mt) / (n - 1)
     variance = np.maximum((vc + vt) / n, 1e-12)
-    bound = (mt - mc) - one_sided_multiplier_arrays(variance, np.full_like(variance, margin**2), alpha) * np.sqrt(variance)
+    tau2 = np.full_like(variance, mixture_tau2(margin, 0.0, 0.0))
+    bound = (mt - mc) - one_sided_multiplier_arrays(variance, tau2, alpha) * np.sqrt(variance)
     return (np.maximum.accumulate(bound, axis=1) > -margin).any(axis=1).mean()
 
 

@@ -73,7 +73,7 @@ from . import reasons
 from .estimates import INF, CoreResult, json_safe, relative_effect
 from .fixed_horizon import normal_quantile, two_proportion_z_core, welch_core
 from .metrics import METRIC_ORDER, METRICS, primary_metrics
-from .noninferiority import noninferiority_bound, noninferiority_sample_size
+from .noninferiority import mixture_tau2, noninferiority_bound, noninferiority_sample_size
 from .policy import Policy
 from .power import _sequential_n, fixed_horizon_sample_size
 from .sequential import METHOD as SEQUENTIAL_METHOD
@@ -346,13 +346,13 @@ def _run_test(d: MetricData, var_c: float, var_t: float, policy: Policy, carried
 def _noninferiority(direction: int, core: CoreResult, margin: float, var_c: float, var_t: float,
                     policy: Policy, carried: Carried) -> float:
     """The one-sided bound on the harmful side, on the test's scale (see :mod:`.noninferiority`):
-    the always-valid mixture bound (``tau`` = the margin), or the fixed-horizon one-sided
+    the always-valid mixture bound (``tau`` = half the margin), or the fixed-horizon one-sided
     ``1 - alpha`` bound.  Carried across looks as a running max (of the improvement)."""
     alpha = policy.significance_level
     improvement = direction * core.effect
     previous = None if carried.ni_bound is None else direction * carried.ni_bound
     if policy.test_method == "sequential":
-        tau2 = margin * margin if margin > 0.0 else policy.sequential_tau ** 2 * 0.5 * (var_c + var_t)
+        tau2 = mixture_tau2(margin, 0.5 * (var_c + var_t), policy.sequential_tau)
         bound = noninferiority_bound(improvement, core.se * core.se, tau2, alpha, previous)
     elif math.isinf(core.se):
         bound = -INF

@@ -19,7 +19,7 @@ from scipy import special
 
 from .fixed_horizon import normal_quantile
 from .metrics import METRICS, primary_metrics
-from .noninferiority import one_sided_multiplier_arrays
+from .noninferiority import mixture_tau2, one_sided_multiplier_arrays
 from .policy import Policy
 from .sequential import msprt_update_arrays
 from .sufficient import _VAR_REL_EPS
@@ -158,7 +158,8 @@ class _Chain:
         ni = None
         if margin is not None:
             m_scale = spec.margin_on_test_scale(margin)
-            ni_tau2 = np.full(delta.shape, m_scale * m_scale) if m_scale > 0 else tau2
+            ni_tau2 = (np.full(delta.shape, mixture_tau2(m_scale, 0.0, 0.0)) if m_scale > 0
+                       else policy.sequential_tau ** 2 * 0.5 * (vc + vt))
             finite = np.isfinite(variance) & (variance > 0) & (ni_tau2 > 0)
             v = np.where(finite, variance, 1.0)
             t2 = np.where(finite, ni_tau2, 1.0)
