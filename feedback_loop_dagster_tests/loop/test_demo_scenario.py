@@ -10,7 +10,7 @@ planted outcome once the neutral experiment may run 4 days instead of its preset
 promotion now waits until every guardrail has shown non-inferiority, and the latency guardrail of
 the timeout changes (about 3% slower, margin 10%) needs one to two thousand executions per arm,
 then the degrading promotion needs three days to degrade and the watch's days to catch it. At this
-size seeds 1, 3, 4, 6-10 meet every outcome (checked with this function); seed 10's last planted
+size seeds 1, 3, 4 and 6-10 meet every outcome (checked with run_demo); seed 10's last planted
 outcome comes on day 6, leaving four days of margin. The Dagster instance
 is the in-memory test instance, whose event log is about ten times cheaper per event than
 instance_for_test's SQLite files.
