@@ -18,10 +18,20 @@ from 30 to 1,000, and prints:
    one fixed-horizon look at 1,000 per arm.
 4. Speed: decisions per second of ``evaluate_experiment`` from sufficient
    statistics (all five metrics present), in one process.
+5. Joint streams: a primary metric (latency, 0.3 or 0.2 SD faster) and a
+   guardrail (success rate 90% -> 85% / 88% / unchanged, or quality 0.70 ->
+   0.65 / 0.68 / unchanged) in the same executions (independent draws per
+   execution), default margins, ``feedback_type="performance"``: promoted /
+   rejected / undecided by 1,000 per arm and the median executions per arm at
+   the decision, for the risk-aware rule (apply only once every guardrail has
+   shown non-inferiority) and, on the same streams, the previous rule
+   ("apply when no guardrail is breached", with its margins: 1 point of
+   success, 0.02 of quality).
 
 Our rule is evaluated with ``feedback_loop_dagster.lib.stats.vectorized``,
 the vectorised twin of ``evaluate_experiment`` that the test suite proves
-equal to it look by look; the fixed-horizon look and the original rule use
+equal to it look by look (guardrails included); the previous multi-metric
+rule is written out here from the same always-valid arrays; the fixed-horizon look and the original rule use
 the vectorised Welch / z / Student tests, also checked against the scalar
 engine (and that against scipy / statsmodels).
 
@@ -51,10 +61,12 @@ from feedback_loop_dagster.lib.stats import (  # noqa: E402
     ProportionStats,
     evaluate_experiment,
 )
+from feedback_loop_dagster.lib.stats.sequential import msprt_update_arrays  # noqa: E402
 from feedback_loop_dagster.lib.stats.vectorized import (  # noqa: E402
     APPLY,
     CONTINUE,
     REJECT,
+    MetricArrays,
     moments_from_sums,
     sequential_decisions,
     student_t_p_arrays,
@@ -118,12 +130,8 @@ def run_cell(rng: np.random.Generator, kind: str, k: int, shift: float, base_p: 
         mt, vt = moments_from_sums(n, st, kind="proportion")
     policy = Policy(feedback_type=ftype, significance_level=ALPHA, auto_apply_threshold=THRESHOLD,
                     min_sample_size=30)
-    codes, _ = sequential_decisions(metric, n, mc, vc, n, mt, vt, policy)
-    decided = codes != CONTINUE
-    any_decision = decided.any(axis=1)
-    first = np.where(any_decision, decided.argmax(axis=1), -1)
-    first_code = np.where(any_decision, codes[np.arange(k), np.maximum(first, 0)], CONTINUE)
-    n_at_decision = np.where(any_decision, LOOKS[np.maximum(first, 0)], -1)
+    codes, _ = sequential_decisions(MetricArrays(metric, n, mc, vc, n, mt, vt), policy)
+    first_code, n_at_decision = first_decisions(codes)
 
     # (c) one fixed-horizon look at 1,000 per arm (Welch / two-proportion z), directional
     j = LOOKS.size - 1
@@ -137,13 +145,88 @@ def run_cell(rng: np.random.Generator, kind: str, k: int, shift: float, base_p: 
     return {
         "orig_declares": orig_declares.mean(),
         "orig_applies": orig_applies.mean(),
-        "ours_declares": any_decision.mean(),
+        "ours_declares": (first_code != CONTINUE).mean(),
         "ours_applies": (first_code == APPLY).mean(),
         "ours_rejects": (first_code == REJECT).mean(),
         "ours_median_n": float(np.median(n_at_decision[first_code == APPLY])) if (first_code == APPLY).any()
         else float("nan"),
         "fixed_detects": fixed_improves.mean(),
     }
+
+
+def first_decisions(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each experiment's first non-CONTINUE code (it stops there) and the per-arm n of that look."""
+    k = codes.shape[0]
+    decided = codes != CONTINUE
+    any_decision = decided.any(axis=1)
+    first = np.where(any_decision, decided.argmax(axis=1), 0)
+    first_code = np.where(any_decision, codes[np.arange(k), first], CONTINUE)
+    return first_code, np.where(any_decision, LOOKS[first], -1)
+
+
+# 5. joint streams ------------------------------------------------------------------
+
+GUARDRAIL_CHANGES = {  # guardrail -> (label, base, changes), the changes in the metric's own scale
+    "success": ("success 90%", 0.90, ((-0.05, "-> 85%"), (-0.02, "-> 88%"), (0.0, "unchanged"))),
+    "quality": ("quality 0.70", Q_MEAN, ((-0.05, "-> 0.65"), (-0.02, "-> 0.68"), (0.0, "unchanged"))),
+}
+PREVIOUS_MARGINS = {"success": 0.01, "quality": 0.02}  # the defaults of the previous rule
+
+
+def _arrays(metric: str, x_c: np.ndarray, x_t: np.ndarray, kind: str = "mean") -> MetricArrays:
+    k = x_c.shape[0]
+    n = np.broadcast_to(LOOKS.astype(float), (k, LOOKS.size))
+    (sc, qc), (st, qt) = cum_at_looks(x_c), cum_at_looks(x_t)
+    mc, vc = moments_from_sums(n, sc, qc, kind)
+    mt, vt = moments_from_sums(n, st, qt, kind)
+    return MetricArrays(metric, n, mc, vc, n, mt, vt)
+
+
+def previous_rule(primary: MetricArrays, guardrail: MetricArrays, policy: Policy, margin: float) -> np.ndarray:
+    """The previous rule's codes: the primary's verdict, rejected on a guardrail *breach* (its
+    always-valid interval entirely beyond the margin); an inconclusive guardrail did not block."""
+    codes, _ = sequential_decisions(primary, policy)
+    p = lo = hi = None
+    breach = np.zeros(codes.shape, dtype=bool)
+    for j in range(LOOKS.size):
+        n_c, n_t = guardrail.n_c[:, j], guardrail.n_t[:, j]
+        vc, vt = guardrail.var_c[:, j], guardrail.var_t[:, j]
+        delta = guardrail.mean_t[:, j] - guardrail.mean_c[:, j]
+        tau2 = policy.sequential_tau ** 2 * 0.5 * (vc + vt)
+        p, lo, hi = msprt_update_arrays(delta, vc / n_c + vt / n_t, tau2, policy.significance_level, p, lo, hi)
+        breach[:, j] = hi < -margin  # higher is better for success and quality
+    return np.where(breach & (codes != REJECT), REJECT, codes)
+
+
+def joint_cell(rng: np.random.Generator, k: int, speedup_sd: float, guardrail: str, change: float) -> dict:
+    """k experiments: latency (log ms ~ N(log 1000, 0.5)) faster by ``speedup_sd`` SD, and the
+    guardrail changed by ``change``, drawn independently for every execution."""
+    lat_c = rng.normal(LOG_MEAN, LOG_SD, (k, N_MAX))
+    lat_t = rng.normal(LOG_MEAN - speedup_sd * LOG_SD, LOG_SD, (k, N_MAX))
+    _, base, _ = GUARDRAIL_CHANGES[guardrail]
+    if guardrail == "success":
+        g_c = (rng.random((k, N_MAX)) < base).astype(float)
+        g_t = (rng.random((k, N_MAX)) < base + change).astype(float)
+        kind = "proportion"
+    else:
+        g_c = rng.normal(base, Q_SD, (k, N_MAX))
+        g_t = rng.normal(base + change, Q_SD, (k, N_MAX))
+        kind = "mean"
+    primary = _arrays("latency", lat_c, lat_t)
+    guard = _arrays(guardrail, g_c, g_t, kind)
+    policy = Policy(feedback_type="performance", significance_level=ALPHA, min_sample_size=30)
+    out = {}
+    for rule, codes in (("new", sequential_decisions(primary, policy, [guard])[0]),
+                        ("old", previous_rule(primary, guard, policy, PREVIOUS_MARGINS[guardrail]))):
+        first_code, n_at = first_decisions(codes)
+        decided = first_code != CONTINUE
+        out[rule] = {
+            "promoted": (first_code == APPLY).mean(),
+            "rejected": (first_code == REJECT).mean(),
+            "undecided": (~decided).mean(),
+            "median_n": float(np.median(n_at[decided])) if decided.any() else float("nan"),
+        }
+    return out
 
 
 def pct(x: float) -> str:
@@ -286,13 +369,50 @@ def main(argv: list[str] | None = None) -> None:
     n = np.broadcast_to(LOOKS.astype(float), (k, LOOKS.size))
     z = np.zeros((k, LOOKS.size))
     w0 = time.perf_counter()
-    sequential_decisions("quality", n, z, z + 1.0, n, z + 0.01, z + 1.0, Policy(feedback_type="quality"))
+    sequential_decisions(MetricArrays("quality", n, z, z + 1.0, n, z + 0.01, z + 1.0), Policy(feedback_type="quality"))
     vec = k * LOOKS.size / (time.perf_counter() - w0)
     print(f"   {'vectorised twin (benchmark path), one metric':54s} {vec:9,.0f} decisions/s wall")
     print()
+
+    # 5. joint streams -----------------------------------------------------------------
+    margins = Policy().guardrail_margins
+    print("5. Joint streams: latency primary faster, a guardrail in the same executions; looks every 10 per arm "
+          "from 30 to 1,000")
+    print(f"   new = risk-aware rule, default margins (success {margins.success * 100:g} pts, quality "
+          f"{margins.quality:g}); old = apply unless a guardrail is breached (margins success "
+          f"{PREVIOUS_MARGINS['success'] * 100:g} pt, quality {PREVIOUS_MARGINS['quality']:g})")
+    print("   aims: guardrail 5 pts / 0.05 worse promoted <= 5%; unchanged guardrail with a 0.3 SD gain promoted "
+          ">= 90%, median < 800")
+    hdr = (f"   {'primary':10s} {'guardrail':22s} {'new promoted':>13s} {'rejected':>9s} {'undecided':>10s} "
+           f"{'median n':>9s}   {'old promoted':>13s} {'rejected':>9s} {'undecided':>10s} {'median n':>9s}  aim")
+    print(hdr)
+    print("   " + "-" * (len(hdr) - 3))
+    joint_ok = True
+    for guardrail, (base_label, _, changes) in GUARDRAIL_CHANGES.items():
+        for speedup in (0.3, 0.2):
+            for change, change_label in changes:
+                r = joint_cell(rng_for(), k, speedup, guardrail, change)
+                new, old = r["new"], r["old"]
+                aim = ""
+                if change == -0.05:
+                    ok = new["promoted"] <= 0.05
+                    aim = f"<=5%: {'ok' if ok else 'MISSED'}"
+                    joint_ok &= ok
+                elif change == 0.0 and speedup == 0.3:
+                    ok = new["promoted"] >= 0.90 and new["median_n"] < 800
+                    aim = f">=90%, <800: {'ok' if ok else 'MISSED'}"
+                    joint_ok &= ok
+                print(f"   {f'-{speedup:.1f} SD':10s} {f'{base_label} {change_label}':22s} {pct(new['promoted']):>13s} "
+                      f"{pct(new['rejected']):>9s} {pct(new['undecided']):>10s} {new['median_n']:>9.0f}   "
+                      f"{pct(old['promoted']):>13s} {pct(old['rejected']):>9s} {pct(old['undecided']):>10s} "
+                      f"{old['median_n']:>9.0f}  {aim}")
+    print("   (median n = executions per arm at the first decision, promoted or rejected; undecided = no decision "
+          "by 1,000 per arm)")
+    print()
     print(f"summary: A/A {'ok' if aa_ok else 'MISSED'}; regression {'ok' if reg_ok else 'MISSED'}; "
           f"improvements {'ok' if imp_ok else 'MISSED'}; speed {'ok' if sp_ok else 'MISSED'}; "
-          f"total time {time.perf_counter() - t_start:.0f} s; seed={seed}")
+          f"joint streams {'ok' if joint_ok else 'MISSED'}; total time {time.perf_counter() - t_start:.0f} s; "
+          f"seed={seed}")
 
 
 if __name__ == "__main__":

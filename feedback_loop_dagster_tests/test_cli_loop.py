@@ -106,7 +106,8 @@ def test_backfill_run_and_the_registry_commands(loop_db, engine, tmp_path):
     assert len(collected) == 4  # translate has no executions on D1: an empty partition
 
     output = json.loads(cli("run", "--pattern", "summarise", "--window", str(D2), "--json", url=url, tmp_path=tmp_path).stdout)
-    assert output["success"] and output["feedback_collected"] == 120 and output["workflow_stages"]["lineage"] == "completed"
+    # the development preset's window is 3 days (time_window_days), so the run covers D1 and D2
+    assert output["success"] and output["feedback_collected"] == 240 and output["workflow_stages"]["lineage"] == "completed"
     assert output["metadata"]["window"] == str(D2) and isinstance(output["p_value"], float | None)
     assert cli_error("run", "--pattern", "nobody", url=url, tmp_path=tmp_path).startswith("error: unknown pattern 'nobody'")
 

@@ -40,6 +40,7 @@ from feedback_loop_dagster.lib.experiment.experiments import AB, WATCH, Experime
 from feedback_loop_dagster.lib.partition_start import record_first_window
 from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, get_label, get_version, register_version, set_label
+from feedback_loop_dagster.lib.stats.units import format_effect
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
 from feedback_loop_dagster.lib.storage.writes import bulk_insert
@@ -52,10 +53,9 @@ FIRST_VERSION = "v1"
 # Dagster's console logger at DEBUG prints every step event; the demo prints its own progress.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
-PROMOTED, REJECTED, RUNNING, ROLLED_BACK, NO_EXPERIMENT = (
-    "promoted", "rejected", "still running", "rolled back", "no experiment",
+PROMOTED, REJECTED, INCONCLUSIVE, RUNNING, ROLLED_BACK, NO_EXPERIMENT = (
+    "promoted", "rejected", "inconclusive", "still running", "rolled back", "no experiment",
 )
-NOT_APPLIED = "not applied"
 
 
 @dataclass(frozen=True)
@@ -64,12 +64,12 @@ class DemoRow:
 
     pattern_id: str
     planted: str
-    expected: str  # promoted | rejected | not applied | rolled back | no experiment
-    actual: str  # promoted | rejected | still running | rolled back | no experiment
+    expected: str  # promoted | rejected | inconclusive | rolled back | no experiment
+    actual: str  # promoted | rejected | inconclusive | still running | rolled back | no experiment
     active: str  # the active version at the end
     experiment: str  # the deciding experiment, e.g. "#3 ab v2 vs v1"
     lead_metric: str | None
-    lift: str  # the lead metric's effect with its interval, positive = better (see lift_text)
+    lift: str  # the lead metric's effect with its interval, in its own unit (see lift_text)
     effect: dict  # the lead metric's result at the last look (ab_results JSON)
     executions: int | None  # n_control + n_treatment of the deciding experiment's last look
     decided: date | None
@@ -165,9 +165,10 @@ def _events(warehouse: Engine, pattern_ids: Sequence[str], day: date) -> list[st
             .order_by(d.c.id)
         ).all()
         for pattern_id, action, status, experiment_id, to_version in rows:
-            verb = {"apply": "promoted", "reject": "rejected", "rollback": "rolled back to"}.get(action, action)
+            verb = {"apply": "promoted", "reject": "rejected", "rollback": "rolled back to",
+                    "keep": "ended inconclusive, kept the control"}.get(action, action)
             target = get_version(conn, to_version).version if to_version else ""
-            if action == "reject":
+            if action in ("reject", "keep"):
                 target = ""
             events.append(f"{pattern_id}: #{experiment_id} {verb} {target}".rstrip() + ("" if status == "done" else f" ({status})"))
         for experiment in list_experiments(conn):
@@ -241,12 +242,6 @@ def _last_result(conn, experiment_id: int) -> tuple[date, dict] | None:
     return (row[0], json.loads(row[1])) if row else None
 
 
-def _matches(expected: str, actual: str) -> bool:
-    if expected == NOT_APPLIED:
-        return actual in (RUNNING, REJECTED, NO_EXPERIMENT)
-    return expected == actual
-
-
 def outcomes(warehouse: Engine, patterns: Sequence[PatternTruth]) -> list[DemoRow]:
     """The final table from the experiments, decisions and A/B results tables."""
     rows = []
@@ -268,7 +263,7 @@ def outcomes(warehouse: Engine, patterns: Sequence[PatternTruth]) -> list[DemoRo
                 if watch is not None and watch.outcome == "rolled_back":
                     actual, deciding = ROLLED_BACK, watch
             else:
-                actual = REJECTED if ab.outcome == "rejected" else str(ab.outcome)
+                actual = {"rejected": REJECTED, "inconclusive": INCONCLUSIVE}.get(ab.outcome, str(ab.outcome))
             look = _last_result(conn, deciding.id) if deciding else None
             lead = look[1].get("lead_metric") if look else None
             metric = look[1]["metrics"].get(lead, {}) if lead else {}
@@ -280,8 +275,8 @@ def outcomes(warehouse: Engine, patterns: Sequence[PatternTruth]) -> list[DemoRo
                     reason += f" (then {len(later)} more A/B experiment(s))"
             elif truth.policy.auto_apply is False:
                 reason = f"policy '{truth.policy.name}' observes only: no experiment, nothing changes"
-            match = _matches(truth.expected, actual)
-            if truth.expected == NO_EXPERIMENT or truth.expected == NOT_APPLIED or truth.expected == ROLLED_BACK:
+            match = truth.expected == actual
+            if truth.expected in (NO_EXPERIMENT, INCONCLUSIVE, ROLLED_BACK):
                 match = match and active is not None and active.version == FIRST_VERSION
             rows.append(
                 DemoRow(
@@ -306,29 +301,12 @@ def outcomes(warehouse: Engine, patterns: Sequence[PatternTruth]) -> list[DemoRo
     return rows
 
 
-def _pct(value: float | None) -> str:
-    if value is None or not np.isfinite(value):
-        return "?"
-    return f"{value * 100:+.1f}%"
-
-
 def lift_text(metric: str | None, effect: dict) -> str:
-    """The lead metric's effect and interval as the engine states it: points of success rate,
-    percent faster for latency, absolute change of a score."""
+    """The lead metric's effect and interval as every reader gets it (`lib/stats/units.py`):
+    treatment minus control in the metric's own unit, `[low, high]`."""
     if not metric or not effect:
         return "-"
-    if metric == "latency":
-        return (f"latency speed-up {_pct(effect.get('relative_improvement'))} "
-                f"[{_pct(effect.get('relative_improvement_ci_lower'))}, {_pct(effect.get('relative_improvement_ci_upper'))}]")
-    scale, unit = (100.0, " pts") if metric == "success" else (1.0, "")
-    sign = -1.0 if metric == "retries" else 1.0  # positive = better
-    values = [effect.get(k) for k in ("effect", "ci_lower", "ci_upper")]
-    if any(v is None for v in values):
-        return f"{metric} ?"
-    point, low, high = (sign * v * scale for v in values)
-    low, high = min(low, high), max(low, high)
-    digits = 1 if scale == 100.0 else 3
-    return f"{metric} {point:+.{digits}f}{unit} [{low:+.{digits}f}, {high:+.{digits}f}]"
+    return format_effect(effect, label=True)
 
 
 def format_table(rows: Sequence[DemoRow], width: int = 110) -> str:

@@ -59,7 +59,7 @@ class PatternTruth:
 
     pattern_id: str
     planted: str  # the truth in words, for the final table
-    expected: str  # promoted | rejected | not applied | rolled back | no experiment
+    expected: str  # promoted | rejected | inconclusive | rolled back | no experiment
     policy: Policy
     config: dict[str, Any]  # v1, registered before the first day
     latency_median_ms: float = 800.0
@@ -107,10 +107,9 @@ def demo_patterns() -> list[PatternTruth]:
             pattern_id="agent|planner, v2",
             planted="25% of calls hit RateLimitError; max_retries 1 -> 3 truly turns most into successes",
             expected="promoted",
-            # More retries is the point of this change: tolerate up to 0.5 more retries per call.
-            policy=reliability.model_copy(
-                update={"guardrail_margins": reliability.guardrail_margins.model_copy(update={"retries": 0.5})}
-            ),
+            # More retries (about +0.12 per call) is the point of this change; the default retries
+            # margin (+0.25 per execution) accepts it as a trade-off for the successes.
+            policy=reliability,
             config={"model": "large", "max_retries": 1},
             latency_median_ms=1200.0,
             latency_sigma=0.4,
@@ -121,7 +120,9 @@ def demo_patterns() -> list[PatternTruth]:
         PatternTruth(
             pattern_id="doc-search",
             planted="repeated queries, but answers are personalised: a cache never hits (truly neutral)",
-            expected="not applied",
+            # Nothing to detect: the experiment runs its 14 days (the production preset's
+            # max_experiment_days) and ends without a decision, keeping v1.
+            expected="inconclusive",
             policy=performance,
             config={"index": "bm25", "cache_ttl_seconds": 0},
             latency_median_ms=600.0,

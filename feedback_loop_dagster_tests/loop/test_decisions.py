@@ -86,6 +86,23 @@ def test_without_evidence_the_loop_waits(engine):
     assert state["active"] == "v1" and state["candidate"] == "v2" and state["decisions"] == []
 
 
+def test_an_experiment_without_a_decision_by_its_last_day_ends_inconclusive(engine):
+    policy = get_preset("development", feedback_type="reliability", min_sample_size=50, max_experiment_days=3)
+    _, _, experiment = pattern_with_candidate(engine, policy)
+    last = add_days(engine, experiment, 3, 100, 100, 0.85, 0.85)
+    assert decide(engine, experiment.id, last - timedelta(days=1)).action == "waiting"
+    action = decide(engine, experiment.id, last)
+    assert action.action == "inconclusive", action.reason
+    assert action.reason.startswith("inconclusive: no decision after 3 days (max_experiment_days 3); control kept")
+    state = registry_state(engine)
+    assert state["active"] == "v1" and state["candidate"] is None
+    assert state["experiments"] == [("ab", "concluded", "inconclusive")]
+    assert state["decisions"] == [("keep", "done")]
+    # acting on the same evidence again changes nothing
+    assert decide(engine, experiment.id, last).action == "none"
+    assert registry_state(engine) == state
+
+
 def test_a_sample_ratio_mismatch_decides_nothing_even_with_a_large_effect(engine):
     _, _, experiment = pattern_with_candidate(engine)
     last = add_days(engine, experiment, 5, 400, 200, 0.80, 0.95)

@@ -58,7 +58,10 @@ def test_latency_improvement_is_applied_with_seed_fields():
     assert r.confidence_score == 1.0 - r.p_value
     assert r.statistically_significant is True
     assert r.sample_size == 2000 and (r.n_control, r.n_treatment) == (1000, 1000)
-    assert "latency 15.0% lower" in r.reason and "guardrails hold" in r.reason and "n=1000/1000" in r.reason
+    # effects in their own unit, treatment minus control, with the verdict in words
+    assert r.reason.startswith("latency -15.0% [") and "(1000 -> 850 ms), better" in r.reason
+    assert "guardrails non-inferior: success rate 0.0 pts [" in r.reason and ", margin -5.0 pts)" in r.reason
+    assert "n=1000/1000; 95% CS" in r.reason
 
 
 def test_latency_regression_is_rejected_never_applied():
@@ -105,23 +108,66 @@ def test_guardrail_statuses():
                                                                                   guardrail_margins=margins))
     assert ok.metrics["quality"].guardrail_status == "ok"
     assert ok.metrics["quality"].role == "guardrail" and ok.metrics["quality"].margin == 0.02
-    # a small drop, within noise: inconclusive, does not block applying
-    inc = evaluate_experiment(arm(n=300), arm(n=300, latency_ms=700.0, quality=0.69), PERF)
-    assert inc.metrics["quality"].guardrail_status == "inconclusive"
-    assert inc.decision == "apply" and "inconclusive: " in inc.reason
-    # latency margin is on the ratio: 10% slower on a tight interval breaches the 5% margin
-    br = evaluate_experiment(arm(n=5000), arm(n=5000, latency_ms=1100.0, quality=0.72), Policy(feedback_type="quality"))
+    # latency margin is on the ratio: 30% slower on a tight interval breaches the 10% margin
+    br = evaluate_experiment(arm(n=5000), arm(n=5000, latency_ms=1300.0, quality=0.72), Policy(feedback_type="quality"))
     assert br.metrics["latency"].guardrail_status == "breach" and br.decision == "reject"
+    assert "guardrail breach: latency +30.0% [" in br.reason and "worse, beyond its +10.0% margin" in br.reason
 
 
-def test_guardrail_with_too_little_data_is_inconclusive():
+def test_no_significant_harm_yet_is_not_enough_to_apply():
+    # latency is clearly better, the success guardrail is unchanged but its interval is still
+    # wider than its 5-point margin at 300 per arm: the experiment keeps running
+    r = evaluate_experiment(arm(n=300), arm(n=300, latency_ms=700.0), PERF)
+    success = r.metrics["success"]
+    assert r.metrics["latency"].significant_improvement and not success.significant_harm
+    assert success.guardrail_status == "inconclusive" and success.ni_bound < -0.05 < success.ci_lower + 0.1
+    assert r.decision == "continue" and r.recommendation == "continue"
+    assert "waiting for evidence on a guardrail: success rate 0.0 pts [" in r.reason
+    assert "not yet shown to stay within -5.0 pts (always-valid bound -" in r.reason
+    more = int(r.reason.split("needs about ")[1].split()[0])
+    assert more == success.required_per_arm - 300 and more > 0
+    # ... and the same candidate is applied once the guardrail has shown it
+    later = evaluate_experiment(arm(n=300 + more), arm(n=300 + more, latency_ms=700.0), PERF, previous=r)
+    assert later.metrics["success"].guardrail_status == "ok" and later.decision == "apply"
+
+
+def test_a_guardrail_worse_within_its_margin_is_an_accepted_trade_off():
+    # more retries for more successes: retries significantly worse, but by less than 0.25/exec
+    c = arm(n=4000, retries=0.25)
+    t = arm(n=4000, success=0.95, retries=0.37)
+    r = evaluate_experiment(c, t, Policy(feedback_type="reliability"))
+    retries = r.metrics["retries"]
+    assert retries.significant_harm and retries.guardrail_status == "ok"
+    assert r.decision == "apply"
+    assert "retries +0.12 retries/exec [" in r.reason and "worse, within its +0.25 retries/exec margin" in r.reason
+
+
+def test_guardrail_with_too_little_data_blocks_applying():
     c = arm(n=1000, rating=None)
     t = arm(n=1000, latency_ms=800.0)
     c = ArmStats(c.executions, c.success, c.latency, c.quality, mean_stats(5, 0.9, 0.1), None)
     t = ArmStats(t.executions, t.success, t.latency, t.quality, mean_stats(5, 0.1, 0.1), None)
     r = evaluate_experiment(c, t, PERF)
     assert r.metrics["rating"].guardrail_status == "inconclusive" and "not evaluated" in r.metrics["rating"].note
-    assert r.decision == "apply"
+    assert r.decision == "continue"
+    assert "user rating has 5/5 observations, fewer than 30 per arm" in r.reason
+
+
+def test_required_sample_covers_the_guardrails_with_the_power_split():
+    # quality primary; success and latency guardrails: beta is split three ways
+    from feedback_loop_dagster.lib.stats.noninferiority import noninferiority_sample_size
+    from feedback_loop_dagster.lib.stats.power import sequential_sample_size
+
+    pol = Policy(feedback_type="quality", minimum_detectable_effect=0.1)
+    r = evaluate_experiment(arm(n=200), arm(n=200), pol)
+    power = 1 - 0.2 / 3
+    success_sd = math.sqrt(0.9 * 0.1)
+    success_need = math.ceil(noninferiority_sample_size(round(0.05 / success_sd, 3), 0.05, power))
+    quality_need = math.ceil(sequential_sample_size(round(0.07 / 0.15, 3), 0.05, power))
+    assert r.metrics["success"].required_per_arm == success_need
+    assert r.metrics["quality"].required_per_arm == quality_need
+    assert r.required_sample_per_arm == max(m.required_per_arm for m in r.metrics.values()) == success_need
+    assert r.additional_samples_needed == success_need - 200
 
 
 def test_sample_ratio_mismatch_invalidates():
@@ -129,16 +175,17 @@ def test_sample_ratio_mismatch_invalidates():
     assert r.srm_p_value < 0.001 and not r.srm_passed
     assert r.decision == "invalid" and "sample-ratio mismatch" in r.reason
     # the planned split is honoured
-    ok = evaluate_experiment(arm(n=700), arm(n=300, latency_ms=500.0), Policy(feedback_type="performance",
-                                                                              traffic_split=0.3))
+    ok = evaluate_experiment(arm(n=2800), arm(n=1200, latency_ms=500.0), Policy(feedback_type="performance",
+                                                                                traffic_split=0.3))
     assert ok.srm_passed and ok.decision == "apply"
 
 
 def test_minimum_sample_gate():
-    r = evaluate_experiment(arm(n=20), arm(n=20, latency_ms=300.0), PERF)
+    no_guards = {"success": None, "quality": None}
+    r = evaluate_experiment(arm(n=20, **no_guards), arm(n=20, latency_ms=300.0, **no_guards), PERF)
     assert r.decision == "continue" and "collecting data" in r.reason and "needs 30/30" in r.reason
     assert r.metrics["latency"].significant_improvement  # the evidence is there, the gate holds it
-    assert evaluate_experiment(arm(n=30), arm(n=30, latency_ms=300.0), PERF).decision == "apply"
+    assert evaluate_experiment(arm(n=30, **no_guards), arm(n=30, latency_ms=300.0, **no_guards), PERF).decision == "apply"
 
 
 def test_auto_apply_threshold_above_one_minus_alpha():
@@ -272,7 +319,9 @@ def test_result_serialises_with_state_and_summaries():
     assert back["decision"] == r.decision and back["confidence_score"] == r.confidence_score
     assert set(back["metrics"]) == {"success", "latency", "quality", "rating", "retries"}
     assert set(back["state"]["latency"]) == {"p_value", "ci_lower", "ci_upper"}
-    assert back["metrics"]["latency"]["summary"].startswith("latency 15.0% lower")
+    assert set(back["state"]["success"]) == {"p_value", "ci_lower", "ci_upper"}  # a primary of "all"
+    assert set(back["state"]["rating"]) == {"p_value", "ci_lower", "ci_upper", "ni_bound"}
+    assert back["metrics"]["latency"]["summary"].startswith("latency -15.0% [")
     assert isinstance(r, ExperimentResult)
 
 
@@ -339,3 +388,63 @@ def test_numpy_scalars_from_frames_or_sql_serialise():
     r = evaluate_experiment(c, t, Policy())
     assert type(r.n_control) is int
     json.dumps(r.to_dict(), allow_nan=False)
+
+
+# ---------------------------------------------------------------------------
+# chaining `previous` between looks (issue 10, item 4)
+# ---------------------------------------------------------------------------
+
+def _look(n, successes, log_mean=None, log_sd=1.0):
+    latency = None if log_mean is None else mean_stats(n, log_mean, log_sd, LogMeanStats)
+    return ArmStats(n, ProportionStats(n, successes), latency)
+
+
+def test_a_zero_variance_first_look_does_not_pin_later_intervals():
+    first = evaluate_experiment(_look(5, 5), _look(5, 5), PERF)
+    c, t = _look(300, 270, 6.0), _look(300, 255, 5.7)
+    chained = evaluate_experiment(c, t, PERF, previous=first.to_dict())
+    alone = evaluate_experiment(c, t, PERF)
+    success = chained.metrics["success"]
+    assert (success.ci_lower, success.ci_upper) == (alone.metrics["success"].ci_lower, alone.metrics["success"].ci_upper)
+    assert success.ci_lower == pytest.approx(-0.132, abs=0.001) and success.ci_upper == pytest.approx(0.032, abs=0.001)
+    # a 5-point drop with an interval reaching -13 points is no evidence of non-inferiority
+    assert success.guardrail_status == "inconclusive" and chained.decision == "continue"
+    # the constant look itself: an honest wide interval, p = 1, nothing carried
+    assert first.metrics["success"].ci_lower < -0.3 and first.metrics["success"].p_value == 1.0
+    assert first.state["success"] == {}
+
+
+def test_a_degenerate_first_look_does_not_carry_p_zero_into_holm():
+    first = evaluate_experiment(_look(2, 2), _look(2, 0), Policy())
+    assert first.metrics["success"].p_value > 0.5  # 2/2 vs 0/2 is no proof of anything
+    c, t = _look(100, 90, 6.0), _look(100, 90, 5.5)
+    chained = evaluate_experiment(c, t, Policy(), previous=first)
+    alone = evaluate_experiment(c, t, Policy())
+    assert chained.decision == alone.decision == "continue"
+    assert chained.metrics["success"].adjusted_p_value == alone.metrics["success"].adjusted_p_value
+    assert chained.metrics["latency"].adjusted_p_value == alone.metrics["latency"].adjusted_p_value > 0.05
+
+
+# ---------------------------------------------------------------------------
+# experiments end (issue 10, item 3)
+# ---------------------------------------------------------------------------
+
+def test_an_experiment_out_of_time_or_sample_ends_inconclusive():
+    c, t = arm(n=500), arm(n=500, latency_ms=995.0)
+    running = evaluate_experiment(c, t, PERF, days_run=13)
+    assert running.decision == "continue"
+    ended = evaluate_experiment(c, t, PERF, days_run=14)
+    assert ended.decision == ended.recommendation == "inconclusive" and ended.days_run == 14
+    assert ended.reason.startswith("inconclusive: no decision after 14 days (max_experiment_days 14); control kept")
+    assert "no significant difference yet: latency -0.5% [" in ended.reason
+    capped = evaluate_experiment(c, t, Policy(feedback_type="performance", max_sample_per_arm=500))
+    assert capped.decision == "inconclusive" and "500/500 executions (max_sample_per_arm 500)" in capped.reason
+    assert evaluate_experiment(c, t, Policy(feedback_type="performance", max_experiment_days=None),
+                               days_run=400).decision == "continue"
+
+
+def test_a_decision_on_the_last_day_stands_and_monitoring_only_observes():
+    assert evaluate_experiment(arm(), arm(latency_ms=850.0), PERF, days_run=30).decision == "apply"
+    assert evaluate_experiment(arm(), arm(latency_ms=1150.0), PERF, days_run=30).decision == "reject"
+    mon = evaluate_experiment(arm(n=500), arm(n=500), Policy.preset("monitoring", max_experiment_days=3), days_run=5)
+    assert mon.decision == "continue" and mon.recommendation == "inconclusive" and "observe only" in mon.reason

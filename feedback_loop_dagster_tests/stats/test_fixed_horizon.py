@@ -227,4 +227,4 @@ def test_welch_degrees_of_freedom_survive_tiny_variances():
 
     tiny = welch_core(5, 1.0, 1e-170, 7, 2.0, 2e-170)
     scaled = welch_core(5, 1.0, 1.0, 7, 2.0, 2.0)
-    assert math.isfinite(tiny[8]) and tiny[8] == pytest.approx(scaled[8], rel=1e-12)
+    assert math.isfinite(tiny.df) and tiny.df == pytest.approx(scaled.df, rel=1e-12)

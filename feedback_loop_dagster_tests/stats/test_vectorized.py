@@ -13,8 +13,10 @@ from feedback_loop_dagster.lib.stats.sufficient import moments
 from feedback_loop_dagster.lib.stats.vectorized import (
     APPLY,
     CONTINUE,
+    INCONCLUSIVE,
     INVALID,
     REJECT,
+    MetricArrays,
     moments_from_sums,
     sequential_decisions,
     student_t_p_arrays,
@@ -22,7 +24,7 @@ from feedback_loop_dagster.lib.stats.vectorized import (
     welch_arrays,
 )
 
-CODE = {"continue": CONTINUE, "apply": APPLY, "reject": REJECT, "invalid": INVALID}
+CODE = {"continue": CONTINUE, "apply": APPLY, "reject": REJECT, "invalid": INVALID, "inconclusive": INCONCLUSIVE}
 
 
 def test_moments_from_sums_equal_scalar():
@@ -53,11 +55,13 @@ def test_fixed_horizon_arrays_equal_scalar():
     ze, zp, zlo, zhi = two_proportion_z_arrays(x_c, n_c, x_t, n_t, 0.05)
     for i in range(k):
         w = welch_core(int(n_c[i]), m_c[i], v_c[i], int(n_t[i]), m_t[i], v_t[i], 0.05)
-        assert (eff[i], se[i], p[i], lo[i], hi[i]) == pytest.approx((w[0], w[1], w[3], w[4], w[5]), rel=1e-9, abs=1e-12)
+        assert (eff[i], se[i], p[i], lo[i], hi[i]) == pytest.approx(
+            (w.effect, w.se, w.p_value, w.ci_lower, w.ci_upper), rel=1e-9, abs=1e-12)
         s = student_core(int(n_c[i]), m_c[i], v_c[i], int(n_t[i]), m_t[i], v_t[i], 0.05)
-        assert ps[i] == pytest.approx(s[3], rel=1e-9, abs=1e-12)
+        assert ps[i] == pytest.approx(s.p_value, rel=1e-9, abs=1e-12)
         z = two_proportion_z_core(int(n_c[i]), int(x_c[i]), int(n_t[i]), int(x_t[i]), 0.05)
-        assert (ze[i], zp[i], zlo[i], zhi[i]) == pytest.approx((z[0], z[3], z[4], z[5]), rel=1e-9, abs=1e-12)
+        assert (ze[i], zp[i], zlo[i], zhi[i]) == pytest.approx(
+            (z.effect, z.p_value, z.ci_lower, z.ci_upper), rel=1e-9, abs=1e-12)
 
 
 def _cumulative(rng, metric, k, n_max, effect, looks):
@@ -71,50 +75,93 @@ def _cumulative(rng, metric, k, n_max, effect, looks):
     return [(np.cumsum(x, 1)[:, idx], np.cumsum(x * x, 1)[:, idx]) for x in (c, t)]
 
 
-@pytest.mark.parametrize("metric,ftype,effect", [("latency", "performance", 0.25), ("success", "reliability", 0.06),
-                                                 ("quality", "quality", -0.2), ("quality", "quality", 0.0)])
-def test_sequential_decisions_equal_evaluate_experiment(metric, ftype, effect):
-    rng = np.random.default_rng(5)
-    k, looks = 40, list(range(10, 401, 10))
-    (sc, sqc), (st_, sqt) = _cumulative(rng, metric, k, 400, effect, looks)
+def _arrays(metric, sums, looks):
+    (sc, sqc), (st_, sqt) = sums
     n = np.broadcast_to(np.asarray(looks, dtype=float), sc.shape)
     kind = "proportion" if metric == "success" else "mean"
     mc, vc = moments_from_sums(n, sc, sqc, kind)
     mt, vt = moments_from_sums(n, st_, sqt, kind)
-    pol = Policy(feedback_type=ftype, min_sample_size=30)
-    codes, pvals = sequential_decisions(metric, n, mc, vc, n, mt, vt, pol)
+    return MetricArrays(metric, n, mc, vc, n, mt, vt)
+
+
+def _stats(metric, sums, i, j, m):
+    (sc, sqc), (st_, sqt) = sums
+    if metric == "success":
+        return ProportionStats(m, int(round(sc[i, j]))), ProportionStats(m, int(round(st_[i, j])))
+    cls = LogMeanStats if metric == "latency" else MeanStats
+    return cls(m, sc[i, j], sqc[i, j]), cls(m, st_[i, j], sqt[i, j])
+
+
+@pytest.mark.parametrize("metric,ftype,effect,guards,expect", [
+    ("latency", "performance", 0.25, (), "reject"),
+    ("success", "reliability", 0.06, (), "apply"),
+    ("quality", "quality", -0.2, (), "reject"),
+    ("quality", "quality", 0.0, (), None),
+    # a faster candidate with a success guardrail that is unchanged, worse by 5 or 12 points
+    ("latency", "performance", -0.3, (("success", 0.0),), "apply"),
+    ("latency", "performance", -0.3, (("success", -0.05),), None),
+    ("latency", "performance", -0.3, (("success", -0.12),), "reject"),
+    # a better quality with two guardrails; latency (sd 1 on the log scale) cannot show
+    # non-inferiority within a 10% margin by 400 per arm, so it keeps the experiment running
+    ("quality", "quality", 0.3, (("latency", 0.05), ("success", 0.0)), None),
+])
+def test_sequential_decisions_equal_evaluate_experiment(metric, ftype, effect, guards, expect):
+    rng = np.random.default_rng(5)
+    k, looks = 40, list(range(10, 401, 10))
+    sums = _cumulative(rng, metric, k, 400, effect, looks)
+    guard_sums = [(g, _cumulative(rng, g, k, 400, e, looks)) for g, e in guards]
+    pol = Policy(feedback_type=ftype, min_sample_size=30, max_sample_per_arm=380)
+    codes, pvals = sequential_decisions(_arrays(metric, sums, looks), pol,
+                                        [_arrays(g, gs, looks) for g, gs in guard_sums])
     seen = set()
     for i in range(k):
         prev = None
         for j, m in enumerate(looks):
-            if metric == "success":
-                c = ArmStats(m, success=ProportionStats(m, int(round(sc[i, j]))))
-                t = ArmStats(m, success=ProportionStats(m, int(round(st_[i, j]))))
-            else:
-                cls = LogMeanStats if metric == "latency" else MeanStats
-                c = ArmStats(m, **{metric: cls(m, sc[i, j], sqc[i, j])})
-                t = ArmStats(m, **{metric: cls(m, st_[i, j], sqt[i, j])})
-            r = evaluate_experiment(c, t, pol, previous=prev)
+            c, t = {}, {}
+            for name, s in [(metric, sums), *guard_sums]:
+                c[name], t[name] = _stats(name, s, i, j, m)
+            r = evaluate_experiment(ArmStats(m, **c), ArmStats(m, **t), pol, previous=prev)
             assert CODE[r.decision] == codes[i, j], (i, j, r.reason)
             assert r.p_value == pytest.approx(pvals[i, j], rel=1e-9, abs=1e-300)
             seen.add(r.decision)
             prev = r
-    assert "continue" in seen
-    if effect:  # higher is better except for latency, whose values here rise with the effect
-        better = (effect > 0) != (metric == "latency")
-        assert ("apply" if better else "reject") in seen
+    assert "continue" in seen and "inconclusive" in seen
+    if expect:
+        assert expect in seen
+    if expect is None and guards:
+        assert "apply" not in seen
+
+
+def test_a_zero_variance_look_is_twinned_too():
+    # 5/5 vs 5/5 successes at the first looks: the engine's variance floor and state carrying
+    looks = [5, 40, 80]
+    sc = np.array([[5.0, 38.0, 74.0]])
+    st_ = np.array([[5.0, 30.0, 60.0]])
+    n = np.array([looks], dtype=float)
+    mc, vc = moments_from_sums(n, sc, kind="proportion")
+    mt, vt = moments_from_sums(n, st_, kind="proportion")
+    pol = Policy(feedback_type="reliability", min_sample_size=30)
+    codes, pvals = sequential_decisions(MetricArrays("success", n, mc, vc, n, mt, vt), pol)
+    prev = None
+    for j, m in enumerate(looks):
+        r = evaluate_experiment(ArmStats(m, success=ProportionStats(m, int(sc[0, j]))),
+                                ArmStats(m, success=ProportionStats(m, int(st_[0, j]))), pol, previous=prev)
+        assert CODE[r.decision] == codes[0, j] and r.p_value == pytest.approx(pvals[0, j], rel=1e-9)
+        prev = r
 
 
 def test_sequential_decisions_handle_srm_and_policy_switches():
     looks = np.array([[100.0, 200.0]])
     m = np.array([[0.0, 0.0]])
     v = np.array([[1.0, 1.0]])
-    codes, _ = sequential_decisions("quality", looks, m, v, looks, m + 1.0, v, Policy(feedback_type="quality"),
-                                    executions_c=looks, executions_t=looks * 0.5)
+    better = MetricArrays("quality", looks, m, v, looks, m + 1.0, v)
+    codes, _ = sequential_decisions(better, Policy(feedback_type="quality"), executions_c=looks,
+                                    executions_t=looks * 0.5)
     assert (codes == INVALID).all()
-    codes, _ = sequential_decisions("quality", looks, m, v, looks, m + 1.0, v,
-                                    Policy(feedback_type="quality", require_review=True))
+    codes, _ = sequential_decisions(better, Policy(feedback_type="quality", require_review=True))
     assert (codes == CONTINUE).all()
-    with pytest.raises(ValueError):
-        sequential_decisions("quality", looks, m, v, looks, m, v, Policy(test_method="fixed_horizon"))
+    with pytest.raises(ValueError, match="sequential"):
+        sequential_decisions(better, Policy(feedback_type="quality", test_method="fixed_horizon"))
+    with pytest.raises(ValueError, match="only primary"):
+        sequential_decisions(better, Policy(feedback_type="all"))
     assert not math.isnan(codes.sum())

@@ -36,8 +36,8 @@ def applied_improvements(
     context: dg.AssetExecutionContext, config: LoopClockConfig, databases: FeedbackDatabases
 ) -> dg.MaterializeResult:
     """Executes each experiment's verdict under its policy, one transaction per change: promote
-    the treatment (`promoted_over`, then watch it against the replaced version), reject it, queue
-    it for review (`feedback-loop approve ID`), or roll a watched promotion back
+    the treatment (`promoted_over`, then watch it against the replaced version), reject it, end
+    it as inconclusive when its time or sample is up (control kept), queue it for review (`feedback-loop approve ID`), or roll a watched promotion back
     (`rolled_back_to`). Concluded experiments are never decided again. A watch starts no
     earlier than the window open at `config.now` (default: the real clock)."""
     step = partial(_step, now=config.simulated_now())
@@ -46,7 +46,10 @@ def applied_improvements(
         [{"experiment": a.experiment_id, "pattern_id": a.pattern_id, "window": a.window.isoformat(),
           "action": a.action, "reason": a.reason} for a in actions]
     )
-    changed = [a for a in actions if a.action in ("promoted", "rejected", "rolled_back", "queued_for_review", "confirmed")]
+    changed = [
+        a for a in actions
+        if a.action in ("promoted", "rejected", "inconclusive", "rolled_back", "queued_for_review", "confirmed")
+    ]
     return dg.MaterializeResult(
         metadata={
             "changes": len(changed),

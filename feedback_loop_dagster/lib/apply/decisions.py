@@ -45,7 +45,7 @@ class Action:
     experiment_id: int
     pattern_id: str
     window: date
-    action: str  # promoted | rejected | queued_for_review | rolled_back | confirmed | waiting | observed | none
+    action: str  # promoted | rejected | inconclusive | queued_for_review | rolled_back | confirmed | waiting | observed | none
     reason: str
 
 
@@ -106,10 +106,12 @@ def act_on_result(
     verdict = result["recommendation"]
     policy = experiment.policy
     if experiment.kind == WATCH:
+        # The watch's own rule: harm on any metric rolls back; no harm by its end confirms.
         if verdict == "reject":
             return rollback(conn, experiment, window, result, decided_by="policy")
         watched = (window - experiment.start_window).days + 1
-        if watched >= WATCH_WINDOWS and result.get("additional_samples_needed", 1) == 0 and verdict != "invalid":
+        sampled = min(result.get("n_control", 0), result.get("n_treatment", 0)) >= policy.min_sample_size
+        if watched >= WATCH_WINDOWS and sampled and verdict != "invalid":
             if conclude_experiment(conn, experiment.id, window, "confirmed", result["reason"]):
                 return action("confirmed", f"no regression after {watched} windows: {result['reason']}")
         return action("waiting", result["reason"])
@@ -121,6 +123,8 @@ def act_on_result(
         return promote(conn, experiment, window, result, decided_by="policy", now=now)
     if verdict == "reject":
         return reject(conn, experiment, window, result, decided_by="policy")
+    if verdict == "inconclusive":
+        return end_inconclusive(conn, experiment, window, result)
     return action("waiting", result["reason"])
 
 
@@ -180,19 +184,32 @@ def promote(
     return Action(experiment.id, experiment.pattern_id, window, "promoted", result["reason"])
 
 
-def reject(conn: Connection, experiment: Experiment, window: date, result: dict[str, Any], decided_by: str) -> Action:
-    if not conclude_experiment(conn, experiment.id, window, "rejected", result["reason"]):
+def _close_without_promotion(conn: Connection, experiment: Experiment, window: date, result: dict[str, Any],
+                             decided_by: str, outcome: str, decision_action: str) -> Action:
+    """Control stays active: the experiment concludes with `outcome` (compare-and-set), the
+    candidate loses its label (it is archived), a review waiting on it is dismissed, and the
+    proposal settles as `outcome`, so the same change is not tried again on this version."""
+    if not conclude_experiment(conn, experiment.id, window, outcome, result["reason"]):
         return Action(experiment.id, experiment.pattern_id, window, "none", "already decided by another run")
     delete_label(conn, experiment.pattern_id, CANDIDATE)
     existing = conn.scalar(sa.select(tables.decisions.c.id).where(tables.decisions.c.experiment_id == experiment.id))
     if existing is None:
-        _decision(conn, experiment, window, "reject", "done", result["reason"], result, decided_by,
+        _decision(conn, experiment, window, decision_action, "done", result["reason"], result, decided_by,
                   experiment.control.id, experiment.treatment.id)
     else:
         conn.execute(tables.decisions.update().where(tables.decisions.c.id == existing)
-                     .values(action="reject", status="dismissed", decided_by=decided_by))
-    _set_proposal(conn, experiment.proposal_id, "rejected")
-    return Action(experiment.id, experiment.pattern_id, window, "rejected", result["reason"])
+                     .values(action=decision_action, status="dismissed", decided_by=decided_by))
+    _set_proposal(conn, experiment.proposal_id, outcome)
+    return Action(experiment.id, experiment.pattern_id, window, outcome, result["reason"])
+
+
+def reject(conn: Connection, experiment: Experiment, window: date, result: dict[str, Any], decided_by: str) -> Action:
+    return _close_without_promotion(conn, experiment, window, result, decided_by, "rejected", "reject")
+
+
+def end_inconclusive(conn: Connection, experiment: Experiment, window: date, result: dict[str, Any]) -> Action:
+    """The experiment's time or sample is up without a decision: keep the control version."""
+    return _close_without_promotion(conn, experiment, window, result, "policy", "inconclusive", "keep")
 
 
 def rollback(conn: Connection, experiment: Experiment, window: date, result: dict[str, Any], decided_by: str) -> Action:

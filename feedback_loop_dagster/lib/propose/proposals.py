@@ -19,9 +19,9 @@ from feedback_loop_dagster.lib.stats import Policy
 from feedback_loop_dagster.lib.storage import tables
 
 OPEN_STATUSES = ("open", "experimenting")
-# An experiment refused these (or a person stopped it): the same change on the same base
-# version is not proposed again.
-SETTLED_STATUSES = ("rejected", "rolled_back", "stopped")
+# An experiment refused these, ended without showing them better (inconclusive), or a person
+# stopped it: the same change on the same base version is not proposed again.
+SETTLED_STATUSES = ("rejected", "rolled_back", "stopped", "inconclusive")
 
 
 @dataclass(frozen=True)

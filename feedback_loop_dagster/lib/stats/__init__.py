@@ -10,7 +10,8 @@ Pure module (numpy, scipy, pydantic; no Dagster, no database).  Typical use::
                                  previous=previous_result_dict)  # None at the first look
     result.decision, result.reason, result.to_dict()
 
-See :mod:`.decision` for the rule, :mod:`.sequential` for the default test, :mod:`.units` for
+See :mod:`.decision` for the rule, :mod:`.sequential` for the default test,
+:mod:`.noninferiority` for the guardrails' evidence, :mod:`.units` for
 how an effect is written for people (``format_effect(result.metrics["success"])``).
 """
 
@@ -18,6 +19,7 @@ from .decision import DECISIONS, ExperimentResult, MetricResult, evaluate_experi
 from .estimates import EffectEstimate
 from .fixed_horizon import student_t_test, two_proportion_z_test, welch_t_test
 from .metrics import METRIC_ORDER, METRICS, PRIMARY_METRICS, MetricSpec, guardrail_metrics, primary_metrics
+from .noninferiority import noninferiority_sample_size
 from .policy import PRESET_NAMES, PRESETS, GuardrailMargins, Policy, get_preset
 from .power import fixed_horizon_sample_size, minimum_detectable_effect_on_test_scale, sequential_sample_size
 from .sequential import (
@@ -65,6 +67,7 @@ __all__ = [
     "msprt_mean_test",
     "msprt_proportion_test",
     "msprt_update",
+    "noninferiority_sample_size",
     "primary_metrics",
     "sequential_sample_size",
     "srm_chi_square",

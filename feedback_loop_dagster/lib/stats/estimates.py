@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["EffectEstimate", "relative_effect", "json_safe", "ALTERNATIVES", "normalise_alternative"]
+__all__ = ["CoreResult", "EffectEstimate", "relative_effect", "json_safe", "ALTERNATIVES", "normalise_alternative"]
 
 INF = math.inf
 
@@ -45,6 +45,28 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+class CoreResult(NamedTuple):
+    """What a test computes from plain numbers (the engine's hot path); built by keyword.
+
+    ``effect`` = treatment - control on the test's scale, ``se`` its standard error,
+    ``statistic`` = effect / se (z or t), ``p_value``, the interval ``[ci_lower, ci_upper]``
+    and its half-widths in units of ``se`` (``mult_lower``/``mult_upper``: quantiles, or the
+    mixture boundary of the sequential test; ``inf`` for the open side of a one-sided test),
+    the degrees of freedom of a t test and a note on degenerate inputs.
+    """
+
+    effect: float
+    se: float
+    statistic: float
+    p_value: float
+    ci_lower: float
+    ci_upper: float
+    mult_lower: float
+    mult_upper: float
+    df: float | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

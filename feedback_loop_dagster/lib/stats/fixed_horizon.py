@@ -19,7 +19,7 @@ sample size.  Distribution functions are ``scipy.special`` ufuncs and
 scipy.stats / statsmodels to 1e-9.
 
 The ``*_core`` functions work on plain numbers ``(n, mean, variance)`` and
-return tuples; they are the hot path of :func:`.evaluate_experiment`.
+return a :class:`.CoreResult`; they are the hot path of :func:`.evaluate_experiment`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from functools import lru_cache
 
 from scipy import special
 
-from .estimates import INF, EffectEstimate, normalise_alternative, relative_effect
+from .estimates import INF, CoreResult, EffectEstimate, normalise_alternative, relative_effect
 from .sufficient import LogMeanStats, MeanStats, ProportionStats, moments
 
 __all__ = [
@@ -45,9 +45,6 @@ __all__ = [
 ]
 
 _SQRT2 = math.sqrt(2.0)
-
-# (effect, se, statistic, p, ci_lower, ci_upper, mult_lower, mult_upper, df, note)
-CoreResult = tuple
 
 
 def normal_sf(z: float) -> float:
@@ -101,7 +98,8 @@ def _degenerate_core(mean_c: float, mean_t: float, se: float, alternative: str, 
     """
     effect = mean_t - mean_c
     if math.isinf(se):
-        return effect, INF, 0.0, 1.0, -INF, INF, INF, INF, df, note
+        return CoreResult(effect=effect, se=INF, statistic=0.0, p_value=1.0, ci_lower=-INF, ci_upper=INF,
+                          mult_lower=INF, mult_upper=INF, df=df, note=note)
     if math.isclose(mean_t, mean_c, rel_tol=1e-9, abs_tol=1e-12):
         effect, p, stat = 0.0, 1.0, 0.0
     else:
@@ -116,7 +114,8 @@ def _degenerate_core(mean_c: float, mean_t: float, se: float, alternative: str, 
     mu = INF if alternative == "greater" else 0.0
     lo = -INF if ml == INF else effect
     hi = INF if mu == INF else effect
-    return effect, 0.0, stat, p, lo, hi, ml, mu, df, note
+    return CoreResult(effect=effect, se=0.0, statistic=stat, p_value=p, ci_lower=lo, ci_upper=hi,
+                      mult_lower=ml, mult_upper=mu, df=df, note=note)
 
 
 def _t_core(mean_c: float, mean_t: float, se: float, df: float, alpha: float, alternative: str) -> CoreResult:
@@ -126,7 +125,8 @@ def _t_core(mean_c: float, mean_t: float, se: float, df: float, alpha: float, al
     ml, mu = _multipliers(alternative, t_quantile, alpha, df)
     lo = effect - ml * se if ml < INF else -INF
     hi = effect + mu * se if mu < INF else INF
-    return effect, se, stat, p, lo, hi, ml, mu, df, None
+    return CoreResult(effect=effect, se=se, statistic=stat, p_value=p, ci_lower=lo, ci_upper=hi,
+                      mult_lower=ml, mult_upper=mu, df=df)
 
 
 def welch_core(n_c: int, mean_c: float, var_c: float, n_t: int, mean_t: float, var_t: float,
@@ -182,20 +182,21 @@ def two_proportion_z_core(n_c: int, x_c: int, n_t: int, x_t: int, alpha: float =
     ml, mu = _multipliers(alternative, normal_quantile, alpha)
     lo = effect - ml * se if ml < INF else -INF
     hi = effect + mu * se if mu < INF else INF
-    return effect, se, stat, p, lo, hi, ml, mu, None, None
+    return CoreResult(effect=effect, se=se, statistic=stat, p_value=p, ci_lower=lo, ci_upper=hi,
+                      mult_lower=ml, mult_upper=mu)
 
 
 def _estimate(method: str, alternative: str, alpha: float, c, t, core: CoreResult) -> EffectEstimate:
     n_c, mean_c, var_c = moments(c)
     n_t, mean_t, var_t = moments(t)
-    effect, se, stat, p, lo, hi, ml, mu, df, note = core
-    rel, rlo, rhi = relative_effect(mean_c, mean_t, var_c, var_t, n_c, n_t, ml, mu,
-                                    log_scale=isinstance(c, LogMeanStats), ci_lower=lo, ci_upper=hi)
+    rel, rlo, rhi = relative_effect(mean_c, mean_t, var_c, var_t, n_c, n_t, core.mult_lower, core.mult_upper,
+                                    log_scale=isinstance(c, LogMeanStats), ci_lower=core.ci_lower,
+                                    ci_upper=core.ci_upper)
     return EffectEstimate(
         method=method, alternative=alternative, alpha=alpha, n_control=n_c, n_treatment=n_t,
-        mean_control=mean_c, mean_treatment=mean_t, effect=effect, se=se, statistic=stat,
-        p_value=p, ci_lower=lo, ci_upper=hi, relative=rel, relative_ci_lower=rlo,
-        relative_ci_upper=rhi, df=df, note=note,
+        mean_control=mean_c, mean_treatment=mean_t, effect=core.effect, se=core.se, statistic=core.statistic,
+        p_value=core.p_value, ci_lower=core.ci_lower, ci_upper=core.ci_upper, relative=rel, relative_ci_lower=rlo,
+        relative_ci_upper=rhi, df=core.df, note=core.note,
     )
 
 

@@ -5,14 +5,18 @@ Field names of the original design are kept: ``auto_apply_threshold``,
 ``feedback_type``, ``time_window_days``.  Invalid values raise
 ``pydantic.ValidationError`` naming the field; unknown fields are rejected.
 
-=============  =========  =====  =====  ==========  ================================
-preset         threshold  min n  alpha  feedback    notes
-=============  =========  =====  =====  ==========  ================================
-production     0.99       100    0.01   all
-development    0.85       20     0.10   all
-quality        0.90       50     0.05   quality
-monitoring     1.00       100    0.05   all         never applies, no experiments
-=============  =========  =====  =====  ==========  ================================
+=============  =========  =====  =====  ==========  ======  ========  =============================
+preset         threshold  min n  alpha  feedback    window  max days  notes
+=============  =========  =====  =====  ==========  ======  ========  =============================
+production     0.99       100    0.01   all         30      14
+development    0.85       20     0.10   all         3       7
+quality        0.90       50     0.05   quality     14      14
+monitoring     1.00       100    0.05   all         1       -         never applies, no experiments
+=============  =========  =====  =====  ==========  ======  ========  =============================
+
+``window`` is ``time_window_days`` (the original design's values: the days of feedback the
+analysis and the proposals look at); ``max days`` is ``max_experiment_days``, after which an
+experiment without a decision ends as inconclusive (see docs/DESIGN.md section 3).
 """
 
 from __future__ import annotations
@@ -31,20 +35,25 @@ __all__ = ["GuardrailMargins", "Policy", "PRESETS", "get_preset", "PRESET_NAMES"
 class GuardrailMargins(BaseModel):
     """Non-inferiority margins: how much worse a guardrail metric may get.
 
-    ``success``: absolute drop of the success rate (0.01 = 1 percentage
-    point).  ``latency``: relative rise of the geometric mean (0.05 = 5 %
+    ``success``: absolute drop of the success rate (0.05 = 5 percentage
+    points).  ``latency``: relative rise of the geometric mean (0.10 = 10 %
     slower).  ``quality``/``rating``: absolute drop of the mean (scores are in
-    [0, 1]).  ``retries``: absolute rise of the mean retry count per
-    execution.
+    [0, 1]; 0.05 = 5 points).  ``retries``: absolute rise of the mean retry
+    count per execution (0.25 = one more retry per four executions).
+
+    A candidate is applied only once every guardrail has *shown* that it is
+    not worse than its margin, so a margin is also a sample cost: the defaults
+    are what a pattern's traffic can show within an experiment's two weeks
+    (docs/DESIGN.md section 3 gives each one's executions per arm).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    success: float = Field(0.01, ge=0.0, le=1.0)
-    latency: float = Field(0.05, ge=0.0, le=10.0)
-    quality: float = Field(0.02, ge=0.0, le=1.0)
-    rating: float = Field(0.02, ge=0.0, le=1.0)
-    retries: float = Field(0.05, ge=0.0)
+    success: float = Field(0.05, ge=0.0, le=1.0)
+    latency: float = Field(0.10, ge=0.0, le=10.0)
+    quality: float = Field(0.05, ge=0.0, le=1.0)
+    rating: float = Field(0.05, ge=0.0, le=1.0)
+    retries: float = Field(0.25, ge=0.0)
 
     def for_metric(self, metric: str) -> float:
         return float(getattr(self, metric))
@@ -68,6 +77,9 @@ class Policy(BaseModel):
     * ``auto_apply``: ``False`` never applies automatically (monitoring);
       ``require_review``: an apply verdict waits for a human.
     * ``traffic_split``: planned treatment share, for the SRM check.
+    * ``max_experiment_days`` / ``max_sample_per_arm``: an experiment that
+      reaches either without a decision ends as ``inconclusive`` (control
+      kept); ``None`` = no such limit.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -88,6 +100,8 @@ class Policy(BaseModel):
     sequential_tau: float = Field(DEFAULT_TAU_SD, gt=0.0, le=10.0)
     guardrail_margins: GuardrailMargins = Field(default_factory=GuardrailMargins)
     srm_threshold: float = Field(SRM_THRESHOLD, gt=0.0, lt=1.0)
+    max_experiment_days: int | None = Field(14, ge=1)
+    max_sample_per_arm: int | None = Field(None, ge=2)
 
     @model_validator(mode="after")
     def _power_above_alpha(self) -> "Policy":
@@ -104,19 +118,20 @@ class Policy(BaseModel):
 PRESETS: dict[str, Policy] = {
     "production": Policy(
         name="production", feedback_type="all", auto_apply_threshold=0.99, min_sample_size=100,
-        significance_level=0.01, time_window_days=7,
+        significance_level=0.01, time_window_days=30, max_experiment_days=14,
     ),
     "development": Policy(
         name="development", feedback_type="all", auto_apply_threshold=0.85, min_sample_size=20,
-        significance_level=0.10, time_window_days=1,
+        significance_level=0.10, time_window_days=3, max_experiment_days=7,
     ),
     "quality": Policy(
         name="quality", feedback_type="quality", auto_apply_threshold=0.90, min_sample_size=50,
-        significance_level=0.05, time_window_days=7,
+        significance_level=0.05, time_window_days=14, max_experiment_days=14,
     ),
     "monitoring": Policy(
         name="monitoring", feedback_type="all", auto_apply_threshold=1.0, min_sample_size=100,
         significance_level=0.05, enable_ab_testing=False, auto_apply=False, time_window_days=1,
+        max_experiment_days=None,
     ),
 }
 

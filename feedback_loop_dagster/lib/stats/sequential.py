@@ -59,14 +59,16 @@ short experiments with large effects.  ``Policy.sequential_tau`` sets it.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from .estimates import INF, EffectEstimate, relative_effect
+from .estimates import INF, CoreResult, EffectEstimate, relative_effect
 from .sufficient import LogMeanStats, MeanStats, ProportionStats, moments
 
 __all__ = [
     "DEFAULT_TAU_SD",
+    "SequentialLook",
     "msprt_log_likelihood_ratio",
     "msprt_multiplier",
     "msprt_update",
@@ -97,6 +99,16 @@ def msprt_multiplier(variance: float, tau2: float, alpha: float) -> float:
     return math.sqrt((1.0 + r) / r * (math.log1p(r) - 2.0 * math.log(alpha)))
 
 
+class SequentialLook(NamedTuple):
+    """One look of the mSPRT (:func:`msprt_update`); built by keyword."""
+
+    p_value: float
+    ci_lower: float
+    ci_upper: float
+    multiplier: float
+    note: str | None = None
+
+
 def msprt_update(
     delta: float,
     variance: float,
@@ -104,10 +116,10 @@ def msprt_update(
     alpha: float,
     previous_p: float | None = None,
     previous_ci: tuple[float, float] | None = None,
-) -> tuple[float, float, float, float, str | None]:
+) -> SequentialLook:
     """One look of the mSPRT on an estimate ``delta`` with variance ``variance``.
 
-    Returns ``(p, ci_lower, ci_upper, multiplier, note)``: the always-valid
+    Returns a :class:`SequentialLook` ``(p_value, ci_lower, ci_upper, multiplier, note)``: the always-valid
     p-value (running minimum with ``previous_p``), the confidence sequence
     (running intersection with ``previous_ci``), the current half-width in
     units of ``sqrt(V)``, and a note for degenerate cases.
@@ -149,19 +161,18 @@ def msprt_update(
             lo, hi = nlo, nhi
         else:  # disjoint: the sequence has failed (probability <= alpha); keep the current interval
             note = "confidence sequence disjoint from the previous one; using the current interval"
-    return p, lo, hi, mult, note
+    return SequentialLook(p_value=p, ci_lower=lo, ci_upper=hi, multiplier=mult, note=note)
 
 
 def msprt_core(
     n_c: int, mean_c: float, var_c: float, n_t: int, mean_t: float, var_t: float,
     alpha: float, tau2: float, previous_p: float | None = None,
     previous_ci: tuple[float, float] | None = None,
-) -> tuple[float, float, float, float, float, float, float, str | None]:
+) -> CoreResult:
     """The mSPRT on ``(n, mean, variance)`` of each arm (hot path of the engine).
 
-    Returns ``(effect, se, z, p, ci_lower, ci_upper, multiplier, note)`` where
-    ``se = sqrt(V)``, ``z = effect / se`` and ``multiplier`` is the current
-    half-width in units of ``se``.
+    Returns a :class:`.CoreResult` with ``se = sqrt(V)``, ``statistic = effect / se`` and
+    ``mult_lower = mult_upper`` the current half-width in units of ``se``.
     """
     delta = mean_t - mean_c
     if n_c < 2 or n_t < 2:
@@ -170,7 +181,7 @@ def msprt_core(
         variance = var_c / n_c + var_t / n_t
         if variance <= 0.0 and math.isclose(mean_t, mean_c, rel_tol=1e-9, abs_tol=1e-12):
             delta = 0.0
-    p, lo, hi, mult, note = msprt_update(delta, variance, tau2, alpha, previous_p, previous_ci)
+    look = msprt_update(delta, variance, tau2, alpha, previous_p, previous_ci)
     if variance == INF:
         se, stat = INF, 0.0
     elif variance > 0.0:
@@ -179,7 +190,9 @@ def msprt_core(
     else:
         se = 0.0
         stat = 0.0 if delta == 0.0 else math.copysign(INF, delta)
-    return delta, se, stat, p, lo, hi, mult, note
+    return CoreResult(effect=delta, se=se, statistic=stat, p_value=look.p_value, ci_lower=look.ci_lower,
+                      ci_upper=look.ci_upper, mult_lower=look.multiplier, mult_upper=look.multiplier,
+                      note=look.note)
 
 
 def default_tau2(var_c: float, var_t: float, tau_sd: float = DEFAULT_TAU_SD) -> float:
@@ -194,15 +207,14 @@ def _estimate(c, t, alpha: float, tau: float | None, tau_sd: float, previous_p, 
     n_c, mean_c, var_c = moments(c)
     n_t, mean_t, var_t = moments(t)
     tau2 = tau * tau if tau is not None else default_tau2(var_c, var_t, tau_sd)
-    delta, se, stat, p, lo, hi, mult, note = msprt_core(
-        n_c, mean_c, var_c, n_t, mean_t, var_t, alpha, tau2, previous_p, previous_ci)
-    rel, rlo, rhi = relative_effect(mean_c, mean_t, var_c, var_t, n_c, n_t, mult, mult,
-                                    log_scale=log_scale, ci_lower=lo, ci_upper=hi)
+    core = msprt_core(n_c, mean_c, var_c, n_t, mean_t, var_t, alpha, tau2, previous_p, previous_ci)
+    rel, rlo, rhi = relative_effect(mean_c, mean_t, var_c, var_t, n_c, n_t, core.mult_lower, core.mult_upper,
+                                    log_scale=log_scale, ci_lower=core.ci_lower, ci_upper=core.ci_upper)
     return EffectEstimate(
         method=METHOD, alternative="two-sided", alpha=alpha, n_control=n_c, n_treatment=n_t,
-        mean_control=mean_c, mean_treatment=mean_t, effect=delta, se=se, statistic=stat,
-        p_value=p, ci_lower=lo, ci_upper=hi, relative=rel, relative_ci_lower=rlo,
-        relative_ci_upper=rhi, df=None, note=note,
+        mean_control=mean_c, mean_treatment=mean_t, effect=core.effect, se=core.se, statistic=core.statistic,
+        p_value=core.p_value, ci_lower=core.ci_lower, ci_upper=core.ci_upper, relative=rel, relative_ci_lower=rlo,
+        relative_ci_upper=rhi, df=None, note=core.note,
     )
 
 

@@ -21,7 +21,8 @@ test's scale (:func:`to_unit`, for margins and one-sided bounds).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple
 
 from .metrics import METRICS
 
@@ -88,10 +89,11 @@ def to_unit(metric: str, x: float | None) -> float | None:
     return float(x)
 
 
-def _field(result: Any, name: str) -> Any:
+def _fields(result: Any) -> Callable[[str], Any]:
+    """``name -> value`` of a result object or of its stored JSON (a mapping)."""
     if isinstance(result, Mapping):
-        return result.get(name)
-    return getattr(result, name, None)
+        return result.get
+    return lambda name: getattr(result, name, None)
 
 
 def _bound(value: Any, missing: float) -> float:
@@ -106,13 +108,14 @@ def effect_in_unit(result: Any) -> EffectInUnit:
     of the geometric mean in % (from the interval on the log scale, so the bounds are exact);
     retries: the difference of mean retries per execution.
     """
-    metric = _field(result, "metric")
+    field = _fields(result)
+    metric = field("metric")
     unit = unit_of(metric)
-    effect = _field(result, "effect")
-    if effect is None or not (_field(result, "n_control") and _field(result, "n_treatment")):
+    effect = field("effect")
+    if effect is None or not (field("n_control") and field("n_treatment")):
         return EffectInUnit(None, None, None, unit)
-    low = to_unit(metric, _bound(_field(result, "ci_lower"), -math.inf))
-    high = to_unit(metric, _bound(_field(result, "ci_upper"), math.inf))
+    low = to_unit(metric, _bound(field("ci_lower"), -math.inf))
+    high = to_unit(metric, _bound(field("ci_upper"), math.inf))
     value = to_unit(metric, float(effect))
     if low > high:  # defensive: the engine's intervals are ordered already
         low, high = high, low
@@ -128,9 +131,10 @@ def verdict_word(metric: str, value: float) -> str:
 
 def verdict_of(result: Any) -> str | None:
     """``better``/``worse`` when the result is significant in that direction, else ``None``."""
-    if _field(result, "significant_improvement"):
+    field = _fields(result)
+    if field("significant_improvement"):
         return "better"
-    if _field(result, "significant_harm"):
+    if field("significant_harm"):
         return "worse"
     return None
 
@@ -163,7 +167,8 @@ def _interval(metric: str, low: float, high: float) -> str:
 
 def geometric_means_text(result: Any) -> str:
     """``850 -> 748 ms``: the control and treatment geometric means of a latency result."""
-    return f"{_ms(_field(result, 'mean_control'))} -> {_ms(_field(result, 'mean_treatment'))} ms"
+    field = _fields(result)
+    return f"{_ms(field('mean_control'))} -> {_ms(field('mean_treatment'))} ms"
 
 
 def _ms(x: Any) -> str:
@@ -181,7 +186,7 @@ def format_effect(result: Any, *, label: bool = False, verdict: str | None = Non
     (``success rate -10.6 pts [...]``); ``verdict`` (``"better"``/``"worse"``, e.g. from
     :func:`verdict_of`) is appended in words: ``..., worse``.
     """
-    metric = _field(result, "metric")
+    metric = _fields(result)("metric")
     value, low, high, _unit = effect_in_unit(result)
     name = f"{METRICS[metric].label} " if label else ""
     if value is None:

@@ -5,18 +5,21 @@ experiments with ~100 looks each; calling :func:`.evaluate_experiment` for
 every look would take minutes, so these functions apply the same formulas to
 numpy arrays.  ``feedback_loop_dagster_tests/stats/test_vectorized.py`` checks
 that they equal the scalar engine on random inputs, including the complete
-decision rule for a single primary metric.
+decision rule for a single primary metric with guardrails.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from scipy import special
 
 from .fixed_horizon import normal_quantile
-from .metrics import METRICS
+from .metrics import METRICS, primary_metrics
+from .noninferiority import mixture_tau2, one_sided_multiplier_arrays
 from .policy import Policy
 from .sequential import msprt_update_arrays
 from .sufficient import _VAR_REL_EPS
@@ -28,13 +31,15 @@ __all__ = [
     "two_proportion_z_arrays",
     "srm_p_value_arrays",
     "sequential_decisions",
+    "MetricArrays",
     "CONTINUE",
     "APPLY",
     "REJECT",
     "INVALID",
+    "INCONCLUSIVE",
 ]
 
-CONTINUE, APPLY, REJECT, INVALID = 0, 1, 2, 3
+CONTINUE, APPLY, REJECT, INVALID, INCONCLUSIVE = 0, 1, 2, 3, 4
 
 
 def moments_from_sums(n: np.ndarray, total: np.ndarray, total_sq: np.ndarray | None = None,
@@ -107,73 +112,129 @@ def srm_p_value_arrays(n_c, n_t, treatment_share: float = 0.5):
     return special.erfc(np.sqrt(stat / 2.0))
 
 
-def sequential_decisions(
-    metric: str,
-    n_c: np.ndarray,
-    mean_c: np.ndarray,
-    var_c: np.ndarray,
-    n_t: np.ndarray,
-    mean_t: np.ndarray,
-    var_t: np.ndarray,
-    policy: Policy,
-    executions_c: np.ndarray | None = None,
-    executions_t: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decision of :func:`.evaluate_experiment` at every look, for one primary metric.
+@dataclass(frozen=True)
+class MetricArrays:
+    """Cumulative statistics of one metric at every look: arrays of shape ``(experiments, looks)``
+    (``moments_from_sums`` gives the means and variances)."""
 
-    Inputs are arrays of shape ``(experiments, looks)`` holding the cumulative
-    statistics of ``metric`` (the policy's only primary metric, and no
-    guardrail data) at each look; ``policy.test_method`` must be
-    ``sequential``.  The always-valid state is carried from look to look as
-    the engine does with ``previous``.  Returns ``(codes, p_values)``: codes
-    ``CONTINUE``/``APPLY``/``REJECT``/``INVALID`` per look and the monotone
-    p-values; an experiment that stops at its first APPLY/REJECT should
-    ignore later looks.
-    """
-    if policy.test_method != "sequential":
-        raise ValueError("sequential_decisions needs a sequential policy")
-    spec = METRICS[metric]
-    alpha = policy.significance_level
-    n_c = np.asarray(n_c, dtype=float)
-    n_t = np.asarray(n_t, dtype=float)
-    exec_c = n_c if executions_c is None else np.asarray(executions_c, dtype=float)
-    exec_t = n_t if executions_t is None else np.asarray(executions_t, dtype=float)
-    shape = n_c.shape
-    codes = np.zeros(shape, dtype=np.int8)
-    pvals = np.ones(shape)
-    prev_p = prev_lo = prev_hi = None
-    gate = max(2, policy.min_sample_size)
-    tau2_factor = policy.sequential_tau ** 2 * 0.5
-    for j in range(shape[1]):
-        nc, nt = n_c[:, j], n_t[:, j]
-        mc, mt, vc, vt = mean_c[:, j], mean_t[:, j], var_c[:, j], var_t[:, j]
+    metric: str
+    n_c: np.ndarray
+    mean_c: np.ndarray
+    var_c: np.ndarray
+    n_t: np.ndarray
+    mean_t: np.ndarray
+    var_t: np.ndarray
+
+
+class _Chain:
+    """The always-valid state of one metric carried from look to look, as ``previous`` does:
+    neutral until the metric's first look with ``min_sample_size`` in both arms."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.p = np.full(shape, np.inf)
+        self.lo = np.full(shape, -np.inf)
+        self.hi = np.full(shape, np.inf)
+        self.ni = np.full(shape, -np.inf)  # improvement scale
+
+    def look(self, m: MetricArrays, j: int, policy: Policy, gate: int, margin: float | None):
+        """``(ready, p, improvement lo, improvement hi, ni bound on the improvement scale)`` at look ``j``."""
+        spec = METRICS[m.metric]
+        alpha = policy.significance_level
+        nc, nt = m.n_c[:, j], m.n_t[:, j]
+        vc = _spread_arrays(nc, m.var_c[:, j])
+        vt = _spread_arrays(nt, m.var_t[:, j])
+        ready = (nc >= gate) & (nt >= gate)
         regular_n = (nc >= 2) & (nt >= 2)
         with np.errstate(divide="ignore", invalid="ignore"):
             variance = np.where(regular_n, vc / np.where(nc > 0, nc, 1.0) + vt / np.where(nt > 0, nt, 1.0), np.inf)
-        delta = mt - mc
-        same = np.isclose(mt, mc, rtol=1e-9, atol=1e-12) & (variance <= 0)
-        delta = np.where(same, 0.0, delta)
-        tau2 = tau2_factor * (vc + vt)
-        p, lo, hi = msprt_update_arrays(delta, variance, tau2, alpha, prev_p, prev_lo, prev_hi)
-        prev_p, prev_lo, prev_hi = p, lo, hi
-        if spec.direction > 0:
-            ilo, ihi = lo, hi
-        else:
-            ilo, ihi = -hi, -lo
+        delta = m.mean_t[:, j] - m.mean_c[:, j]
+        delta = np.where(np.isclose(m.mean_t[:, j], m.mean_c[:, j], rtol=1e-9, atol=1e-12) & (variance <= 0), 0.0, delta)
+        tau2 = policy.sequential_tau ** 2 * 0.5 * (vc + vt)
+        neutral = ~ready
+        p, lo, hi = msprt_update_arrays(delta, variance, tau2, alpha, np.where(neutral, np.inf, self.p),
+                                        np.where(neutral, -np.inf, self.lo), np.where(neutral, np.inf, self.hi))
+        self.p, self.lo, self.hi = np.where(ready, p, self.p), np.where(ready, lo, self.lo), np.where(ready, hi, self.hi)
+        ilo, ihi = (lo, hi) if spec.direction > 0 else (-hi, -lo)
+        ni = None
+        if margin is not None:
+            m_scale = spec.margin_on_test_scale(margin)
+            ni_tau2 = (np.full(delta.shape, mixture_tau2(m_scale, 0.0, 0.0)) if m_scale > 0
+                       else policy.sequential_tau ** 2 * 0.5 * (vc + vt))
+            finite = np.isfinite(variance) & (variance > 0) & (ni_tau2 > 0)
+            v = np.where(finite, variance, 1.0)
+            t2 = np.where(finite, ni_tau2, 1.0)
+            bound = np.where(finite, spec.direction * delta - one_sided_multiplier_arrays(v, t2, alpha) * np.sqrt(v),
+                             -np.inf)
+            ni = np.maximum(bound, np.where(neutral, -np.inf, self.ni))
+            self.ni = np.where(ready, ni, self.ni)
+        return ready, p, ilo, ihi, ni
+
+
+def _spread_arrays(n: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """The engine's variance of an arm (``decision._spread``): ``n / (n+1)^2`` for a constant arm."""
+    return np.where((n >= 2) & (var <= 0.0), n / ((n + 1.0) * (n + 1.0)), var)
+
+
+def sequential_decisions(
+    primary: MetricArrays,
+    policy: Policy,
+    guardrails: Sequence[MetricArrays] = (),
+    executions_c: np.ndarray | None = None,
+    executions_t: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decision of :func:`.evaluate_experiment` at every look, for one primary metric and any
+    guardrails.
+
+    ``primary`` must be the policy's only primary metric; ``guardrails`` are other metrics
+    (each with its margin from the policy); ``policy.test_method`` must be ``sequential``.
+    The always-valid state is carried from look to look as the engine does with ``previous``;
+    ``executions_*`` (default: the primary's n) drive the SRM check and
+    ``max_sample_per_arm`` (``days_run`` is not modelled).  Returns ``(codes, p_values)``:
+    codes ``CONTINUE``/``APPLY``/``REJECT``/``INCONCLUSIVE``/``INVALID`` per look and the
+    primary's monotone p-values; an experiment that stops at its first decision should ignore
+    later looks.
+    """
+    if policy.test_method != "sequential":
+        raise ValueError("sequential_decisions needs a sequential policy")
+    if METRICS[primary.metric].name not in primary_metrics(policy.feedback_type) or len(
+            primary_metrics(policy.feedback_type)) != 1:
+        raise ValueError(f"{primary.metric} must be the only primary metric of the policy")
+    alpha = policy.significance_level
+    exec_c = primary.n_c if executions_c is None else np.asarray(executions_c, dtype=float)
+    exec_t = primary.n_t if executions_t is None else np.asarray(executions_t, dtype=float)
+    shape = primary.n_c.shape
+    codes = np.zeros(shape, dtype=np.int8)
+    pvals = np.ones(shape)
+    gate = max(2, policy.min_sample_size)
+    chain = _Chain(shape[:1])
+    guard_chains = [(g, _Chain(shape[:1]), policy.guardrail_margins.for_metric(g.metric)) for g in guardrails]
+    for j in range(shape[1]):
+        ready, p, ilo, ihi, _ = chain.look(primary, j, policy, gate, None)
         sig = p <= alpha
-        imp = sig & (ilo > 0)
+        better = sig & (ilo > 0)
         harm = sig & (ihi < 0)
-        ready = (nc >= gate) & (nt >= gate)
-        srm_ok = srm_p_value_arrays(exec_c[:, j], exec_t[:, j], policy.traffic_split) >= policy.srm_threshold
-        has_data = (nc > 0) | (nt > 0)
-        apply_ = imp & ((1.0 - p) >= policy.auto_apply_threshold)
-        code = np.where(harm, REJECT, np.where(apply_, APPLY, CONTINUE))
+        breach = np.zeros(shape[0], dtype=bool)
+        pending = np.zeros(shape[0], dtype=bool)
+        for g, g_chain, margin in guard_chains:
+            g_ready, _, _, g_ihi, ni = g_chain.look(g, j, policy, gate, margin)
+            m_scale = METRICS[g.metric].margin_on_test_scale(margin)
+            has_data = (g.n_c[:, j] > 0) | (g.n_t[:, j] > 0)
+            g_breach = has_data & g_ready & (g_ihi < -m_scale)
+            breach |= g_breach
+            pending |= has_data & ~g_breach & ~(g_ready & (ni > -m_scale))
+        has_data = (primary.n_c[:, j] > 0) | (primary.n_t[:, j] > 0)
+        apply_ = better & ((1.0 - p) >= policy.auto_apply_threshold) & ~pending
+        code = np.where(harm | breach, REJECT, np.where(apply_, APPLY, CONTINUE))
         code = np.where(ready & has_data, code, CONTINUE)
+        cap = policy.max_sample_per_arm
+        if cap is not None:
+            code = np.where((code == CONTINUE) & (exec_c[:, j] >= cap) & (exec_t[:, j] >= cap), INCONCLUSIVE, code)
+        srm_ok = srm_p_value_arrays(exec_c[:, j], exec_t[:, j], policy.traffic_split) >= policy.srm_threshold
         code = np.where(srm_ok, code, INVALID)
         if not policy.enable_ab_testing or not policy.auto_apply or policy.require_review:
             code = np.where(code == APPLY, CONTINUE, code)
             if not policy.enable_ab_testing:
-                code = np.where(code == REJECT, CONTINUE, code)
+                code = np.where((code == REJECT) | (code == INCONCLUSIVE), CONTINUE, code)
         codes[:, j] = code
         pvals[:, j] = p
     return codes, pvals

@@ -31,7 +31,11 @@ def evaluate_as_of(conn: Connection, experiment: Experiment, window: date) -> Ex
         .limit(1)
     )
     result = evaluate_experiment(
-        control, treatment, experiment.policy, previous=json.loads(previous)["state"] if previous else None
+        control,
+        treatment,
+        experiment.policy,
+        previous=json.loads(previous)["state"] if previous else None,
+        days_run=(window - experiment.start_window).days + 1,
     )
     upsert(
         conn,
