@@ -24,6 +24,7 @@ from feedback_loop_dagster.lib.stats import (
     evaluate_metric,
     holm_adjust,
 )
+from feedback_loop_dagster.lib.stats.units import format_effect
 
 
 def mean_stats(n: int, mean: float, sd: float, cls=MeanStats):
@@ -448,3 +449,14 @@ def test_a_decision_on_the_last_day_stands_and_monitoring_only_observes():
     assert evaluate_experiment(arm(), arm(latency_ms=1150.0), PERF, days_run=30).decision == "reject"
     mon = evaluate_experiment(arm(n=500), arm(n=500), Policy.preset("monitoring", max_experiment_days=3), days_run=5)
     assert mon.decision == "continue" and mon.recommendation == "inconclusive" and "observe only" in mon.reason
+
+
+def test_latency_logs_hundreds_apart_or_an_empty_arm_never_raise():
+    """Accepted rows may hold a sub-picosecond duration beside a slow one (log-means -744 vs 7):
+    the engine reports an unbounded relative change instead of overflowing."""
+    tiny = mean_stats(40, -744.0, 1.0, cls=LogMeanStats)
+    slow = mean_stats(40, 7.0, 1.0, cls=LogMeanStats)
+    for control, treatment in ((tiny, slow), (slow, tiny), (LogMeanStats(0, 0.0, 0.0), slow)):
+        result = evaluate_metric("latency", control, treatment)
+        assert result.relative_effect is None or result.relative_effect >= -1.0
+        format_effect(result)  # the wording does not overflow either

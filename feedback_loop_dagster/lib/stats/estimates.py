@@ -113,6 +113,14 @@ def _bound(center: float, mult: float, se: float, sign: float) -> float:
     return center + sign * mult * se
 
 
+def relative_change_from_log(log_ratio: float) -> float:
+    """``exp(log_ratio) - 1``, saturating at +inf: accepted rows may hold durations whose logs are
+    hundreds apart (a sub-picosecond run beside a slow one), and the engine must not raise on them."""
+    if log_ratio > 709.0:  # exp overflows a double beyond ~709.78
+        return INF
+    return math.expm1(log_ratio) if log_ratio > -INF else -1.0
+
+
 def relative_effect(
     mean_c: float,
     mean_t: float,
@@ -140,10 +148,9 @@ def relative_effect(
       the absolute interval (normal/t quantile, or the mixture boundary).
     """
     if log_scale:
-        rel = math.expm1(mean_t - mean_c)
-        lo = math.expm1(ci_lower) if ci_lower > -INF else -1.0
-        hi = math.expm1(ci_upper) if ci_upper < INF else INF
-        return rel, lo, hi
+        if n_c < 1 or n_t < 1:
+            return None, None, None  # an empty arm's log-mean is a placeholder, not a geometric mean
+        return relative_change_from_log(mean_t - mean_c), relative_change_from_log(ci_lower), relative_change_from_log(ci_upper)
     if mean_c == 0.0 or n_c < 1 or n_t < 1:
         return None, None, None
     ratio = mean_t / mean_c

@@ -24,6 +24,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
+from .estimates import relative_change_from_log
 from .metrics import METRICS
 
 __all__ = [
@@ -83,7 +84,7 @@ def to_unit(metric: str, x: float | None) -> float | None:
     if x is None:
         return None
     if unit == "%":
-        return math.expm1(x) * 100.0
+        return relative_change_from_log(x) * 100.0
     if unit == "pts":
         return x * 100.0
     return float(x)
