@@ -53,6 +53,7 @@ class PartitionCounts:
     reasons: Counter = field(default_factory=Counter, compare=False)
     preview_valid: pd.DataFrame = field(default_factory=pd.DataFrame, compare=False, repr=False)
     preview_quarantined: pd.DataFrame = field(default_factory=pd.DataFrame, compare=False, repr=False)
+    max_seq: int | None = None  # the highest source seq collected, for the sensor's bookkeeping
 
     @property
     def invalid_share(self) -> float:
@@ -144,24 +145,11 @@ def collect_feedback(
             relation, kinds = sa.table(SOURCE_TABLE, *(sa.column(c) for c in columns)), source_kinds(source, columns)
         else:
             relation, kinds = _staged(conn, source, columns, ids_by_key, pairs, chunk_rows)
-        checked = checked_rows(relation, columns, kinds, wanted, dialect, ceiling, unique_ids)
-
         for table in (tables.feedback, tables.feedback_quarantine):
             delete_partition_rows(conn, table, pairs)
-        valid = checked.c.reason.is_(None)
-        conn.execute(
-            tables.feedback.insert().from_select(
-                FEEDBACK_COLUMNS, sa.select(*(_feedback_value(checked, c) for c in FEEDBACK_COLUMNS)).where(valid)
-            )
-        )
-        conn.execute(
-            tables.feedback_quarantine.insert().from_select(
-                QUARANTINE_COLUMNS,
-                sa.select(*(_quarantine_value(checked, c) for c in QUARANTINE_COLUMNS)).where(~valid),
-            )
-        )
+        _store(conn, relation, columns, kinds, wanted, dialect, ceiling, unique_ids)
         report = CollectionReport(partitions=_partition_reports(conn, wanted, pairs, ids_by_key, dialect))
-        upsert(conn, tables.feedback_partitions, _accounting_rows(conn, wanted, report), ["pattern_key", "window_start"])
+        upsert(conn, tables.feedback_partitions, _accounting_rows(report), ["pattern_key", "window_start"])
         for temporary in (wanted, relation):
             if isinstance(temporary, sa.Table):
                 temporary.drop(conn)
@@ -176,14 +164,19 @@ def checked_rows(
     dialect: rules.Dialect,
     max_duration_ms: float,
     unique_ids: bool,
+    skip_stored: bool = False,
 ) -> sa.Subquery:
     """Every source row of the wanted partitions: its contract values, `reason` (NULL when valid),
-    `details` and `raw` (the source row as JSON). The benchmark's in-database row uses it too."""
+    `details` and `raw` (the source row as JSON); with `skip_stored`, only the rows whose
+    execution_id `feedback` does not hold for their partition. The benchmark's in-database row
+    uses it too."""
     s = relation.c
     raw = {c: (s[c] if c in columns else sa.null()) for c in SOURCE_COLUMNS}
     on = s["pattern_id"] == wanted.c.pattern_id
     if dialect.pg and kinds["started_at"] == rules.TIMESTAMP:
-        on &= (s["started_at"] >= wanted.c.lo) & (s["started_at"] < wanted.c.hi)
+        # the UTC day as a join key (a hash join on (pattern, day)), and the bounds for an index
+        day = sa.cast(sa.func.timezone("UTC", sa.cast(s["started_at"], sa.DateTime(timezone=True))), sa.Date)
+        on &= (day == wanted.c.window_start) & (s["started_at"] >= wanted.c.lo) & (s["started_at"] < wanted.c.hi)
     elif not dialect.pg:  # a day either side, as text: the source's index still serves
         on &= (s["started_at"] >= wanted.c.lo_text) & (s["started_at"] < wanted.c.hi_text)
     read_json = raw["quality_score"].is_(None) & raw["quality_results"].is_not(None)
@@ -200,9 +193,9 @@ def checked_rows(
             sa.case((read_json, dialect.quality_document(raw["quality_results"], kinds["quality_results"]))).label(
                 rules.QUALITY_DOCUMENT
             ),
-            _raw_json(raw, columns, dialect).label("raw"),
         )
         .select_from(relation.join(wanted, on))
+        .where(~_stored(wanted, s["execution_id"]) if skip_stored else sa.true())
         .offset(0)
         .subquery("source_rows")
     )
@@ -211,7 +204,9 @@ def checked_rows(
     # Each column read as the contract's type, in the requested window only.
     parsed = rules.parsed_values(source, kinds, dialect)
     started = parsed["started_at"]
-    stage = [rows.c.pattern_key, rows.c.window_start, rows.c.raw, *(v.label(n) for n, v in parsed.items())]
+    # the source's own values travel along, for the quarantine's `raw` (only quarantined rows pay for it)
+    stage = [rows.c.pattern_key, rows.c.window_start, *(rows.c[n].label(f"source_{n}") for n in columns)]
+    stage += [v.label(n) for n, v in parsed.items()]
     if not unique_ids:
         # A repeated execution_id within a partition: the lowest seq wins.
         stage.append(
@@ -226,22 +221,64 @@ def checked_rows(
     stage = [
         b.c.pattern_key,
         b.c.window_start,
-        b.c.raw,
+        *(b.c[f"source_{n}"] for n in columns),
         *(v.label(n) for n, v in values.items()),
         *(rule.broken.label(f"parse_{i}") for i, rule in enumerate(parse_rules)),
     ]
     c = sa.select(*stage, *([] if unique_ids else [b.c.occurrence])).offset(0).subquery("contract")
 
-    checks = [rules.Rule(rule.reason, dialect.is_set(c.c[f"parse_{i}"])) for i, rule in enumerate(parse_rules)]
-    if not unique_ids:
-        checks.append(
-            rules.Rule("execution_id: duplicate of an earlier row in this window", c.c.execution_id.is_not(None) & (c.c.occurrence > 1))
-        )
-    checks += rules.schema_rules({n: c.c[n] for n in values}, max_duration_ms, dialect)
-    reason, details = rules.reason_and_details(checks, dialect)
+
+    def checks(row) -> list[rules.Rule]:
+        found = [rules.Rule(rule.reason, dialect.is_set(row[f"parse_{i}"])) for i, rule in enumerate(parse_rules)]
+        if not unique_ids:
+            found.append(
+                rules.Rule("execution_id: duplicate of an earlier row in this window", row.execution_id.is_not(None) & (row.occurrence > 1))
+            )
+        return found + rules.schema_rules({n: row[n] for n in values}, max_duration_ms, dialect)
+
+    d = sa.select(c, rules.reason_of(checks(c.c)).label("reason")).offset(0).subquery("reasoned")
+    # details and raw for quarantined rows only
+    bad = d.c.reason.is_not(None)
     return sa.select(
-        c.c.pattern_key, c.c.window_start, *(c.c[n] for n in values), reason.label("reason"), details.label("details"), c.c.raw
+        d.c.pattern_key,
+        d.c.window_start,
+        *(d.c[n] for n in values),
+        d.c.reason,
+        sa.case((bad, rules.details_of(checks(d.c), dialect))).label("details"),
+        sa.case((bad, _raw_json({n: d.c[f"source_{n}"] for n in columns}, columns, dialect))).label("raw"),
     ).subquery("checked")
+
+
+def _store(conn, relation, columns, kinds, wanted, dialect: rules.Dialect, ceiling: float, unique_ids: bool) -> None:
+    """Valid rows into `feedback`, the others into `feedback_quarantine` with their reason."""
+    checked = checked_rows(relation, columns, kinds, wanted, dialect, ceiling, unique_ids)
+    valid = sa.select(*(_feedback_value(checked, c) for c in FEEDBACK_COLUMNS)).where(checked.c.reason.is_(None))
+    store_valid = tables.feedback.insert().from_select(FEEDBACK_COLUMNS, valid)
+    if dialect.pg:
+        # One statement, one pass of the rules: the checked rows are a CTE both inserts read.
+        shared = sa.select(checked).cte("checked_rows")
+        store_valid = tables.feedback.insert().from_select(
+            FEEDBACK_COLUMNS, sa.select(*(_feedback_value(shared, c) for c in FEEDBACK_COLUMNS)).where(shared.c.reason.is_(None))
+        )
+        rest = shared
+    else:
+        conn.execute(store_valid)
+        # The rows just stored are valid: where execution ids are unique, only the others are
+        # checked again (a few percent), instead of every row a second time.
+        rest = checked_rows(relation, columns, kinds, wanted, dialect, ceiling, unique_ids, skip_stored=unique_ids)
+    store_rest = tables.feedback_quarantine.insert().from_select(
+        QUARANTINE_COLUMNS, sa.select(*(_quarantine_value(rest, c) for c in QUARANTINE_COLUMNS)).where(rest.c.reason.is_not(None))
+    )
+    if dialect.pg:
+        store_rest = store_rest.add_cte(store_valid.cte("stored_valid"))
+    conn.execute(store_rest)
+
+
+def _stored(wanted: sa.Table, execution_id: sa.ColumnElement) -> sa.ColumnElement:
+    f = tables.feedback
+    return sa.exists().where(
+        f.c.pattern_key == wanted.c.pattern_key, f.c.window_start == wanted.c.window_start, f.c.execution_id == execution_id
+    )
 
 
 def _feedback_value(checked: sa.Subquery, column: str) -> sa.ColumnElement:
@@ -258,10 +295,13 @@ def _quarantine_value(checked: sa.Subquery, column: str) -> sa.ColumnElement:
 
 def _raw_json(source: Mapping[str, sa.ColumnElement], columns: Sequence[str], dialect: rules.Dialect) -> sa.ColumnElement:
     """The source row as a JSON object (what a quarantined row looked like before any parsing)."""
-    pairs = [item for c in columns for item in (sa.literal_column(f"'{c}'"), source[c])]
     if dialect.pg:
-        return sa.cast(sa.func.json_build_object(*pairs), sa.Text)
-    return sa.func.json_object(*pairs)
+        return sa.cast(sa.func.json_build_object(*(x for c in columns for x in (sa.literal_column(f"'{c}'"), source[c]))), sa.Text)
+
+    def value(v):  # SQLite writes infinity as Inf, which is not JSON: as PostgreSQL, a string
+        return sa.case((dialect.non_finite(v), sa.case((v > 0, "Infinity"), else_="-Infinity")), else_=v)
+
+    return sa.func.json_object(*(x for c in columns for x in (sa.literal_column(f"'{c}'"), value(source[c]))))
 
 
 def _requested(conn: Connection, pairs: Sequence[tuple[str, date]], ids_by_key: Mapping[str, str]) -> sa.Table:
@@ -297,6 +337,8 @@ def _requested(conn: Connection, pairs: Sequence[tuple[str, date]], ids_by_key: 
             }
         )
     conn.execute(wanted.insert(), rows)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {wanted.name}")  # so the planner knows it is the small side
     return wanted
 
 
@@ -385,21 +427,24 @@ def _partition_reports(
 ) -> list[PartitionCounts]:
     """Per partition: the rows each table now holds, the quarantine reasons and previews."""
     f, q = tables.feedback, tables.feedback_quarantine
-    valid = dict(
-        ((key, _as_date(window)), n)
-        for key, window, n in conn.execute(
-            sa.select(f.c.pattern_key, f.c.window_start, sa.func.count())
-            .select_from(f.join(wanted, (f.c.pattern_key == wanted.c.pattern_key) & (f.c.window_start == wanted.c.window_start)))
-            .group_by(f.c.pattern_key, f.c.window_start)
-        )
-    )
+    valid: dict[tuple[str, date], int] = {}
+    max_seq: dict[tuple[str, date], int] = {}
+    for key, window, n, seq in conn.execute(
+        sa.select(f.c.pattern_key, f.c.window_start, sa.func.count(), sa.func.max(f.c.seq))
+        .select_from(f.join(wanted, (f.c.pattern_key == wanted.c.pattern_key) & (f.c.window_start == wanted.c.window_start)))
+        .group_by(f.c.pattern_key, f.c.window_start)
+    ):
+        valid[(key, _as_date(window))] = n
+        max_seq[(key, _as_date(window))] = int(seq)
     reasons: dict[tuple[str, date], Counter] = {}
-    for key, window, reason, n in conn.execute(
-        sa.select(q.c.pattern_key, q.c.window_start, q.c.reason, sa.func.count())
+    for key, window, reason, n, seq in conn.execute(
+        sa.select(q.c.pattern_key, q.c.window_start, q.c.reason, sa.func.count(), sa.func.max(q.c.seq))
         .select_from(q.join(wanted, (q.c.pattern_key == wanted.c.pattern_key) & (q.c.window_start == wanted.c.window_start)))
         .group_by(q.c.pattern_key, q.c.window_start, q.c.reason)
     ):
-        reasons.setdefault((key, _as_date(window)), Counter())[reason] = n
+        pair = (key, _as_date(window))
+        reasons.setdefault(pair, Counter())[reason] = n
+        max_seq[pair] = max(int(seq), max_seq.get(pair, 0))
     previews_valid = _previews(conn, f, wanted, dialect)
     previews_bad = _previews(conn, q, wanted, dialect)
     reports = []
@@ -417,6 +462,7 @@ def _partition_reports(
                 reasons=counted,
                 preview_valid=previews_valid.get((key, window), pd.DataFrame(columns=list(FEEDBACK_COLUMNS))),
                 preview_quarantined=previews_bad.get((key, window), pd.DataFrame(columns=list(QUARANTINE_COLUMNS))),
+                max_seq=max_seq.get((key, window)),
             )
         )
     return reports
@@ -451,18 +497,7 @@ def _previews(conn: Connection, table: sa.Table, wanted: sa.Table, dialect: rule
     }
 
 
-def _accounting_rows(conn: Connection, wanted: sa.Table, report: CollectionReport) -> list[dict]:
-    f, q = tables.feedback, tables.feedback_quarantine
-    max_seq: dict[tuple[str, date], int] = {}
-    for table in (f, q):
-        same = (table.c.pattern_key == wanted.c.pattern_key) & (table.c.window_start == wanted.c.window_start)
-        for key, window, seq in conn.execute(
-            sa.select(table.c.pattern_key, table.c.window_start, sa.func.max(table.c.seq))
-            .select_from(table.join(wanted, same))
-            .group_by(table.c.pattern_key, table.c.window_start)
-        ):
-            pair = (key, _as_date(window))
-            max_seq[pair] = max(int(seq), max_seq.get(pair, 0))
+def _accounting_rows(report: CollectionReport) -> list[dict]:
     now = datetime.now(UTC)
     return [
         {
@@ -472,7 +507,7 @@ def _accounting_rows(conn: Connection, wanted: sa.Table, report: CollectionRepor
             "source_rows": p.source_rows,
             "valid_rows": p.valid_rows,
             "quarantined_rows": p.quarantined_rows,
-            "max_seq": max_seq.get((p.pattern_key, p.window_start)),
+            "max_seq": p.max_seq,
             "collected_at": now,
         }
         for p in report.partitions

@@ -25,7 +25,8 @@ import pandera.pandas as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from feedback_loop_dagster.lib.collect.schema import FeedbackSchema, feedback_schema
+from feedback_loop_dagster.lib.collect.schema import STATUSES, FeedbackSchema, feedback_schema
+from feedback_loop_dagster.lib.registry.versions import VERSION_NAME_PATTERN
 
 # Vocabulary of tracing libraries we have seen, mapped onto ours (DESIGN.md section 2).
 STATUS_SYNONYMS = {
@@ -79,6 +80,12 @@ PG_SAFE_CASTS = (
     """CREATE OR REPLACE FUNCTION pg_temp.fl_jsonb(t text) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
     BEGIN RETURN t::jsonb; EXCEPTION WHEN others THEN RETURN NULL; END $$""",
 )
+
+# SQLAlchemy's SQLite form of a timestamp, as a GLOB (native, unlike REGEXP, a Python call per row)
+_SQLITE_CANONICAL_STAMP = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]"
+# A name of letters, digits, '.', '_' and '-' only matches any str_matches rule that only forbids
+# blanks and control characters: SQLite checks that natively before calling REGEXP.
+_SQLITE_PLAIN_NAME = "*[^A-Za-z0-9._-]*"
 
 NUMBER, TIMESTAMP, TEXT, JSON = "number", "timestamp", "text", "json"
 # completed_at - started_at in milliseconds: a value the rules use, not a column of `feedback`
@@ -147,19 +154,32 @@ class Dialect:
         )
 
     def text_number(self, text: sa.ColumnElement) -> sa.ColumnElement:
-        """A double from text matching NUMERIC_TEXT (NULL otherwise); beyond a double: +-inf."""
+        """A double from text matching NUMERIC_TEXT or NON_FINITE_TEXT (NULL otherwise); beyond a
+        double: +-inf. NaN spelled out is NaN on PostgreSQL and NULL on SQLite, which has none."""
         if self.pg:
             return sa.case(
                 (text.regexp_match(_SAFE_DECIMAL), sa.cast(text, sa.Float)),
                 (text.regexp_match(NUMERIC_TEXT), sa.func.pg_temp.fl_float8(text)),
+                (text.regexp_match(NON_FINITE_TEXT), sa.cast(text, sa.Float)),
             )
-        return sa.case((self.matches(text, NUMERIC_TEXT), sa.cast(text, sa.Float)))
+        return sa.case(
+            (self.matches(text, NUMERIC_TEXT), sa.cast(text, sa.Float)),
+            (
+                self.matches(text, NON_FINITE_TEXT) & ~self.matches(text, "(?i)nan"),
+                sa.case((self.matches(text, "-"), sa.literal_column("-9e999")), else_=sa.literal_column("9e999")),
+            ),
+        )
 
     def non_finite(self, number: sa.ColumnElement) -> sa.ColumnElement:
         # SQLite cannot store NaN (it becomes NULL); +-inf are 9e999 / -9e999.
         if self.pg:
             return number.in_([sa.literal_column(f"'{v}'::float8") for v in ("NaN", "Infinity", "-Infinity")])
         return number.in_([sa.literal_column("9e999"), sa.literal_column("-9e999")])
+
+    def without_nan(self, number: sa.ColumnElement) -> sa.ColumnElement:
+        """NaN as NULL, as SQLite holds it (PostgreSQL's NaN is above every number, so it would
+        also break the upper bounds); the `not finite` rule has already seen it."""
+        return sa.func.nullif(number, sa.literal_column("'NaN'::float8")) if self.pg else number
 
     def timestamp(self, value: sa.ColumnElement, kind: str) -> sa.ColumnElement:
         """The instant, NULL when it is not one. PostgreSQL: timestamptz (the session runs in UTC,
@@ -170,25 +190,28 @@ class Dialect:
                 return sa.cast(value, sa.DateTime(timezone=True))
             return sa.func.pg_temp.fl_timestamptz(sa.cast(value, sa.Text))
         readable = (sa.func.typeof(value) == "text") & sa.func.julianday(value).is_not(None)
-        canonical = self.matches(value, r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}$")
+        canonical = value.op("GLOB", is_comparison=True)(_SQLITE_CANONICAL_STAMP)
         return sa.case(
             (readable & canonical, value),
             (readable, self.concat(sa.func.strftime("%Y-%m-%d %H:%M:", value), sa.func.strftime("%f", value), sa.literal("000"))),
         )
 
     def milliseconds_between(self, end: sa.ColumnElement, start: sa.ColumnElement) -> sa.ColumnElement:
-        """end - start in milliseconds, to the microsecond, of two parsed instants."""
+        """end - start in milliseconds, of two parsed instants: whole microseconds / 1000, so both
+        databases give the same double."""
         if self.pg:
-            return sa.cast(sa.func.round(sa.cast(sa.extract("epoch", end - start) * 1000, sa.Numeric), 3), sa.Float)
+            micros = sa.func.round(sa.func.date_part("epoch", end - start) * 1_000_000.0)
+            return micros / 1000.0
 
-        def ms(stamp):  # days by julianday of the date part (exact), the time of day from the text
-            return sa.func.julianday(sa.func.substr(stamp, 1, 10)) * 86_400_000.0 + (
-                sa.cast(sa.func.substr(stamp, 12, 2), sa.Integer) * 3_600_000
-                + sa.cast(sa.func.substr(stamp, 15, 2), sa.Integer) * 60_000
-                + sa.cast(sa.func.substr(stamp, 18), sa.Float) * 1000.0
+        def time_of_day(stamp):  # in microseconds, from the text (julianday is coarser)
+            return (
+                sa.cast(sa.func.substr(stamp, 12, 2), sa.Integer) * 3_600_000_000
+                + sa.cast(sa.func.substr(stamp, 15, 2), sa.Integer) * 60_000_000
+                + sa.cast(sa.func.substr(stamp, 18), sa.Float) * 1_000_000.0
             )
 
-        return sa.func.round(ms(end) - ms(start), 3)
+        days = sa.func.julianday(sa.func.substr(end, 1, 10)) - sa.func.julianday(sa.func.substr(start, 1, 10))
+        return sa.func.round(days * 86_400_000_000.0 + (time_of_day(end) - time_of_day(start))) / 1000.0
 
     def quality_document(self, document: sa.ColumnElement, kind: str) -> sa.ColumnElement:
         """The parsed Track-2 document, NULL when it is not JSON."""
@@ -262,8 +285,12 @@ def parsed_values(source: Mapping[str, sa.ColumnElement], kinds: Mapping[str, st
         stamp = dialect.timestamp(source[name], kinds[name])
         values[name] = stamp
         values[f"{name}_unread"] = source[name].is_not(None) & stamp.is_(None)
-    status = dialect.trim_lower(dialect.text(source["status"]))
-    values["status"] = sa.case(STATUS_SYNONYMS, value=status, else_=status)
+    # most statuses are already one of ours: they skip the cleaning and the synonyms
+    status = dialect.text(source["status"])
+    cleaned = dialect.trim_lower(status)
+    values["status"] = sa.case(
+        (status.in_(STATUSES), status), else_=sa.case(STATUS_SYNONYMS, value=cleaned, else_=cleaned)
+    )
     for name in NUMBER_COLUMNS:
         number = dialect.number(source[name], kinds[name])
         values[name] = number
@@ -294,7 +321,7 @@ def contract_values(parsed: Mapping[str, sa.ColumnElement], dialect: Dialect) ->
         unread = parsed[f"{name}_unread"]
         rules.append(Rule(f"{name}: not a number", unread == "number"))
         rules.append(Rule(f"{name}: not finite", (unread == "finite") | dialect.non_finite(parsed[name])))
-        return parsed[name]
+        return dialect.without_nan(parsed[name])
 
     values = {name: parsed[name] for name in ("seq", *TEXT_COLUMNS, *TIMESTAMP_COLUMNS)}
     values[COMPLETED_SPAN] = dialect.milliseconds_between(parsed["completed_at"], parsed["started_at"])
@@ -302,7 +329,7 @@ def contract_values(parsed: Mapping[str, sa.ColumnElement], dialect: Dialect) ->
     values["status"] = parsed["status"]
     quality = number("quality_score")
     rules.extend(Rule(message, dialect.is_set(parsed[f"json_{key}"])) for key, message in QUALITY_JSON_ERRORS.items())
-    values["quality_score"] = sa.case((dialect.is_set(parsed[READ_JSON]), parsed[JSON_SCORE]), else_=quality)
+    values["quality_score"] = sa.case((dialect.is_set(parsed[READ_JSON]), dialect.without_nan(parsed[JSON_SCORE])), else_=quality)
     values["performance_score"] = number("performance_score")
     rating = number("user_rating")
     # (1, 5] is a 1-5 star rating; anything else outside [0, 1] fails validation
@@ -321,7 +348,7 @@ def contract_values(parsed: Mapping[str, sa.ColumnElement], dialect: Dialect) ->
 # SQL twins of FeedbackSchema's dataframe checks, by the check's error message.
 _DATAFRAME_CHECKS: dict[str, Callable[[Mapping[str, sa.ColumnElement], sa.ColumnElement], sa.ColumnElement]] = {
     "duration_ms is missing for a finished execution": lambda v, ceiling: v["duration_ms"].is_(None)
-    & (v["status"] != "in_progress"),
+    & (v["status"].is_(None) | (v["status"] != "in_progress")),
     "completed_at is before started_at": lambda v, ceiling: v["completed_at"] < v["started_at"],
     "completed_at is more than the duration ceiling after started_at": lambda v, ceiling: v[COMPLETED_SPAN] > ceiling,
 }
@@ -345,7 +372,11 @@ def _column_check(name: str, value: sa.ColumnElement, check: pa.Check, dialect: 
             too_short = too_short | (sa.func.length(value) > stats["max_value"])
         return Rule(f"{name}: empty", too_short)
     if check.name == "str_matches":
-        return Rule(f"{name}: not a valid version name", value.is_not(None) & ~dialect.matches(value, "^" + stats["pattern"]))
+        matches = dialect.matches(value, "^" + stats["pattern"])
+        if not dialect.pg and stats["pattern"] == VERSION_NAME_PATTERN:
+            plain = (sa.func.length(value) > 0) & ~value.op("GLOB", is_comparison=True)(_SQLITE_PLAIN_NAME)
+            matches = sa.case((plain, dialect.true()), else_=matches)
+        return Rule(f"{name}: not a valid version name", value.is_not(None) & ~matches)
     raise NotImplementedError(f"FeedbackSchema check {check.name!r} on {name!r} has no SQL twin in rules.py")
 
 
@@ -365,12 +396,15 @@ def schema_rules(values: Mapping[str, sa.ColumnElement], max_duration_ms: float,
     return rules
 
 
-def reason_and_details(rules: list[Rule], dialect: Dialect) -> tuple[sa.ColumnElement, sa.ColumnElement]:
-    """(the first broken rule's reason, or NULL for a valid row; every broken reason, '; '-joined)."""
-    reason = sa.case(*((rule.broken, rule.reason) for rule in rules))
+def reason_of(rules: list[Rule]) -> sa.ColumnElement:
+    """The first broken rule's reason; NULL for a valid row."""
+    return sa.case(*((rule.broken, rule.reason) for rule in rules))
+
+
+def details_of(rules: list[Rule], dialect: Dialect) -> sa.ColumnElement:
+    """Every broken rule's reason, '; '-joined (for a row with at least one)."""
     joined = dialect.concat(*(sa.func.coalesce(sa.case((rule.broken, rule.reason + "; ")), "") for rule in rules))
-    details = sa.func.substr(joined, 1, sa.func.length(joined) - 2)
-    return reason, details
+    return sa.func.substr(joined, 1, sa.func.length(joined) - 2)
 
 
 # The model must be covered at import: a check added to FeedbackSchema without a SQL twin fails here.
