@@ -152,8 +152,10 @@ def scratch_database(backend: str):
 # --- the steps ------------------------------------------------------------------------------
 
 
-def _scratch_feedback(engine, name: str) -> sa.Table:
+def _scratch_feedback(engine, name: str, unlogged: bool = False) -> sa.Table:
     scratch = tables.feedback.to_metadata(sa.MetaData(), name=name)
+    if unlogged:
+        scratch._prefixes = ["UNLOGGED"]
     scratch.drop(engine, checkfirst=True)
     scratch.create(engine)
     return scratch
@@ -182,9 +184,9 @@ def plain_copy(engine, pairs: list[tuple[str, date]], keys_by_id: dict[str, str]
     return written
 
 
-def in_database(engine, pairs: list[tuple[str, date]], keys_by_id: dict[str, str]) -> int:
+def in_database(engine, pairs: list[tuple[str, date]], keys_by_id: dict[str, str], unlogged: bool = False) -> int:
     """One INSERT ... SELECT of the valid rows, with the collector's checks, into a scratch table."""
-    scratch = _scratch_feedback(engine, IN_DATABASE_TABLE)
+    scratch = _scratch_feedback(engine, IN_DATABASE_TABLE, unlogged)
     ids_by_key = {k: p for p, k in keys_by_id.items()}
     dialect = rules.Dialect(engine.dialect.name)
     columns = collector.source_columns(engine)
