@@ -191,10 +191,7 @@ def in_database(engine, pairs: list[tuple[str, date]], keys_by_id: dict[str, str
     dialect = rules.Dialect(engine.dialect.name)
     columns = collector.source_columns(engine)
     with engine.begin() as conn:
-        if dialect.pg:
-            conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
-            for statement in rules.PG_SAFE_CASTS:
-                conn.exec_driver_sql(statement)
+        collector.prepare_transaction(conn, dialect)
         wanted = collector._requested(conn, pairs, ids_by_key)
         relation = sa.table(SOURCE_TABLE, *(sa.column(c) for c in columns))
         checked = collector.checked_rows(

@@ -136,10 +136,7 @@ def collect_feedback(
     unique_ids = _unique_execution_ids(source)
 
     with warehouse.begin() as conn:
-        if dialect.pg:
-            conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # naive source timestamps are UTC
-            for statement in rules.PG_SAFE_CASTS:
-                conn.exec_driver_sql(statement)
+        prepare_transaction(conn, dialect)
         wanted = _requested(conn, pairs, ids_by_key)
         if _same_database(source, warehouse):
             relation, kinds = sa.table(SOURCE_TABLE, *(sa.column(c) for c in columns)), source_kinds(source, columns)
@@ -154,6 +151,15 @@ def collect_feedback(
             if isinstance(temporary, sa.Table):
                 temporary.drop(conn)
     return report
+
+
+def prepare_transaction(conn: Connection, dialect: rules.Dialect) -> None:
+    """What the rules need of a PostgreSQL transaction: UTC (a naive source timestamp is UTC)
+    and the session's safe casts."""
+    if dialect.pg:
+        conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
+        for statement in rules.PG_SAFE_CASTS:
+            conn.exec_driver_sql(statement)
 
 
 def checked_rows(

@@ -1,8 +1,8 @@
 """The collector's rules, written once, as SQL: parse, normalise, validate, give a reason.
 
-Collection runs inside the warehouse database (DESIGN.md section 2): one `INSERT ... SELECT` per
-destination table, so no row travels through Python. The rules are SQLAlchemy expressions, so
-one definition compiles for PostgreSQL and for SQLite. They come in two parts:
+Collection runs inside the warehouse database (DESIGN.md section 2, collector.py), so no row
+travels through Python. The rules are SQLAlchemy expressions: one definition compiles for
+PostgreSQL and for SQLite (`Dialect` holds the few spellings that differ). They come in two parts:
 
 * parse rules (`parsed_values`, then `contract_values`): each source column becomes the
   contract's value (numbers, UTC timestamps, the status vocabulary, star ratings, the Track-2
@@ -13,7 +13,7 @@ one definition compiles for PostgreSQL and for SQLite. They come in two parts:
   every dataframe check has a SQL twin here, by name. A model check without a twin is an error
   at import, and a test holds the SQL and pandera to the same verdicts on the same rows.
 
-A row's reason is its first broken rule (`reason_and_details`); its details list all of them.
+A row's reason is its first broken rule (`reason_of`); its details list all of them (`details_of`).
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ NON_FINITE_TEXT = r"^\s*([+-]?([iI][nN][fF]|[iI][nN][fF][iI][nN][iI][tT][yY])|[n
 # A decimal PostgreSQL converts to float8 without a range error (|x| well inside 1e-300..1e300);
 # anything else goes through the exception-safe pg_temp.fl_float8.
 _SAFE_DECIMAL = r"^\s*[+-]?[0-9]{1,150}(\.[0-9]{0,150})?([eE][+-]?[0-9]{1,2})?\s*$"
-# A flat JSON object (string keys, scalar values): PostgreSQL can cast it to json without an
-# error; any other document goes through the exception-safe pg_temp.fl_json.
+# A flat JSON object (string keys, scalar values, no \u0000): PostgreSQL casts it to jsonb
+# without an error; any other document goes through the exception-safe pg_temp.fl_jsonb.
 _JSON_STRING = r'"([^"\\\x01-\x1f]|\\(["\\/bfnrt]|u(?!0000)[0-9a-fA-F]{4}))*"'
 _JSON_SCALAR = rf"({_JSON_STRING}|-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|true|false|null)"
 _JSON_MEMBER = rf"\s*{_JSON_STRING}\s*:\s*{_JSON_SCALAR}\s*"
@@ -92,7 +92,6 @@ NUMBER, TIMESTAMP, TEXT, JSON = "number", "timestamp", "text", "json"
 COMPLETED_SPAN = "completed_span_ms"
 # the parsed quality_results document, a column of the rows parsed_values reads
 QUALITY_DOCUMENT = "quality_document"
-
 
 NUMBER_COLUMNS = ("duration_ms", "quality_score", "performance_score", "user_rating", "retry_count")
 TEXT_COLUMNS = ("execution_id", "pattern_id", "pattern_version", "error_type", "error_message", "unit_id")
