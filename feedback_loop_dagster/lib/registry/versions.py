@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from feedback_loop_dagster.lib.errors import UserError
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.writes import upsert
 
@@ -33,7 +34,7 @@ def valid_version_name(name: str) -> bool:
     return re.match(VERSION_NAME_PATTERN, name) is not None
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError, ValueError):
     """A registry change that would break an invariant (immutability, a cycle, a stale label)."""
 
 
