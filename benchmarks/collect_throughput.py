@@ -5,16 +5,21 @@ PostgreSQL database, dropped at the end), simulates ``--rows`` executions for ``
 patterns over ``--days`` days into ``hook_executions`` (not timed), registers the patterns, then
 times, each with the process's peak resident memory during the step:
 
-1. ``plain copy``: the practical limit. The same streamed read of the source that the collector
-   makes, only the two partition columns derived (pattern key, UTC day) and the timestamps
-   typed, no normalisation, no validation, written with the same bulk writer (``bulk_insert``,
-   one streamed COPY on PostgreSQL) into a scratch table with the columns and primary key of
-   ``feedback``.
-2. ``collect_feedback``: every (pattern, day) partition in one call, the code path of a range
+1. ``plain copy``: a plain Python copy. The source's rows of the partitions streamed into
+   Python (``read_frames``, COPY on PostgreSQL), only the two partition columns derived (pattern
+   key, UTC day) and the timestamps typed, no normalisation, no validation, written with the
+   project's bulk writer (``bulk_insert``, one streamed COPY on PostgreSQL) into a scratch table
+   with the columns and primary key of ``feedback``.
+2. ``in-database limit``: what the database itself does with the same checks: one ``INSERT ...
+   SELECT`` of the valid rows (the collector's own rules, ``collector.checked_rows``) into a
+   scratch table with the columns and primary key of ``feedback``; no quarantine, no accounting.
+3. ``collect_feedback``: every (pattern, day) partition in one call, the code path of a range
    run of ``feedback_dataset``.
-3. ``dagster range run``: one real run of ``feedback_dataset`` over the same partition range
+4. ``dagster range run``: one real run of ``feedback_dataset`` over the same partition range
    (``dagster.materialize`` with the range tags, on an ``instance_for_test``), to show what
-   Dagster adds. The warehouse tables are emptied first, so it does the same work as step 2.
+   Dagster adds. The warehouse tables are emptied first (TRUNCATE on PostgreSQL, so the rows
+   step 3 left are not dead index entries the run must step over), so it does the same work as
+   step 3.
 
 It prints rows/s, the ratio of each step's speed to the plain copy's, the Python process's CPU
 seconds (the rest of the wall time is the database server, or waiting for it), and peak RSS.
@@ -50,7 +55,9 @@ import pandas as pd  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from feedback_loop_dagster.lib.collect import collector  # noqa: E402
+from feedback_loop_dagster.lib import settings  # noqa: E402
+from feedback_loop_dagster.lib.collect import collector, rules  # noqa: E402
+from feedback_loop_dagster.lib.settings import SOURCE_TABLE  # noqa: E402
 from feedback_loop_dagster.lib.storage import tables  # noqa: E402
 from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine  # noqa: E402
 from feedback_loop_dagster.lib.storage.migrations import init_databases  # noqa: E402
@@ -61,6 +68,7 @@ from feedback_loop_dagster.simulator import SimulationConfig, pattern_ids, simul
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 END_DATE = date(2025, 3, 1)  # fixed, so every run simulates the same rows
 PLAIN_COPY_TABLE = "feedback_plain_copy"
+IN_DATABASE_TABLE = "feedback_in_database"
 
 
 @dataclass
@@ -144,14 +152,21 @@ def scratch_database(backend: str):
 # --- the steps ------------------------------------------------------------------------------
 
 
-def plain_copy(engine, pairs: list[tuple[str, date]], keys_by_id: dict[str, str]) -> int:
-    """Read the partitions' rows as the collector does and bulk-write them, nothing else."""
-    scratch = tables.feedback.to_metadata(sa.MetaData(), name=PLAIN_COPY_TABLE)
+def _scratch_feedback(engine, name: str, unlogged: bool = False) -> sa.Table:
+    scratch = tables.feedback.to_metadata(sa.MetaData(), name=name)
+    if unlogged:
+        scratch._prefixes = ["UNLOGGED"]
     scratch.drop(engine, checkfirst=True)
     scratch.create(engine)
+    return scratch
+
+
+def plain_copy(engine, pairs: list[tuple[str, date]], keys_by_id: dict[str, str]) -> int:
+    """Read the partitions' rows into Python and bulk-write them, nothing else."""
+    scratch = _scratch_feedback(engine, PLAIN_COPY_TABLE)
     columns = collector.source_columns(engine)
     wanted = [c.name for c in tables.feedback.columns]
-    partition = collector._PartitionFilter(pairs)
+    wanted_pairs = pd.DataFrame(pairs, columns=["pattern_key", "window_start"])
 
     def frames():
         for raw in collector._read_source(engine, columns, sorted(keys_by_id), pairs, collector.CHUNK_ROWS):
@@ -159,8 +174,8 @@ def plain_copy(engine, pairs: list[tuple[str, date]], keys_by_id: dict[str, str]
             for column in ("started_at", "completed_at"):
                 frame[column] = pd.to_datetime(raw[column], utc=True, format="ISO8601")
             frame["pattern_key"] = raw["pattern_id"].map(keys_by_id)
-            _, frame["window_start"] = partition.windows(frame["pattern_key"], frame["started_at"])
-            yield pd.DataFrame(frame)[wanted]
+            frame["window_start"] = collector.window_of(frame["started_at"])
+            yield pd.DataFrame(frame)[wanted].merge(wanted_pairs)
 
     with engine.begin() as conn:
         written = bulk_insert(conn, scratch, frames())
@@ -169,8 +184,35 @@ def plain_copy(engine, pairs: list[tuple[str, date]], keys_by_id: dict[str, str]
     return written
 
 
+def in_database(engine, pairs: list[tuple[str, date]], keys_by_id: dict[str, str], unlogged: bool = False) -> int:
+    """One INSERT ... SELECT of the valid rows, with the collector's checks, into a scratch table."""
+    scratch = _scratch_feedback(engine, IN_DATABASE_TABLE, unlogged)
+    ids_by_key = {k: p for p, k in keys_by_id.items()}
+    dialect = rules.Dialect(engine.dialect.name)
+    columns = collector.source_columns(engine)
+    with engine.begin() as conn:
+        collector.prepare_transaction(conn, dialect)
+        wanted = collector._requested(conn, pairs, ids_by_key)
+        relation = sa.table(SOURCE_TABLE, *(sa.column(c) for c in columns))
+        checked = collector.checked_rows(
+            relation, columns, collector.source_kinds(engine, columns), wanted, dialect,
+            settings.max_duration_ms(), collector._unique_execution_ids(engine),
+        )
+        names = [c.name for c in scratch.columns]
+        conn.execute(
+            scratch.insert().from_select(names, sa.select(*(checked.c[c] for c in names)).where(checked.c.reason.is_(None)))
+        )
+    with engine.begin() as conn:
+        written = conn.scalar(sa.select(sa.func.count()).select_from(scratch))
+        scratch.drop(conn)
+    return written
+
+
 def empty_feedback_tables(engine) -> None:
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("TRUNCATE feedback, feedback_quarantine, feedback_partitions")
+            return
         for table in (tables.feedback, tables.feedback_quarantine, tables.feedback_partitions):
             conn.execute(table.delete())
 
@@ -238,10 +280,17 @@ def run_backend(backend: str, args) -> list[Step]:
 
         measure = {}
         with measured(measure):
+            valid_in_database = in_database(engine, pairs, keys_by_id)
+        record("in-database limit", copied, measure)
+
+        measure = {}
+        with measured(measure):
             report = collector.collect_feedback(engine, engine, pairs)
         record("collect_feedback", report.source_rows, measure)
         if report.source_rows != copied or report.valid_rows + report.quarantined_rows != report.source_rows:
             raise RuntimeError(f"collected {report.source_rows} rows, copied {copied}")
+        if report.valid_rows != valid_in_database:
+            raise RuntimeError(f"collect_feedback stored {report.valid_rows} valid rows, the in-database row {valid_in_database}")
         print(
             f"[{backend}]   {report.valid_rows:,} valid, {report.quarantined_rows:,} quarantined "
             f"({len(report.reasons)} reasons)",
@@ -269,6 +318,10 @@ def print_table(steps: list[Step]) -> None:
             f"{s.backend:<11}{s.name:<19}{s.rows:>11,}{s.seconds:>9.1f}{s.rows_per_second:>10,.0f}{ratio:>9.2f}"
             f"{s.cpu_seconds:>9.1f}{s.peak_rss_mib:>7.0f} MiB"
         )
+    limit = {s.backend: s for s in steps if s.name == "in-database limit"}
+    for s in steps:
+        if s.name == "collect_feedback" and s.backend in limit:
+            print(f"{s.backend}: collect_feedback runs at {s.rows_per_second / limit[s.backend].rows_per_second:.2f}x the in-database limit")
     print()
     print(
         f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "

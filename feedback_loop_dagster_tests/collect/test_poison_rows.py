@@ -8,6 +8,7 @@ collect -> analysis -> A/B evaluation.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -27,6 +28,7 @@ from feedback_loop_dagster_tests.factories import DAY, execution, insert_executi
 from feedback_loop_dagster_tests.loop.builders import pattern_with_candidate
 
 PATTERN = "code-review"
+OTHER_PATTERN = "agent|planner, v2"  # not a safe partition key: its key differs from its id
 
 
 def _quarantine_reasons(engine) -> dict[str, str]:
@@ -171,7 +173,7 @@ def _rows(draw) -> list[dict]:
         rows.append(
             {
                 "execution_id": draw(st.one_of(st.just(f"e{i}"), st.just(f"e{i}" + "y" * 5000), st.just("" if i == 0 else f"e{i}"))),
-                "pattern_id": PATTERN,
+                "pattern_id": draw(st.sampled_from([PATTERN, OTHER_PATTERN])),
                 "pattern_version": draw(st.one_of(st.none(), st.sampled_from(["v1", "v2"]), _TEXT)),
                 "started_at": started,
                 "completed_at": completed,
@@ -191,23 +193,35 @@ def _rows(draw) -> list[dict]:
 
 
 def _collect_analyse_evaluate(engine, experiment, rows: list[dict]) -> None:
-    """Writes `rows` as the whole source, runs the three stages over DAY and checks the accounting."""
+    """Writes `rows` as the whole source, runs the three stages over two patterns x two windows
+    and checks the accounting of every partition."""
     with engine.begin() as conn:
         conn.execute(tables.hook_executions.delete())
     insert_executions(engine, rows)
+    keys = register_pattern_ids(engine, [PATTERN, OTHER_PATTERN])
+    windows = [DAY, DAY + timedelta(days=1)]
+    pairs = [(keys[p], w) for p in (PATTERN, OTHER_PATTERN) for w in windows]
 
-    report = collect_feedback(engine, engine, [(PATTERN, DAY)])
-    analyze_partitions(engine, [(PATTERN, DAY)])
+    report = collect_feedback(engine, engine, pairs)
+    analyze_partitions(engine, pairs)
     with engine.begin() as conn:
-        evaluate_as_of(conn, experiment, DAY)
+        for window in windows:
+            evaluate_as_of(conn, experiment, window)
 
-    in_window = sum(r["started_at"].date() == DAY for r in rows)
-    (partition,) = report.partitions
-    assert partition.valid_rows + partition.quarantined_rows == partition.source_rows == in_window
+    in_window = Counter((keys[r["pattern_id"]], r["started_at"].date()) for r in rows)
+    stored = {}
     with engine.connect() as conn:
-        stored = [conn.scalar(sa.select(sa.func.count()).select_from(t)) for t in (tables.feedback, tables.feedback_quarantine)]
-    assert stored == [partition.valid_rows, partition.quarantined_rows]
-    assert sum(report.reasons.values()) == partition.quarantined_rows
+        for name, table in (("valid", tables.feedback), ("quarantined", tables.feedback_quarantine)):
+            for key, window, n in conn.execute(
+                sa.select(table.c.pattern_key, table.c.window_start, sa.func.count()).group_by(table.c.pattern_key, table.c.window_start)
+            ):
+                stored[(name, key, window)] = n
+    for p in report.partitions:
+        pair = (p.pattern_key, p.window_start)
+        assert p.valid_rows + p.quarantined_rows == p.source_rows == in_window[pair]
+        assert stored.get(("valid", *pair), 0) == p.valid_rows and stored.get(("quarantined", *pair), 0) == p.quarantined_rows
+        assert sum(p.reasons.values()) == p.quarantined_rows
+    assert sum(stored.values()) == sum(n for pair, n in in_window.items() if pair in set(pairs))
 
 
 def test_any_rows_go_through_collect_analysis_and_ab_without_error(tmp_path):

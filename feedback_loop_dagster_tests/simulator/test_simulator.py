@@ -317,17 +317,32 @@ def test_no_malformed_rows_at_share_zero_and_only_chosen_kinds_otherwise():
     assert set(kinds.dropna()) == set(chosen)
 
 
-def test_collector_quarantines_each_kind_with_its_reason(small):
-    """The collector's normalise + validate steps read every kind as its own reason."""
-    normalize = pytest.importorskip("feedback_loop_dagster.lib.collect.normalize")
-    validate = pytest.importorskip("feedback_loop_dagster.lib.collect.validate")
+def test_collector_quarantines_each_kind_with_its_reason(small, source_engine):
+    """The collector reads every malformed kind as its own reason, and nothing else."""
+    from feedback_loop_dagster.lib.collect.collector import collect_feedback
+    from feedback_loop_dagster.lib.storage.migrations import init_databases
+    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+    from feedback_loop_dagster.lib.storage.writes import bulk_insert
+
     frame, kinds = small
-    raw = frame.assign(seq=np.arange(1, len(frame) + 1))
-    normalized, errors = normalize.normalize_executions(raw)
-    valid, quarantined = validate.validate_feedback(normalized, errors)
-    schema_kinds = kinds[kinds.notna() & (kinds != DUPLICATE_KIND)]
-    assert set(quarantined.index) == set(schema_kinds.index)
-    reasons = quarantined["reason"].groupby(schema_kinds).agg(lambda r: sorted(set(r)))
+    # a source that lets an execution id repeat, as a view over raw traces may
+    ddl = sa.schema.CreateTable(tables.hook_executions).compile(dialect=source_engine.dialect)
+    with source_engine.begin() as conn:
+        conn.execute(sa.text(str(ddl).replace("UNIQUE (execution_id)", "CHECK (1)")))
+    init_databases(source_engine, source_engine)
+    with source_engine.begin() as conn:
+        bulk_insert(conn, tables.hook_executions, frame.assign(seq=np.arange(1, len(frame) + 1)))
+    keys = register_pattern_ids(source_engine, frame["pattern_id"].unique())
+    days = frame["started_at"].dt.date.unique()
+    report = collect_feedback(source_engine, source_engine, [(keys[p], d) for p in keys for d in days])
+    assert report.source_rows == len(frame)
+
+    q = tables.feedback_quarantine
+    with source_engine.connect() as conn:
+        reasons = dict(conn.execute(sa.select(q.c.seq, q.c.reason)).all())
+    by_row = pd.Series({seq - 1: reason for seq, reason in reasons.items()})
+    assert set(by_row.index) == set(kinds[kinds.notna()].index)
+    found = by_row.groupby(kinds[by_row.index]).agg(lambda r: sorted(set(r)))
     expected = {
         "unknown_status": r"status: ",
         "negative_duration": r"duration_ms: must be >= 0",
@@ -337,9 +352,10 @@ def test_collector_quarantines_each_kind_with_its_reason(small):
         "completed_before_started": r"completed_at is before started_at",
         "malformed_quality_json": r"quality_results: not valid JSON",
         "finished_without_duration": r"duration_ms is missing for a finished execution",
+        DUPLICATE_KIND: r"execution_id: duplicate of an earlier row in this window",
     }
     for kind, pattern in expected.items():
-        assert all(re.match(pattern, r) for r in reasons[kind]), (kind, reasons[kind])
+        assert all(re.match(pattern, r) for r in found[kind]), (kind, found[kind])
 
 
 def test_config_is_checked():

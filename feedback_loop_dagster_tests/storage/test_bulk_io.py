@@ -1,10 +1,10 @@
 """The hand-written bulk codecs against the ordinary path, on SQLite and PostgreSQL.
 
 `writes.bulk_insert` must store exactly what a plain `conn.execute(table.insert(), records)`
-stores, whichever encoding it picks (COPY BINARY, COPY text, psycopg's rows; sqlite3
-executemany); `collector._read_source` (through `reads.read_frames`) must return, chunk by chunk, exactly the frame
-`DataFrame.from_records` makes of a plain fetch of the same query (COPY BINARY, COPY text, a
-cursor).
+stores, whichever encoding it picks (COPY BINARY by pg_copy, psycopg's rows; sqlite3
+executemany); `collector._read_source` (through `reads.read_frames`) must return, chunk by chunk,
+exactly the frame `DataFrame.from_records` makes of a plain fetch of the same query (COPY BINARY
+by pg_copy, a cursor); and what one writes, the other reads back.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from feedback_loop_dagster.lib.collect import collector
-from feedback_loop_dagster.lib.storage import reads
-from feedback_loop_dagster.lib.storage import tables, writes
+from feedback_loop_dagster.lib.storage import pg_copy, reads, tables, writes
 from feedback_loop_dagster.lib.storage.database import get_engine, is_postgres
 from feedback_loop_dagster_tests.factories import DAY, execution
 
@@ -110,21 +109,14 @@ def scratch(database_url):
 def encodings(monkeypatch):
     """The encoding bulk_insert chose for each non-empty frame on PostgreSQL."""
     used: list[str] = []
-    binary, text = writes._pg_binary_blocks, writes._pg_text_blocks
+    binary = pg_copy.binary_blocks
 
     def spy_binary(*args):
         blocks = binary(*args)
-        if blocks is not None:
-            used.append("binary")
+        used.append("binary" if blocks is not None else "rows")
         return blocks
 
-    def spy_text(*args):
-        blocks = text(*args)
-        used.append("text" if blocks is not None else "rows")
-        return blocks
-
-    monkeypatch.setattr(writes, "_pg_binary_blocks", spy_binary)
-    monkeypatch.setattr(writes, "_pg_text_blocks", spy_text)
+    monkeypatch.setattr(pg_copy, "binary_blocks", spy_binary)
     return used
 
 
@@ -223,11 +215,11 @@ def test_bulk_insert_stores_what_plain_inserts_store(scratch, encodings, monkeyp
         _frame(1),  # COPY BINARY: every (dtype, column type) pair is one it encodes
         _frame(51, unit="us", tz="Europe/Paris", rotate=2),  # same columns: the same COPY
         _frame(0).iloc[:0],  # an empty frame in the stream
-        as_text,  # COPY text
+        as_text,  # int64 into a double column: psycopg's rows
         _frame(201, unit="ms", tz="America/St_Johns", rotate=3).assign(dbl=np.arange(N, dtype=np.int64)),
         _frame(301, ints="Int64", rotate=4),  # nullable integers
         _frame(401, ints="object", unit="us", tz="Asia/Kolkata", rotate=6),
-        _frame(501, ints="float64", rotate=9),  # integers held as doubles (NaN for NULL): COPY text
+        _frame(501, ints="float64", rotate=9),  # integers held as doubles (NaN for NULL): psycopg's rows
         mixed,  # an object column of mixed types
         _frame(701, unit="ms", rotate=7)[["naive", "id", "txt", "day"]],  # a subset, reordered
         _frame(801, unit="ns", tz="Europe/Paris", rotate=8),
@@ -242,22 +234,20 @@ def test_bulk_insert_stores_what_plain_inserts_store(scratch, encodings, monkeyp
     assert {r[txt] for r in rows} >= set(STRINGS)
     if is_postgres(engine):
         # every encoding was exercised, and a non-UTC zone was stored as the same instant
-        assert {"binary", "text", "rows"} <= set(encodings)
+        assert {"binary", "rows"} <= set(encodings)
         with engine.connect() as conn:
             aware = conn.execute(sa.select(bulk.c.aware).where(bulk.c.id == 51)).scalar_one()
         assert aware == _instants("us", "UTC")[0].to_pydatetime()
 
 
-@pytest.mark.parametrize("encoding", ["binary", "text", "rows"])
+@pytest.mark.parametrize("encoding", ["binary", "rows"])
 def test_duplicate_key_raises_integrity_error_and_rolls_the_caller_back(scratch, monkeypatch, encoding):
     engine, bulk, _ = scratch
     monkeypatch.setattr(writes, "WRITE_BLOCK_ROWS", 2)
     with engine.begin() as conn:
         conn.execute(bulk.insert(), [{"id": 1, "txt": "kept"}])
     frame = _frame(10)
-    if encoding == "text":
-        frame["dbl"] = np.arange(N, dtype=np.int64)
-    elif encoding == "rows":
+    if encoding == "rows":
         frame["txt"] = pd.Series([1, "x"] * (N // 2), dtype=object)
     frame.loc[N - 1, "id"] = 1  # the duplicate is in the last block
 
@@ -275,13 +265,11 @@ def test_duplicate_key_raises_integrity_error_and_rolls_the_caller_back(scratch,
         assert conn.execute(sa.select(sa.func.count()).select_from(bulk)).scalar_one() == N
 
 
-@pytest.mark.parametrize("encoding", ["binary", "text", "rows"])
+@pytest.mark.parametrize("encoding", ["binary", "rows"])
 def test_nul_in_a_string_is_never_silently_truncated(scratch, encoding):
     engine, bulk, reference = scratch
     frame = pd.DataFrame({"id": [1, 2, 3], "txt": ["before", "a\x00b", "after"]})
-    if encoding == "text":
-        frame["dbl"] = np.array([1, 2, 3], dtype=np.int64)
-    elif encoding == "rows":
+    if encoding == "rows":
         frame["str"] = pd.Series([1, "x", 2.5], dtype=object)
     if is_postgres(engine):
         # PostgreSQL text cannot hold NUL: refused, as a plain insert refuses it
@@ -358,16 +346,19 @@ def _insert_source(engine, rows: list[dict]) -> None:
 
 @pytest.fixture
 def copy_formats(monkeypatch):
-    """How `_read_source` turned each chunk into a frame on PostgreSQL (COPY BINARY or text)."""
+    """How `_read_source` turned each chunk into a frame on PostgreSQL (COPY BINARY, psycopg's
+    loader for a value COPY BINARY cannot take, or a plain fetch)."""
     used: list[str] = []
-    for name, label in (("_binary_frame", "binary"), ("_copy_frame", "text"), ("_loaded_column", "loader")):
-        original = getattr(reads, name)
+    for module, name, label in (
+        (pg_copy, "_binary_frame", "binary"), (pg_copy, "_loaded_column", "loader"), (reads, "_fetched_frames", "fetch")
+    ):
+        original = getattr(module, name)
 
         def spy(*args, _original=original, _label=label):
             used.append(_label)
             return _original(*args)
 
-        monkeypatch.setattr(reads, name, spy)
+        monkeypatch.setattr(module, name, spy)
     return used
 
 
@@ -408,9 +399,9 @@ def test_read_source_chunks_equal_a_plain_fetch(engine, copy_formats):
 
 
 @pytest.mark.postgres
-def test_read_source_text_copy_path_in_another_session_zone(postgres_engine, copy_formats):
+def test_read_source_fetch_path_in_another_session_zone(postgres_engine, copy_formats):
     # extra_float_digits=0 rules out COPY BINARY (a double's binary value is not what its
-    # 15-digit text gives); the session zone is the one the fetch's datetimes carry.
+    # 15-digit text gives): a plain fetch; the session zone is the one the datetimes carry.
     _insert_source(postgres_engine, _source_rows())
     source = sa.create_engine(
         postgres_engine.url, connect_args={"options": "-c extra_float_digits=0 -c timezone=Europe/Paris"}
@@ -418,7 +409,7 @@ def test_read_source_text_copy_path_in_another_session_zone(postgres_engine, cop
     try:
         chunks = _assert_reads_like_a_fetch(source, chunk_rows=9)
         assert str(chunks[0]["started_at"].dtype) == "datetime64[ns, Europe/Paris]"
-        assert set(copy_formats) == {"text"} and len(copy_formats) == len(chunks)
+        assert copy_formats == ["fetch"]
     finally:
         source.dispose()
 
@@ -439,15 +430,20 @@ def test_read_source_from_views_with_other_column_types(postgres_engine, copy_fo
             "started_at::timestamp AS started_at, completed_at, status::char(12) AS status, "
             "retry_count::smallint AS retry_count, quality_score, error_message",
         ),
-        # types only COPY text (and psycopg's loaders) read
+        # a date, which COPY BINARY reads too
         (
-            "text",
+            "binary",
+            "seq, execution_id, pattern_id, started_at, status, completed_at::date AS completed_at, unit_id",
+        ),
+        # types only psycopg's loaders read: a plain fetch
+        (
+            "fetch",
             "seq, execution_id, pattern_id, started_at, status, quality_score::numeric AS quality_score, "
             "quality_results::json AS quality_results, duration_ms::real AS duration_ms, "
             "retry_count::numeric(10, 2) AS retry_count, error_message",
         ),
         (
-            "text",
+            "fetch",
             "seq, execution_id, pattern_id, started_at, status, quality_results::jsonb AS quality_results, "
             "completed_at::date AS completed_at, unit_id",
         ),
@@ -462,3 +458,23 @@ def test_read_source_from_views_with_other_column_types(postgres_engine, copy_fo
         chunks = _assert_reads_like_a_fetch(postgres_engine, chunk_rows=8)
         assert sum(map(len, chunks)) > 40
         assert set(copy_formats) - {"loader"} == {copy_format}, select
+
+
+def test_what_bulk_insert_writes_read_frames_reads_back(scratch, encodings):
+    """The round trip through both halves of pg_copy (and their SQLite counterparts)."""
+    engine, bulk, _ = scratch
+    frame = _frame(1, unit="us", tz="UTC")
+    with engine.begin() as conn:
+        assert writes.bulk_insert(conn, bulk, frame) == N
+    with engine.connect() as conn:
+        (back,) = reads.read_frames(conn, sa.select(bulk).order_by(bulk.c.id), list(frame.columns), 100)
+    if is_postgres(engine):
+        assert encodings == ["binary"]
+        for column in ("id", "i64", "i32", "i16", "txt", "str", "day"):
+            assert [_plain(v) for v in back[column]] == [_plain(v) for v in frame[column]], column
+        # (a NaN is a missing value: written as NULL, read back as NaN, the float column's NULL)
+        assert _comparable([[_plain(v) for v in back["dbl"]]]) == _comparable([[_plain(v) for v in frame["dbl"]]])
+        pd.testing.assert_series_equal(back["aware"].dt.tz_convert("UTC"), frame["aware"].astype("datetime64[ns, UTC]"))
+        pd.testing.assert_series_equal(back["naive"], frame["naive"].astype("datetime64[ns]"))
+    else:  # SQLite hands back its stored text for dates and instants
+        assert back["id"].tolist() == frame["id"].tolist() and back["txt"].tolist() == frame["txt"].tolist()

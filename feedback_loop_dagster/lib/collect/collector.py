@@ -1,38 +1,38 @@
-"""Collect a set of (pattern, window) partitions in one pass over the source.
+"""Collect a set of (pattern, window) partitions inside the warehouse database.
 
-Set-based: one streamed query reads every requested partition (the bounding box of patterns and
-windows, then filtered to the exact pairs), and one warehouse transaction replaces those
-partitions' rows, so a range run of hundreds of partitions costs one scan, and a crash leaves
-the partitions as they were.
+Set-based and in-database: the requested partitions go into a temporary table, and two
+`INSERT ... SELECT` statements (valid rows into `feedback`, the rest into `feedback_quarantine`
+with their reason) run the rules of rules.py over the source, so no row travels through Python
+and a range run of hundreds of partitions costs one scan. One warehouse transaction replaces
+the partitions' rows, so a crash leaves them as they were. A source in another database is
+first streamed into a temporary table of the warehouse (the same rules then run on it).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 
-from feedback_loop_dagster.lib.collect.normalize import normalize_executions
-from feedback_loop_dagster.lib.collect.validate import validate_feedback
 from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib.collect import rules
 from feedback_loop_dagster.lib.settings import SOURCE_TABLE
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import StorageError, redact
 from feedback_loop_dagster.lib.storage.partition_rows import delete_partition_rows
 from feedback_loop_dagster.lib.storage.pattern_keys import pattern_ids_for_keys
 from feedback_loop_dagster.lib.storage.reads import read_frames
-from feedback_loop_dagster.lib.storage.writes import bulk_insert_batches, upsert
+from feedback_loop_dagster.lib.storage.writes import bulk_insert, upsert
 
 CHUNK_ROWS = 200_000
-PREVIEW_ROWS = 10
+PREVIEW_ROWS = 5  # per partition, valid and quarantined
+RUN_PREVIEW_ROWS = 10
 WINDOW = timedelta(days=1)
 SOURCE_COLUMNS = tuple(c.name for c in tables.hook_executions.columns)
 FEEDBACK_COLUMNS = tuple(c.name for c in tables.feedback.columns)
@@ -41,12 +41,19 @@ QUARANTINE_COLUMNS = tuple(c.name for c in tables.feedback_quarantine.columns)
 
 @dataclass(frozen=True)
 class PartitionCounts:
+    """One partition's accounting (valid + quarantined = source rows), its quarantine reasons
+    and the first rows of each kind, for that partition's own materialisation metadata."""
+
     pattern_key: str
     window_start: date
     pattern_id: str
     source_rows: int
     valid_rows: int
     quarantined_rows: int
+    reasons: Counter = field(default_factory=Counter, compare=False)
+    preview_valid: pd.DataFrame = field(default_factory=pd.DataFrame, compare=False, repr=False)
+    preview_quarantined: pd.DataFrame = field(default_factory=pd.DataFrame, compare=False, repr=False)
+    max_seq: int | None = None  # the highest source seq collected, for the sensor's bookkeeping
 
     @property
     def invalid_share(self) -> float:
@@ -56,9 +63,6 @@ class PartitionCounts:
 @dataclass
 class CollectionReport:
     partitions: list[PartitionCounts]
-    reasons: Counter = field(default_factory=Counter)
-    preview_valid: pd.DataFrame = field(default_factory=pd.DataFrame)
-    preview_quarantined: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def source_rows(self) -> int:
@@ -71,6 +75,23 @@ class CollectionReport:
     @property
     def quarantined_rows(self) -> int:
         return sum(p.quarantined_rows for p in self.partitions)
+
+    @property
+    def reasons(self) -> Counter:
+        return sum((p.reasons for p in self.partitions), Counter())
+
+    @property
+    def preview_valid(self) -> pd.DataFrame:
+        return _first_rows([p.preview_valid for p in self.partitions])
+
+    @property
+    def preview_quarantined(self) -> pd.DataFrame:
+        return _first_rows([p.preview_quarantined for p in self.partitions])
+
+
+def _first_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True).head(RUN_PREVIEW_ROWS) if frames else pd.DataFrame()
 
 
 def window_of(started_at: pd.Series) -> pd.Series:
@@ -103,98 +124,405 @@ def collect_feedback(
     """Replace the warehouse rows of `partitions` ((pattern_key, window_start) pairs) from the source.
 
     `max_duration_ms`: the duration ceiling (default: settings.max_duration_ms(), 24 h unless
-    FEEDBACK_LOOP_MAX_DURATION_MS says otherwise); longer executions are quarantined."""
+    FEEDBACK_LOOP_MAX_DURATION_MS says otherwise); longer executions are quarantined.
+    `chunk_rows`: rows per chunk when a source in another database is streamed over."""
     ceiling = settings.max_duration_ms() if max_duration_ms is None else float(max_duration_ms)
     pairs = sorted(set(partitions))
     if not pairs:
         return CollectionReport(partitions=[])
     ids_by_key = pattern_ids_for_keys(warehouse, {k for k, _ in pairs})
-    keys_by_id = {pattern_id: key for key, pattern_id in ids_by_key.items()}
     columns = source_columns(source)
-
-    counts = {pair: Counter() for pair in pairs}
-    max_seq: dict[tuple[str, date], int] = {}
-    report = CollectionReport(partitions=[])
-    previews_valid, previews_bad = [], []
-
-    def batches() -> Iterator[tuple[sa.Table, pd.DataFrame]]:
-        """(table, rows) to write, chunk by chunk. Valid rows go straight out, so on PostgreSQL
-        one COPY into `feedback` stays open and the server ingests a chunk while the next one is
-        normalised and validated; quarantined rows (a few percent) are written in chunks too."""
-        seen_hashes = np.empty(0, dtype=np.uint64)
-        wanted = _PartitionFilter(pairs)
-        pending_bad: list[pd.DataFrame] = []
-        pending_rows = 0
-        for raw in _read_source(source, columns, sorted(keys_by_id), pairs, chunk_rows):
-            raw["pattern_key"] = raw["pattern_id"].map(keys_by_id)
-            normalized, row_errors = normalize_executions(raw)
-            normalized["pattern_key"] = raw["pattern_key"]
-            in_scope, normalized["window_start"] = wanted.windows(normalized["pattern_key"], normalized["started_at"])
-            normalized, row_errors, raw = normalized[in_scope], row_errors[in_scope], raw[in_scope]
-            if normalized.empty:
-                continue
-            seen_hashes = _flag_duplicates(normalized, row_errors, seen_hashes)
-            valid, quarantined = validate_feedback(normalized, row_errors, ceiling)
-            quarantined = quarantined.assign(raw=_raw_json(raw.loc[quarantined.index, columns]))
-
-            for (key, window), n in valid.groupby(["pattern_key", "window_start"]).size().items():
-                counts[(key, window)]["valid"] += int(n)
-            for (key, window), n in quarantined.groupby(["pattern_key", "window_start"]).size().items():
-                counts[(key, window)]["quarantined"] += int(n)
-            for (key, window), seq in normalized.groupby(["pattern_key", "window_start"])["seq"].max().items():
-                max_seq[(key, window)] = max(int(seq), max_seq.get((key, window), 0))
-            report.reasons.update(quarantined["reason"])
-            _keep_preview(previews_valid, valid)
-            _keep_preview(previews_bad, quarantined)
-
-            yield tables.feedback, valid[list(FEEDBACK_COLUMNS)]
-            if len(quarantined):
-                pending_bad.append(quarantined[list(QUARANTINE_COLUMNS)])
-                pending_rows += len(quarantined)
-            if pending_rows >= chunk_rows:
-                yield tables.feedback_quarantine, pd.concat(pending_bad)
-                pending_bad, pending_rows = [], 0
-        if pending_bad:
-            yield tables.feedback_quarantine, pd.concat(pending_bad)
+    dialect = rules.Dialect(warehouse.dialect.name)
+    unique_ids = _unique_execution_ids(source)
 
     with warehouse.begin() as conn:
+        prepare_transaction(conn, dialect)
+        wanted = _requested(conn, pairs, ids_by_key)
+        if _same_database(source, warehouse):
+            relation, kinds = sa.table(SOURCE_TABLE, *(sa.column(c) for c in columns)), source_kinds(source, columns)
+        else:
+            relation, kinds = _staged(conn, source, columns, ids_by_key, pairs, chunk_rows)
         for table in (tables.feedback, tables.feedback_quarantine):
             delete_partition_rows(conn, table, pairs)
-        bulk_insert_batches(conn, batches())
+        _store(conn, relation, columns, kinds, wanted, dialect, ceiling, unique_ids)
+        report = CollectionReport(partitions=_partition_reports(conn, wanted, pairs, ids_by_key, dialect))
+        upsert(conn, tables.feedback_partitions, _accounting_rows(report), ["pattern_key", "window_start"])
+        for temporary in (wanted, relation):
+            if isinstance(temporary, sa.Table):
+                temporary.drop(conn)
+    return report
 
-        now = datetime.now(UTC)
-        report.partitions = [
+
+def prepare_transaction(conn: Connection, dialect: rules.Dialect) -> None:
+    """What the rules need of a PostgreSQL transaction: UTC (a naive source timestamp is UTC)
+    and the session's safe casts."""
+    if dialect.pg:
+        conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
+        for statement in rules.PG_SAFE_CASTS:
+            conn.exec_driver_sql(statement)
+
+
+def checked_rows(
+    relation: sa.TableClause,
+    columns: Sequence[str],
+    kinds: Mapping[str, str],
+    wanted: sa.Table,
+    dialect: rules.Dialect,
+    max_duration_ms: float,
+    unique_ids: bool,
+    skip_stored: bool = False,
+) -> sa.Subquery:
+    """Every source row of the wanted partitions: its contract values, `reason` (NULL when valid),
+    `details` and `raw` (the source row as JSON); with `skip_stored`, only the rows whose
+    execution_id `feedback` does not hold for their partition. The benchmark's in-database row
+    uses it too."""
+    s = relation.c
+    raw = {c: (s[c] if c in columns else sa.null()) for c in SOURCE_COLUMNS}
+    on = s["pattern_id"] == wanted.c.pattern_id
+    if dialect.pg and kinds["started_at"] == rules.TIMESTAMP:
+        # the UTC day as a join key (a hash join on (pattern, day)), and the bounds for an index
+        day = sa.cast(sa.func.timezone("UTC", sa.cast(s["started_at"], sa.DateTime(timezone=True))), sa.Date)
+        on &= (day == wanted.c.window_start) & (s["started_at"] >= wanted.c.lo) & (s["started_at"] < wanted.c.hi)
+    elif not dialect.pg:  # a day either side, as text: the source's index still serves
+        on &= (s["started_at"] >= wanted.c.lo_text) & (s["started_at"] < wanted.c.hi_text)
+    read_json = raw["quality_score"].is_(None) & raw["quality_results"].is_not(None)
+    # The source rows with the quality document parsed once (OFFSET 0 keeps each value computed
+    # once per row: the database would otherwise inline the subquery and repeat the expression
+    # wherever a rule reads the value).
+    rows = (
+        sa.select(
+            wanted.c.pattern_key,
+            wanted.c.window_start,
+            wanted.c.lo,
+            wanted.c.hi,
+            *(value.label(name) for name, value in raw.items()),
+            sa.case((read_json, dialect.quality_document(raw["quality_results"], kinds["quality_results"]))).label(
+                rules.QUALITY_DOCUMENT
+            ),
+        )
+        .select_from(relation.join(wanted, on))
+        .where(~_stored(wanted, s["execution_id"]) if skip_stored else sa.true())
+        .offset(0)
+        .subquery("source_rows")
+    )
+    source = {name: rows.c[name] for name in [*SOURCE_COLUMNS, rules.QUALITY_DOCUMENT]}
+
+    # Each column read as the contract's type, in the requested window only.
+    parsed = rules.parsed_values(source, kinds, dialect)
+    started = parsed["started_at"]
+    # the source's own values travel along, for the quarantine's `raw` (only quarantined rows pay for it)
+    stage = [rows.c.pattern_key, rows.c.window_start, *(rows.c[n].label(f"source_{n}") for n in columns)]
+    stage += [v.label(n) for n, v in parsed.items()]
+    if not unique_ids:
+        # A repeated execution_id within a partition: the lowest seq wins.
+        stage.append(
+            sa.func.row_number()
+            .over(partition_by=[rows.c.pattern_key, rows.c.window_start, parsed["execution_id"]], order_by=rows.c.seq)
+            .label("occurrence")
+        )
+    b = sa.select(*stage).where((started >= rows.c.lo) & (started < rows.c.hi)).offset(0).subquery("parsed")
+
+    # The contract's values, and the parse rules as flags.
+    values, parse_rules = rules.contract_values(b.c, dialect)
+    stage = [
+        b.c.pattern_key,
+        b.c.window_start,
+        *(b.c[f"source_{n}"] for n in columns),
+        *(v.label(n) for n, v in values.items()),
+        *(rule.broken.label(f"parse_{i}") for i, rule in enumerate(parse_rules)),
+    ]
+    # not fenced: the rules below read these cheap values inline
+    c = sa.select(*stage, *([] if unique_ids else [b.c.occurrence])).subquery("contract")
+
+
+    def checks(row) -> list[rules.Rule]:
+        found = [rules.Rule(rule.reason, dialect.is_set(row[f"parse_{i}"])) for i, rule in enumerate(parse_rules)]
+        if not unique_ids:
+            found.append(
+                rules.Rule("execution_id: duplicate of an earlier row in this window", row.execution_id.is_not(None) & (row.occurrence > 1))
+            )
+        return found + rules.schema_rules({n: row[n] for n in values}, max_duration_ms, dialect)
+
+    d = sa.select(c, rules.reason_of(checks(c.c)).label("reason")).offset(0).subquery("reasoned")
+    # details and raw for quarantined rows only
+    bad = d.c.reason.is_not(None)
+    return sa.select(
+        d.c.pattern_key,
+        d.c.window_start,
+        *(d.c[n] for n in values),
+        d.c.reason,
+        sa.case((bad, rules.details_of(checks(d.c), dialect))).label("details"),
+        sa.case((bad, _raw_json({n: d.c[f"source_{n}"] for n in columns}, columns, dialect))).label("raw"),
+    ).subquery("checked")
+
+
+def _store(conn, relation, columns, kinds, wanted, dialect: rules.Dialect, ceiling: float, unique_ids: bool) -> None:
+    """Valid rows into `feedback`, the others into `feedback_quarantine` with their reason."""
+    checked = checked_rows(relation, columns, kinds, wanted, dialect, ceiling, unique_ids)
+    valid = sa.select(*(_feedback_value(checked, c) for c in FEEDBACK_COLUMNS)).where(checked.c.reason.is_(None))
+    store_valid = tables.feedback.insert().from_select(FEEDBACK_COLUMNS, valid)
+    if dialect.pg:
+        # One statement, one pass of the rules: the checked rows are a CTE both inserts read.
+        shared = sa.select(checked).cte("checked_rows")
+        store_valid = tables.feedback.insert().from_select(
+            FEEDBACK_COLUMNS, sa.select(*(_feedback_value(shared, c) for c in FEEDBACK_COLUMNS)).where(shared.c.reason.is_(None))
+        )
+        rest = shared
+    else:
+        conn.execute(store_valid)
+        # The rows just stored are valid: where execution ids are unique, only the others are
+        # checked again (a few percent), instead of every row a second time.
+        rest = checked_rows(relation, columns, kinds, wanted, dialect, ceiling, unique_ids, skip_stored=unique_ids)
+    store_rest = tables.feedback_quarantine.insert().from_select(
+        QUARANTINE_COLUMNS, sa.select(*(_quarantine_value(rest, c) for c in QUARANTINE_COLUMNS)).where(rest.c.reason.is_not(None))
+    )
+    if dialect.pg:
+        store_rest = store_rest.add_cte(store_valid.cte("stored_valid"))
+    conn.execute(store_rest)
+
+
+def _stored(wanted: sa.Table, execution_id: sa.ColumnElement) -> sa.ColumnElement:
+    f = tables.feedback
+    return sa.exists().where(
+        f.c.pattern_key == wanted.c.pattern_key, f.c.window_start == wanted.c.window_start, f.c.execution_id == execution_id
+    )
+
+
+def _feedback_value(checked: sa.Subquery, column: str) -> sa.ColumnElement:
+    if column == "retry_count":
+        return sa.cast(checked.c.retry_count, sa.Integer)
+    return checked.c[column]
+
+
+def _quarantine_value(checked: sa.Subquery, column: str) -> sa.ColumnElement:
+    if column == "seq":
+        return sa.func.coalesce(checked.c.seq, 0)  # a NULL seq is quarantined ("seq: missing")
+    return checked.c[column]
+
+
+def _raw_json(source: Mapping[str, sa.ColumnElement], columns: Sequence[str], dialect: rules.Dialect) -> sa.ColumnElement:
+    """The source row as a JSON object (what a quarantined row looked like before any parsing)."""
+    if dialect.pg:
+        return sa.cast(sa.func.json_build_object(*(x for c in columns for x in (sa.literal_column(f"'{c}'"), source[c]))), sa.Text)
+
+    def value(v):  # SQLite writes infinity as Inf, which is not JSON: as PostgreSQL, a string
+        return sa.case((dialect.non_finite(v), sa.case((v > 0, "Infinity"), else_="-Infinity")), else_=v)
+
+    return sa.func.json_object(*(x for c in columns for x in (sa.literal_column(f"'{c}'"), value(source[c]))))
+
+
+def _requested(conn: Connection, pairs: Sequence[tuple[str, date]], ids_by_key: Mapping[str, str]) -> sa.Table:
+    """A temporary table of the requested partitions with their UTC bounds (timestamps, and on
+    SQLite also the bare dates a day either side, which the source's index can range over)."""
+    wanted = sa.Table(
+        "fl_requested_partitions",
+        sa.MetaData(),
+        sa.Column("pattern_key", sa.Text, primary_key=True),
+        sa.Column("window_start", sa.Date, primary_key=True),
+        sa.Column("pattern_id", sa.Text, nullable=False),
+        sa.Column("lo", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("hi", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("lo_text", sa.Text, nullable=False),
+        sa.Column("hi_text", sa.Text, nullable=False),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+    wanted.drop(conn, checkfirst=True)
+    wanted.create(conn)
+    rows = []
+    for key, window in pairs:
+        lo = datetime.combine(window, datetime.min.time(), UTC)
+        rows.append(
+            {
+                "pattern_key": key,
+                "window_start": window,
+                "pattern_id": ids_by_key[key],
+                "lo": lo,
+                "hi": lo + WINDOW,
+                "lo_text": (window - WINDOW).isoformat(),
+                "hi_text": (window + 2 * WINDOW).isoformat(),
+            }
+        )
+    conn.execute(wanted.insert(), rows)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {wanted.name}")  # so the planner knows it is the small side
+    return wanted
+
+
+def _same_database(source: Engine, warehouse: Engine) -> bool:
+    return source is warehouse or source.url.render_as_string(hide_password=False) == warehouse.url.render_as_string(
+        hide_password=False
+    )
+
+
+def source_kinds(engine: Engine, columns: Sequence[str]) -> dict[str, str]:
+    """How each source column is typed, which decides how the rules read it (rules.NUMBER, ...).
+
+    SQLite types are only affinities (a REAL column keeps text), so its columns read as TEXT
+    once they are in PostgreSQL; on SQLite itself the rules look at each value's own type."""
+    kinds = dict.fromkeys(SOURCE_COLUMNS, rules.TEXT)
+    if engine.dialect.name != "postgresql":
+        return kinds
+    for column in sa.inspect(engine).get_columns(SOURCE_TABLE):
+        if column["name"] in columns:
+            kinds[column["name"]] = _kind(column["type"])
+    return kinds
+
+
+def _kind(type_: sa.types.TypeEngine) -> str:
+    if isinstance(type_, sa.Integer | sa.Float | sa.Numeric):
+        return rules.NUMBER
+    if isinstance(type_, sa.DateTime | sa.Date):
+        return rules.TIMESTAMP
+    if isinstance(type_, sa.JSON):
+        return rules.JSON
+    return rules.TEXT
+
+
+def _unique_execution_ids(source: Engine) -> bool:
+    """Whether the source itself refuses a repeated execution_id (then no row can be a duplicate)."""
+    inspector = sa.inspect(source)
+    try:
+        constraints = inspector.get_unique_constraints(SOURCE_TABLE)
+        indexes = inspector.get_indexes(SOURCE_TABLE)
+        primary = inspector.get_pk_constraint(SOURCE_TABLE)
+    except NoSuchTableError:
+        return False
+    unique = [c["column_names"] for c in constraints]
+    unique += [i["column_names"] for i in indexes if i.get("unique")]
+    unique.append(primary.get("constrained_columns") or [])
+    return ["execution_id"] in unique
+
+
+def _staged(
+    conn: Connection,
+    source: Engine,
+    columns: Sequence[str],
+    ids_by_key: Mapping[str, str],
+    pairs: Sequence[tuple[str, date]],
+    chunk_rows: int,
+) -> tuple[sa.Table, dict[str, str]]:
+    """The requested rows of a source in another database, streamed into a temporary table of the
+    warehouse: columns typed as in the source where the source's type is a contract type, text
+    otherwise (so a malformed value still reaches the rules as a value)."""
+    kinds = {c: rules.TEXT if k == rules.JSON else k for c, k in source_kinds(source, columns).items()}
+    types = {rules.NUMBER: sa.Float, rules.TIMESTAMP: sa.DateTime(timezone=True), rules.TEXT: sa.Text}
+    staged = sa.Table(
+        "fl_source_rows",
+        sa.MetaData(),
+        *(sa.Column(c, sa.BigInteger if c == "seq" else types[kinds[c]]) for c in columns),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+    staged.drop(conn, checkfirst=True)
+    staged.create(conn)
+    bulk_insert(conn, staged, _utc_frames(_read_source(source, columns, sorted(ids_by_key.values()), pairs, chunk_rows)))
+    return staged, kinds
+
+
+def _utc_frames(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Zoned timestamps in UTC (SQLite stores their wall time)."""
+    for frame in frames:
+        for column in frame.columns:
+            if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+                frame[column] = frame[column].dt.tz_convert("UTC")
+        yield frame
+
+
+def _partition_reports(
+    conn: Connection, wanted: sa.Table, pairs: Sequence[tuple[str, date]], ids_by_key: Mapping[str, str], dialect: rules.Dialect
+) -> list[PartitionCounts]:
+    """Per partition: the rows each table now holds, the quarantine reasons and previews."""
+    f, q = tables.feedback, tables.feedback_quarantine
+    valid: dict[tuple[str, date], int] = {}
+    max_seq: dict[tuple[str, date], int] = {}
+    for key, window, n, seq in conn.execute(
+        sa.select(f.c.pattern_key, f.c.window_start, sa.func.count(), sa.func.max(f.c.seq))
+        .select_from(f.join(wanted, (f.c.pattern_key == wanted.c.pattern_key) & (f.c.window_start == wanted.c.window_start)))
+        .group_by(f.c.pattern_key, f.c.window_start)
+    ):
+        valid[(key, _as_date(window))] = n
+        max_seq[(key, _as_date(window))] = int(seq)
+    reasons: dict[tuple[str, date], Counter] = {}
+    for key, window, reason, n, seq in conn.execute(
+        sa.select(q.c.pattern_key, q.c.window_start, q.c.reason, sa.func.count(), sa.func.max(q.c.seq))
+        .select_from(q.join(wanted, (q.c.pattern_key == wanted.c.pattern_key) & (q.c.window_start == wanted.c.window_start)))
+        .group_by(q.c.pattern_key, q.c.window_start, q.c.reason)
+    ):
+        pair = (key, _as_date(window))
+        reasons.setdefault(pair, Counter())[reason] = n
+        max_seq[pair] = max(int(seq), max_seq.get(pair, 0))
+    previews_valid = _previews(conn, f, wanted, dialect)
+    previews_bad = _previews(conn, q, wanted, dialect)
+    reports = []
+    for key, window in pairs:
+        counted = reasons.get((key, window), Counter())
+        good, bad = valid.get((key, window), 0), sum(counted.values())
+        reports.append(
             PartitionCounts(
                 pattern_key=key,
                 window_start=window,
                 pattern_id=ids_by_key[key],
-                source_rows=counts[(key, window)]["valid"] + counts[(key, window)]["quarantined"],
-                valid_rows=counts[(key, window)]["valid"],
-                quarantined_rows=counts[(key, window)]["quarantined"],
+                source_rows=good + bad,
+                valid_rows=good,
+                quarantined_rows=bad,
+                reasons=counted,
+                preview_valid=previews_valid.get((key, window), pd.DataFrame(columns=list(FEEDBACK_COLUMNS))),
+                preview_quarantined=previews_bad.get((key, window), pd.DataFrame(columns=list(QUARANTINE_COLUMNS))),
+                max_seq=max_seq.get((key, window)),
             )
-            for key, window in pairs
-        ]
-        upsert(
-            conn,
-            tables.feedback_partitions,
-            [
-                {
-                    "pattern_key": p.pattern_key,
-                    "window_start": p.window_start,
-                    "pattern_id": p.pattern_id,
-                    "source_rows": p.source_rows,
-                    "valid_rows": p.valid_rows,
-                    "quarantined_rows": p.quarantined_rows,
-                    "max_seq": max_seq.get((p.pattern_key, p.window_start)),
-                    "collected_at": now,
-                }
-                for p in report.partitions
-            ],
-            ["pattern_key", "window_start"],
         )
-    report.preview_valid = pd.concat(previews_valid).head(PREVIEW_ROWS) if previews_valid else pd.DataFrame()
-    report.preview_quarantined = pd.concat(previews_bad).head(PREVIEW_ROWS) if previews_bad else pd.DataFrame()
-    return report
+    return reports
+
+
+def _previews(conn: Connection, table: sa.Table, wanted: sa.Table, dialect: rules.Dialect) -> dict[tuple[str, date], pd.DataFrame]:
+    """The first PREVIEW_ROWS rows (by seq) of each wanted partition of `table`."""
+    same_partition = (table.c.pattern_key == wanted.c.pattern_key) & (table.c.window_start == wanted.c.window_start)
+    if dialect.pg and table is tables.feedback:
+        # one index probe per partition instead of numbering every row
+        first = sa.select(table).where(same_partition).order_by(table.c.execution_id).limit(PREVIEW_ROWS).lateral("first")
+        query = sa.select(first).select_from(wanted.join(first, sa.true()))
+    else:
+        numbered = (
+            sa.select(
+                table,
+                sa.func.row_number()
+                .over(partition_by=[table.c.pattern_key, table.c.window_start], order_by=table.c.seq)
+                .label("preview_row"),
+            )
+            .select_from(table.join(wanted, same_partition))
+            .subquery()
+        )
+        query = sa.select(*(numbered.c[c.name] for c in table.columns)).where(numbered.c.preview_row <= PREVIEW_ROWS)
+    rows = pd.DataFrame(conn.execute(query).mappings().all(), columns=[c.name for c in table.columns])
+    if rows.empty:
+        return {}
+    rows["window_start"] = rows["window_start"].map(_as_date)
+    return {
+        (key, window): group.sort_values("seq").reset_index(drop=True)
+        for (key, window), group in rows.groupby(["pattern_key", "window_start"], sort=False)
+    }
+
+
+def _accounting_rows(report: CollectionReport) -> list[dict]:
+    now = datetime.now(UTC)
+    return [
+        {
+            "pattern_key": p.pattern_key,
+            "window_start": p.window_start,
+            "pattern_id": p.pattern_id,
+            "source_rows": p.source_rows,
+            "valid_rows": p.valid_rows,
+            "quarantined_rows": p.quarantined_rows,
+            "max_seq": p.max_seq,
+            "collected_at": now,
+        }
+        for p in report.partitions
+    ]
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) and not isinstance(value, datetime) else date.fromisoformat(str(value)[:10])
 
 
 def _read_source(
@@ -205,8 +533,8 @@ def _read_source(
     chunk_rows: int,
 ) -> Iterator[pd.DataFrame]:
     """Stream the bounding box of the requested partitions, in seq order, as raw driver values
-    (`read_frames`), so that a malformed value in a loosely typed source becomes a quarantine
-    reason instead of an exception that fails the partition."""
+    (`read_frames`), so that a malformed value in a loosely typed source reaches the rules as a
+    value instead of an exception that fails the partition."""
     with source.connect() as conn:
         yield from read_frames(conn, _source_query(columns, pattern_ids, pairs), list(columns), chunk_rows)
 
@@ -228,86 +556,3 @@ def _source_query(columns: Sequence[str], pattern_ids: Sequence[str], pairs: Seq
         )
         .order_by(sa.literal_column('"seq"'))
     )
-
-
-def _keep_preview(previews: list[pd.DataFrame], frame: pd.DataFrame) -> None:
-    """Adds the first rows of `frame` while the previews hold fewer than PREVIEW_ROWS, as a copy:
-    a head() is a view that would keep the whole chunk's arrays alive until the run ends."""
-    if sum(map(len, previews)) < PREVIEW_ROWS and len(frame):
-        previews.append(frame.head(PREVIEW_ROWS).copy())
-
-
-def _flag_duplicates(normalized: pd.DataFrame, row_errors: pd.Series, seen: np.ndarray) -> np.ndarray:
-    """Flags a repeated execution_id within a partition (the lowest seq wins); returns the seen set.
-
-    `seen` is a sorted array of the hashes of earlier chunks' rows.
-    """
-    keys = pd.DataFrame({c: _as_str(normalized[c]) for c in ("pattern_key", "window_start", "execution_id")})
-    # categorize=False: the same hashes, without first factorising a column of unique ids
-    hashes = pd.util.hash_pandas_object(keys, index=False, categorize=False).to_numpy()
-    repeated = pd.Series(hashes).duplicated().to_numpy() | _in_sorted(hashes, seen)
-    repeated &= normalized["execution_id"].notna().to_numpy()
-    row_errors[repeated & row_errors.isna().to_numpy()] = "execution_id: duplicate of an earlier row in this window"
-    merged = np.concatenate([seen, np.unique(hashes)])
-    merged.sort(kind="stable")  # two sorted runs: a linear merge
-    return merged[np.concatenate(([True], merged[1:] != merged[:-1]))] if len(merged) else merged
-
-
-def _as_str(series: pd.Series) -> pd.Series:
-    """`series.astype(str)`, without converting each value when they are already str or repeat."""
-    values = series.to_numpy(dtype=object)
-    if pd.api.types.infer_dtype(values, skipna=False) == "string":
-        return pd.Series(values, index=series.index, dtype=object)
-    if series.isna().any():
-        return series.astype(str)  # None -> 'None', NaN -> 'nan', NaT -> 'NaT'
-    codes, uniques = pd.factorize(values)
-    if len(uniques) > len(values) // 4:
-        return series.astype(str)
-    return pd.Series(pd.Series(uniques, dtype=object).astype(str).to_numpy()[codes], index=series.index, dtype=object)
-
-
-def _in_sorted(values: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
-    if not len(sorted_values):
-        return np.zeros(len(values), dtype=bool)
-    at = np.searchsorted(sorted_values, values).clip(max=len(sorted_values) - 1)
-    return sorted_values[at] == values
-
-
-class _PartitionFilter:
-    """Which rows belong to a requested (pattern_key, window) pair, and their windows, with
-    integer arithmetic instead of hashing a date object per row."""
-
-    def __init__(self, pairs: Sequence[tuple[str, date]]) -> None:
-        self.keys = pd.Index(sorted({k for k, _ in pairs}), dtype=object)
-        key_position = {k: i for i, k in enumerate(self.keys)}
-        self.wanted = np.array([key_position[k] * _DAYS + _day_number(w) for k, w in pairs], dtype=np.int64)
-
-    def windows(self, pattern_key: pd.Series, started_at: pd.Series) -> tuple[np.ndarray, pd.Series]:
-        """(in-scope mask, window_of(started_at)) for UTC timestamps."""
-        array = started_at.array
-        missing = started_at.isna().to_numpy()
-        days = np.where(missing, 0, array.asi8 // (_DAY_NS // _NS_PER_UNIT[array.unit]))
-        key = self.keys.get_indexer(pattern_key.to_numpy(dtype=object))
-        in_scope = ~missing & (key >= 0) & np.isin(key * _DAYS + days - _DAY_ZERO, self.wanted)
-        unique_days, inverse = np.unique(days, return_inverse=True)
-        dates = np.array([_EPOCH + timedelta(days=int(d)) for d in unique_days] + [pd.NaT], dtype=object)
-        windows = dates[np.where(missing, len(unique_days), inverse)]
-        return in_scope, pd.Series(windows, index=started_at.index, dtype=object)
-
-
-_EPOCH = date(1970, 1, 1)
-_DAY_NS = 86_400 * 10**9
-_NS_PER_UNIT = {"ns": 1, "us": 1000, "ms": 10**6, "s": 10**9}
-_DAY_ZERO = -(10**6)  # day numbers are shifted by this so they stay positive
-_DAYS = 10**7  # more days than datetime64[ns] can hold, offset included
-
-
-def _day_number(day: date) -> int:
-    return (day - _EPOCH).days - _DAY_ZERO
-
-
-def _raw_json(raw: pd.DataFrame) -> list[str]:
-    # `to_dict(orient="records")`, column by column: tolist() boxes values as to_dict does.
-    columns = list(raw.columns)
-    values = [raw[c].tolist() for c in columns]
-    return [json.dumps(dict(zip(columns, record, strict=True)), default=str) for record in zip(*values, strict=True)]

@@ -1,6 +1,6 @@
 """The validated feedback contract, as a pandera DataFrameModel.
 
-Rows reach this schema already normalised (normalize.py); whatever still fails it is quarantined
+Rows reach this schema already parsed (rules.py, which also turns these checks into SQL); whatever still fails it is quarantined
 with a reason, never dropped and never allowed to fail the partition. Every numeric column has
 plausibility bounds (DESIGN.md section 2), so nothing stored as valid can break a later stage.
 """

@@ -1,4 +1,9 @@
-"""Dialect-aware bulk writes used by every stage (and by the benchmark's plain-copy baseline)."""
+"""Dialect-aware bulk writes used by every stage (and by the benchmark's plain-copy baseline).
+
+PostgreSQL: COPY on the caller's connection, in the binary format pg_copy.py encodes when every
+column is one of its (dtype, column type) pairs, else psycopg's own `write_row`. SQLite: one
+DB-API executemany per block, the values in the form SQLAlchemy's types would bind them.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +18,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy.engine import Connection
 
+from feedback_loop_dagster.lib.storage import pg_copy
 from feedback_loop_dagster.lib.storage.database import is_postgres
 
 # Rows formatted and handed to the driver at a time: bounds the memory of the formatted text,
 # and lets PostgreSQL start ingesting a block while the next one is formatted.
 WRITE_BLOCK_ROWS = 50_000
-
-_PG_NULL = "\\N"
-# COPY text format: a backslash, a tab, a newline and a carriage return must be escaped.
-_PG_SPECIAL = ("\\", "\t", "\n", "\r")
-_PG_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_UTC_NAMES = {"UTC", "Etc/UTC", "utc", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu"}
 
 
 def upsert(
@@ -49,10 +49,10 @@ def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame | Iterabl
     """Append a DataFrame (or a stream of them) whose columns are a subset of `table`'s, as fast
     as the driver allows; returns the rows written.
 
-    PostgreSQL gets COPY in text format on the caller's connection (so it joins the caller's
-    transaction), the rows formatted column by column in large blocks; a stream of frames with
-    the same columns shares one COPY, so the server ingests one frame while the caller prepares
-    the next. SQLite gets one DB-API executemany per block, inside the caller's transaction, with
+    PostgreSQL gets COPY on the caller's connection (so it joins the caller's transaction), in
+    binary blocks formatted column by column where pg_copy can, else row by row by psycopg; a
+    stream of frames with the same columns shares one COPY, so the server ingests one frame
+    while the caller prepares the next. SQLite gets one DB-API executemany per block, inside the caller's transaction, with
     values already in the form SQLAlchemy's types would bind them.
     """
     frames = [frame] if isinstance(frame, pd.DataFrame) else frame
@@ -92,7 +92,7 @@ def _pg_copy_batches(conn: Connection, batches: Iterable[tuple[sa.Table, pd.Data
             cm, open_copy, binary = copy_cm, copy, target[2] == "binary"
             copy_cm, copy, target = None, None, None
             if binary and exc is None:
-                open_copy.write(_PG_BINARY_TRAILER)
+                open_copy.write(pg_copy.TRAILER)
             cm.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
 
     try:
@@ -104,12 +104,9 @@ def _pg_copy_batches(conn: Connection, batches: Iterable[tuple[sa.Table, pd.Data
             if name not in column_types:
                 if copy_cm is not None:
                     finish()  # the catalog cannot be read while a COPY is under way
-                column_types[name] = _pg_column_types(cursor, name)
-            blocks, kind = _pg_binary_blocks(frame, column_types[name], encoding), "binary"
-            if blocks is None:
-                blocks, kind = _pg_text_blocks(table, frame, encoding), "text"
-            if blocks is None:
-                kind = "rows"
+                column_types[name] = pg_copy.column_type_oids(cursor, name)
+            blocks = pg_copy.binary_blocks(frame, column_types[name], encoding, WRITE_BLOCK_ROWS)
+            kind = "binary" if blocks is not None else "rows"
             if target != (name, tuple(columns), kind):
                 finish()
                 column_list = ", ".join(preparer.quote(c) for c in columns)
@@ -121,7 +118,7 @@ def _pg_copy_batches(conn: Connection, batches: Iterable[tuple[sa.Table, pd.Data
                 copy = copy_cm.__enter__()
                 target = (name, tuple(columns), kind)
                 if kind == "binary":
-                    copy.write(_PG_BINARY_HEADER)
+                    copy.write(pg_copy.HEADER)
             if kind == "rows":
                 # A column no fast formatter knows: psycopg adapts each value itself. Its rows
                 # are buffered, so end this COPY before any block is written after them.
@@ -156,224 +153,12 @@ def _pg_records(table: sa.Table, frame: pd.DataFrame) -> Iterable[Sequence]:
         yield record
 
 
-def _pg_column_types(cursor, table_name: str) -> dict[str, int]:
-    cursor.execute(
-        "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
-        "AND NOT attisdropped",
-        (table_name,),
-    )
-    return dict(cursor.fetchall())
-
-
-# COPY binary format: a signature, flags and header extension length; each row a 16-bit field
-# count, then each field's 32-bit length (-1 for NULL) and its bytes, big-endian; a -1 trailer.
-_PG_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-_PG_BINARY_TRAILER = b"\xff\xff"
-_PG_EPOCH = np.datetime64("2000-01-01T00:00:00", "us")
-_PG_INT_TYPES = {20: (">i8", -(2**63), 2**63 - 1), 23: (">i4", -(2**31), 2**31 - 1), 21: (">i2", -(2**15), 2**15 - 1)}
-_FLOAT8, _TEXT, _VARCHAR, _DATE, _TIMESTAMP, _TIMESTAMPTZ = 701, 25, 1043, 1082, 1114, 1184
-
-
-class _BinaryField:
-    """One column's COPY binary encoding: per row the data length (-1 for NULL) and the bytes,
-    either as an (n, width) array or as one buffer with offsets."""
-
-    def __init__(self, lengths: np.ndarray, fixed: np.ndarray | None = None, data: np.ndarray | None = None):
-        self.lengths = lengths  # int64, -1 for NULL
-        self.fixed = fixed
-        self.data = data
-        if data is not None:
-            self.offsets = np.concatenate(([0], np.cumsum(np.maximum(lengths, 0))))
-
-
-def _pg_binary_blocks(frame: pd.DataFrame, column_types: dict[str, int], encoding: str) -> Iterator[bytes] | None:
-    """COPY binary-format blocks of `frame`, or None when a column is not one of the
-    (dtype, column type) pairs encoded here. The server stores exactly what the text form of
-    the same values (what psycopg would send) gives it: the same integers, doubles, instants,
-    days and strings."""
-    fields = []
-    for name in frame.columns:
-        field = _pg_binary_field(frame[name], column_types.get(str(name)), encoding)
-        if field is None:
-            return None
-        fields.append(field)
-    return _binary_blocks(fields, len(frame))
-
-
-def _pg_binary_field(series: pd.Series, type_oid: int | None, encoding: str) -> _BinaryField | None:
-    dtype = series.dtype
-    n = len(series)
-    if type_oid is None:
-        return None
-    if dtype == object:
-        values = series.to_numpy()
-        missing = series.isna().to_numpy()
-        if missing.all():
-            return _BinaryField(np.full(n, -1, dtype=np.int64), fixed=np.zeros((n, 0), dtype=np.uint8))
-        present = values[~missing] if missing.any() else values
-        kinds = set(map(type, present))
-        if kinds <= {str} and type_oid in (_TEXT, _VARCHAR):
-            text = present.tolist()
-            joined = "".join(text)
-            if "\x00" in joined:
-                return None  # let the server refuse it the usual way
-            if joined.isascii():
-                data = joined.encode("ascii")
-                sizes = np.fromiter(map(len, text), dtype=np.int64, count=len(text))
-            else:
-                encoded = [t.encode(encoding) for t in text]
-                data = b"".join(encoded)
-                sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-            lengths = np.full(n, -1, dtype=np.int64)
-            lengths[~missing] = sizes
-            return _BinaryField(lengths, data=np.frombuffer(data, dtype=np.uint8))
-        if kinds == {date} and type_oid == _DATE:
-            codes, uniques = pd.factorize(present)
-            days = np.zeros(n, dtype=np.int64)
-            days[~missing] = np.array(list(uniques), dtype="datetime64[D]").astype(np.int64)[codes] - 10_957
-            return _fixed(days, ">i4", missing)
-        return None
-    if dtype == np.int64 and type_oid in _PG_INT_TYPES:
-        big_endian, low, high = _PG_INT_TYPES[type_oid]
-        values = series.to_numpy()
-        if len(values) and (values.min() < low or values.max() > high):
-            return None  # out of range: let the server say so
-        return _fixed(values, big_endian, None)
-    if dtype == np.float64 and type_oid == _FLOAT8:
-        values = series.to_numpy()
-        return _fixed(values, ">f8", np.isnan(values))
-    if isinstance(dtype, pd.DatetimeTZDtype) and type_oid == _TIMESTAMPTZ or (
-        _is_naive_datetime(dtype) and type_oid == _TIMESTAMP
-    ):
-        # microseconds since 2000-01-01 (UTC for timestamptz, wall time for timestamp); the
-        # nanoseconds dropped as Timestamp.to_pydatetime() drops them (floor)
-        array = series.array
-        missing = array.isna()
-        micros = _microseconds(array) - _PG_EPOCH.astype(np.int64)
-        return _fixed(micros, ">i8", missing)
-    return None
-
-
-def _fixed(values: np.ndarray, big_endian: str, missing: np.ndarray | None) -> _BinaryField:
-    width = np.dtype(big_endian).itemsize
-    fixed = values.astype(big_endian).view(np.uint8).reshape(len(values), width)
-    lengths = np.full(len(values), width, dtype=np.int64)
-    if missing is not None and missing.any():
-        lengths[missing] = -1
-    return _BinaryField(lengths, fixed=fixed)
-
-
-def _binary_blocks(fields: list[_BinaryField], n: int) -> Iterator[bytes]:
-    k = len(fields)
-    count = np.array([k], dtype=">i2").view(np.uint8)
-    for start in range(0, n, WRITE_BLOCK_ROWS):
-        stop = min(start + WRITE_BLOCK_ROWS, n)
-        rows = stop - start
-        lengths = np.stack([f.lengths[start:stop] for f in fields], axis=1)  # (rows, k)
-        sizes = np.maximum(lengths, 0)
-        field_ends = np.cumsum(4 + sizes, axis=1)  # per row, relative to the first field
-        row_sizes = 2 + field_ends[:, -1]
-        row_starts = np.concatenate(([0], np.cumsum(row_sizes)[:-1]))
-        out = np.empty(int(row_sizes.sum()), dtype=np.uint8)
-        out[row_starts[:, None] + np.arange(2)] = count
-        field_starts = row_starts[:, None] + 2 + field_ends - (4 + sizes)  # where each length goes
-        for j, field in enumerate(fields):
-            at = field_starts[:, j]
-            out[at[:, None] + np.arange(4)] = lengths[:, j].astype(">i4").view(np.uint8).reshape(rows, 4)
-            present = lengths[:, j] >= 0
-            if field.fixed is not None:
-                width = field.fixed.shape[1]
-                if width:
-                    out[(at[present] + 4)[:, None] + np.arange(width)] = field.fixed[start:stop][present]
-            else:
-                first, last = field.offsets[start], field.offsets[stop]
-                if last > first:
-                    local = field.offsets[start:stop] - first
-                    at_data = at + 4 - local
-                    out[np.repeat(at_data[present], sizes[present, j]) + np.arange(last - first)] = field.data[first:last]
-        yield out.tobytes()
-
-
-def _pg_text_blocks(table: sa.Table, frame: pd.DataFrame, encoding: str) -> Iterator[bytes] | None:
-    """COPY text-format blocks of `frame`, or None when a column needs psycopg's own adaptation."""
-    columns = []
-    for name in frame.columns:
-        formatted = _pg_text_column(frame[name], table.c[name].type if name in table.c else None)
-        if formatted is None:
-            return None
-        columns.append(formatted)
-    return _join_blocks(columns, len(frame), encoding)
-
-
-def _join_blocks(columns: list[list[str]], n: int, encoding: str) -> Iterator[bytes]:
-    for start in range(0, n, WRITE_BLOCK_ROWS):
-        stop = min(start + WRITE_BLOCK_ROWS, n)
-        rows = map("\t".join, zip(*(c[start:stop] for c in columns)))
-        yield ("\n".join(rows) + "\n").encode(encoding)
-
-
-def _pg_text_column(series: pd.Series, column_type: sa.types.TypeEngine | None) -> list[str] | None:
-    """One column in COPY text format (the same values psycopg would send), or None if unknown."""
-    dtype = series.dtype
-    if dtype == np.int64:
-        return list(map(str, series.to_numpy().tolist()))
-    if dtype == np.float64:
-        values = series.to_numpy()
-        missing = np.isnan(values)
-        if isinstance(column_type, sa.Integer):
-            # (integers with a NULL, as pandas holds them) what a plain insert's cast makes of the
-            # doubles: the nearest integer, half to even (COPY would refuse "1.0")
-            present = values[~missing]
-            if not ((present >= -(2.0**63)) & (present < 2.0**63)).all():
-                return None  # infinite or out of range: let the server say so
-            integers = np.rint(np.where(missing, 0, values)).astype(np.int64)
-            return _with_nulls(list(map(str, integers.tolist())), missing)
-        text = list(map(repr, values.tolist()))  # shortest repr: PostgreSQL reads the same double
-        return _with_nulls(text, missing)
-    if isinstance(dtype, pd.DatetimeTZDtype) or _is_naive_datetime(dtype):
-        array = series.array
-        if getattr(dtype, "tz", None) is not None:
-            aware_column = isinstance(column_type, sa.DateTime) and column_type.timezone
-            if not aware_column and str(dtype.tz) not in _UTC_NAMES:
-                return None  # the wall time psycopg would send depends on the zone: let it decide
-            text = _iso_microseconds(array.tz_convert(UTC), "T")
-            return _with_nulls([t + "+00" for t in text], array.isna())
-        return _with_nulls(_iso_microseconds(array, "T"), array.isna())
-    if dtype == object:
-        values = series.to_numpy()
-        missing = series.isna().to_numpy()
-        present = values[~missing] if missing.any() else values
-        kinds = set(map(type, present))
-        if kinds <= {str}:
-            text = present.tolist()
-            if any(ch in "".join(text) for ch in _PG_SPECIAL):
-                text = [t.translate(_PG_ESCAPES) for t in text]
-        elif kinds == {date}:
-            text = [d.isoformat() for d in present]
-        else:
-            return None
-        if not missing.any():
-            return text
-        out = np.full(len(values), _PG_NULL, dtype=object)
-        out[~missing] = text
-        return out.tolist()
-    return None
-
-
-def _with_nulls(text: list[str], missing: np.ndarray) -> list[str]:
-    if not missing.any():
-        return text
-    out = np.array(text, dtype=object)
-    out[missing] = _PG_NULL
-    return out.tolist()
-
-
 def _iso_microseconds(array, separator: str) -> list[str]:
     """'YYYY-MM-DD<sep>HH:MM:SS.ffffff' of a naive (wall-time) DatetimeArray; NaT entries are junk.
 
     Nanoseconds are dropped (floor), as `Timestamp.to_pydatetime()` drops them.
     """
-    text = np.datetime_as_string(_microseconds(array).view("datetime64[us]"), unit="us")
+    text = np.datetime_as_string(pg_copy.microseconds(array).view("datetime64[us]"), unit="us")
     if separator != "T":
         chars = text.view(np.uint32).reshape(len(text), -1)
         chars[:, 10] = ord(separator)
@@ -416,7 +201,7 @@ def _sqlite_column(series: pd.Series, column_type: sa.types.TypeEngine, dialect)
     the storage format of SQLAlchemy's SQLite types)."""
     dtype = series.dtype
     impl = column_type.dialect_impl(dialect)
-    if isinstance(impl, sa.DateTime) and (isinstance(dtype, pd.DatetimeTZDtype) or _is_naive_datetime(dtype)):
+    if isinstance(impl, sa.DateTime) and (isinstance(dtype, pd.DatetimeTZDtype) or pg_copy.is_naive_datetime(dtype)):
         array = series.array
         if getattr(dtype, "tz", None) is not None:
             array = array.tz_localize(None)  # SQLAlchemy stores the wall time and drops the zone
@@ -450,21 +235,6 @@ def _none_where(values: list, missing: np.ndarray) -> list:
 
 
 # --- Shared -------------------------------------------------------------------------------
-
-
-def _is_naive_datetime(dtype) -> bool:
-    return isinstance(dtype, np.dtype) and dtype.kind == "M"
-
-
-_PER_MICROSECOND = {"ns": (1000, 1), "us": (1, 1), "ms": (1, 1000), "s": (1, 1_000_000)}
-
-
-def _microseconds(array) -> np.ndarray:
-    """Microseconds since 1970 of a DatetimeArray of any unit (UTC for a zoned one); below a
-    microsecond dropped (floor), as `to_pydatetime()` drops it. NaT entries are junk."""
-    divide, multiply = _PER_MICROSECOND[array.unit]
-    values = array.asi8
-    return values // divide if divide != 1 else values * multiply
 
 
 def _column_values(series: pd.Series) -> np.ndarray:
