@@ -68,6 +68,8 @@ class Policy(BaseModel):
     * ``auto_apply``: ``False`` never applies automatically (monitoring);
       ``require_review``: an apply verdict waits for a human.
     * ``traffic_split``: planned treatment share, for the SRM check.
+    * ``max_invalid_share``: largest share of a window's rows the collector may quarantine; a
+      partition above it fails its validity check and the later stages skip it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -88,6 +90,7 @@ class Policy(BaseModel):
     sequential_tau: float = Field(DEFAULT_TAU_SD, gt=0.0, le=10.0)
     guardrail_margins: GuardrailMargins = Field(default_factory=GuardrailMargins)
     srm_threshold: float = Field(SRM_THRESHOLD, gt=0.0, lt=1.0)
+    max_invalid_share: float = Field(0.05, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _power_above_alpha(self) -> "Policy":
