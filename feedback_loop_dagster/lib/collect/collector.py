@@ -31,7 +31,9 @@ from feedback_loop_dagster.lib.storage.reads import read_frames
 from feedback_loop_dagster.lib.storage.writes import bulk_insert_batches, upsert
 
 CHUNK_ROWS = 200_000
-PREVIEW_ROWS = 10
+# Rows of each partition kept for its preview (the first ones in seq order).
+PREVIEW_ROWS = 5
+PARTITION_COLUMNS = ["pattern_key", "window_start"]
 WINDOW = timedelta(days=1)
 SOURCE_COLUMNS = tuple(c.name for c in tables.hook_executions.columns)
 FEEDBACK_COLUMNS = tuple(c.name for c in tables.feedback.columns)
@@ -46,6 +48,7 @@ class PartitionCounts:
     source_rows: int
     valid_rows: int
     quarantined_rows: int
+    reasons: Counter = field(default_factory=Counter)  # quarantined rows by reason
 
     @property
     def invalid_share(self) -> float:
@@ -55,9 +58,14 @@ class PartitionCounts:
 @dataclass
 class CollectionReport:
     partitions: list[PartitionCounts]
-    reasons: Counter = field(default_factory=Counter)
+    # The first PREVIEW_ROWS rows of each partition, with its pattern_key and window_start.
     preview_valid: pd.DataFrame = field(default_factory=pd.DataFrame)
     preview_quarantined: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def reasons(self) -> Counter:
+        """Quarantined rows by reason, over every partition."""
+        return sum((p.reasons for p in self.partitions), Counter())
 
     @property
     def source_rows(self) -> int:
@@ -107,9 +115,11 @@ def collect_feedback(
     columns = source_columns(source)
 
     counts = {pair: Counter() for pair in pairs}
+    reasons = {pair: Counter() for pair in pairs}
     max_seq: dict[tuple[str, date], int] = {}
     report = CollectionReport(partitions=[])
     previews_valid, previews_bad = [], []
+    kept_valid, kept_bad = Counter(), Counter()
 
     def batches() -> Iterator[tuple[sa.Table, pd.DataFrame]]:
         """(table, rows) to write, chunk by chunk. Valid rows go straight out, so on PostgreSQL
@@ -137,9 +147,10 @@ def collect_feedback(
                 counts[(key, window)]["quarantined"] += int(n)
             for (key, window), seq in normalized.groupby(["pattern_key", "window_start"])["seq"].max().items():
                 max_seq[(key, window)] = max(int(seq), max_seq.get((key, window), 0))
-            report.reasons.update(quarantined["reason"])
-            _keep_preview(previews_valid, valid)
-            _keep_preview(previews_bad, quarantined)
+            for (key, window, reason), n in quarantined.groupby([*PARTITION_COLUMNS, "reason"]).size().items():
+                reasons[(key, window)][reason] += int(n)
+            _keep_preview(previews_valid, kept_valid, valid)
+            _keep_preview(previews_bad, kept_bad, quarantined)
 
             yield tables.feedback, valid[list(FEEDBACK_COLUMNS)]
             if len(quarantined):
@@ -165,6 +176,7 @@ def collect_feedback(
                 source_rows=counts[(key, window)]["valid"] + counts[(key, window)]["quarantined"],
                 valid_rows=counts[(key, window)]["valid"],
                 quarantined_rows=counts[(key, window)]["quarantined"],
+                reasons=reasons[(key, window)],
             )
             for key, window in pairs
         ]
@@ -186,8 +198,8 @@ def collect_feedback(
             ],
             ["pattern_key", "window_start"],
         )
-    report.preview_valid = pd.concat(previews_valid).head(PREVIEW_ROWS) if previews_valid else pd.DataFrame()
-    report.preview_quarantined = pd.concat(previews_bad).head(PREVIEW_ROWS) if previews_bad else pd.DataFrame()
+    report.preview_valid = pd.concat(previews_valid) if previews_valid else pd.DataFrame()
+    report.preview_quarantined = pd.concat(previews_bad) if previews_bad else pd.DataFrame()
     return report
 
 
@@ -224,11 +236,18 @@ def _source_query(columns: Sequence[str], pattern_ids: Sequence[str], pairs: Seq
     )
 
 
-def _keep_preview(previews: list[pd.DataFrame], frame: pd.DataFrame) -> None:
-    """Adds the first rows of `frame` while the previews hold fewer than PREVIEW_ROWS, as a copy:
-    a head() is a view that would keep the whole chunk's arrays alive until the run ends."""
-    if sum(map(len, previews)) < PREVIEW_ROWS and len(frame):
-        previews.append(frame.head(PREVIEW_ROWS).copy())
+def _keep_preview(previews: list[pd.DataFrame], kept: Counter, frame: pd.DataFrame) -> None:
+    """Adds the first rows of each partition in `frame` until that partition has PREVIEW_ROWS
+    (`kept` counts them), as a copy: a slice would keep the whole chunk alive until the run ends."""
+    if not len(frame):
+        return
+    heads = frame.groupby(PARTITION_COLUMNS, sort=False).head(PREVIEW_ROWS)
+    pairs = list(zip(heads["pattern_key"], heads["window_start"], strict=True))
+    rank = heads.groupby(PARTITION_COLUMNS, sort=False).cumcount().to_numpy()
+    room = np.array([kept[pair] for pair in pairs], dtype=np.int64) + rank < PREVIEW_ROWS
+    if room.any():
+        kept.update(pair for pair, keep in zip(pairs, room, strict=True) if keep)
+        previews.append(heads[room].copy())
 
 
 def _flag_duplicates(normalized: pd.DataFrame, row_errors: pd.Series, seen: np.ndarray) -> np.ndarray:
