@@ -1,19 +1,32 @@
 """`pattern_lineage`: the version graph of each pattern as of the window's end."""
 
-from collections import defaultdict
-
 import dagster as dg
 import pandas as pd
 
 from feedback_loop_dagster.defs.apply.assets import applied_improvements
 from feedback_loop_dagster.defs.lineage.plot import lineage_png_markdown
-from feedback_loop_dagster.defs.metadata import table_metadata
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions, run_partition_pairs
+from feedback_loop_dagster.defs.loop import each_pattern
+from feedback_loop_dagster.defs.metadata import report_partitions, table_metadata
+from feedback_loop_dagster.defs.partitions import pattern_window_partitions
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.lib.lineage import STATUS_MEANINGS, load_lineage, mermaid
-from feedback_loop_dagster.lib.storage.pattern_keys import pattern_ids_for_keys
+from feedback_loop_dagster.lib.lineage import STATUS_MEANINGS, LineageGraph, load_lineage, mermaid
 
-MAX_PICTURES = 4
+LEGEND = "\n".join(f"- **{status}**: {meaning}" for status, meaning in STATUS_MEANINGS.items())
+
+
+def _graphs(conn, partitions) -> list[LineageGraph]:
+    # Read-only: one load per pattern serves every window of the run.
+    data = load_lineage(conn, [partitions[0].pattern_id])
+    return [data.graph(p.window) for p in partitions]
+
+
+def _drawn(graph: LineageGraph) -> tuple:
+    """What the picture shows (versions with their status, edges with their p-value): windows whose
+    graphs agree on it share one rendering."""
+    return (
+        tuple(sorted((n.id, n.version, n.status) for n in graph.nodes.values())),
+        tuple(sorted((e.from_id, e.to_id, e.edge_type, e.p_value) for e in graph.edges)),
+    )
 
 
 @dg.asset(
@@ -28,50 +41,33 @@ def pattern_lineage(context: dg.AssetExecutionContext, databases: FeedbackDataba
     status (active, candidate, rolled_back, deprecated, archived), source, creation time and its
     executions and success rate in the window; every edge (derived_from, merged_from,
     inspired_by, promoted_over, rolled_back_to, replaced_by) with its evidence (experiment,
-    decision, p-value, lift). Shown as tables, Mermaid source and a small picture.
+    decision, p-value, lift). Shown as tables, Mermaid source and a small picture."""
+    outcomes = each_pattern(context, databases.warehouse, "pattern_lineage", _graphs)
+    pictures: dict[tuple, str] = {}
 
-    Read-only: one load per pattern serves every window of a range run."""
-    pairs = run_partition_pairs(context)
-    ids = pattern_ids_for_keys(databases.warehouse, {k for k, _ in pairs})
-    windows = defaultdict(list)
-    for key, window in pairs:
-        windows[ids[key]].append(window)
-    summary, latest = [], {}
-    with databases.warehouse.connect() as conn:
-        for pattern_id in sorted(windows):
-            data = load_lineage(conn, [pattern_id])
-            for window in sorted(windows[pattern_id]):
-                graph = data.graph(window)
-                active = graph.get_active(pattern_id)
-                own = graph.versions(pattern_id)
-                summary.append(
-                    {
-                        "pattern_id": pattern_id,
-                        "window": window.isoformat(),
-                        "versions": len(own),
-                        "active": active.version if active else None,
-                        "candidates": ", ".join(n.version for n in own if n.status == "candidate"),
-                        "edges": len(graph.edges),
-                        "executions": sum(n.usage_count for n in own),
-                    }
-                )
-            latest[pattern_id] = graph
-    nodes = pd.DataFrame([{"window": str(g.as_of), **row} for g in latest.values() for row in g.node_rows()])
-    edges = pd.DataFrame([{"window": str(g.as_of), **row} for g in latest.values() for row in g.edge_rows()])
-    pictures, diagrams = [], []
-    for pattern_id, graph in [(p, g) for p, g in latest.items() if len(g)][:MAX_PICTURES]:
-        title = f"{pattern_id} as of {graph.as_of}"
-        pictures.append(lineage_png_markdown(title, graph))
-        diagrams.append(f"**{title}**\n\n```mermaid\n{mermaid(graph)}\n```")
-    legend = "\n".join(f"- **{status}**: {meaning}" for status, meaning in STATUS_MEANINGS.items())
-    return dg.MaterializeResult(
-        metadata={
-            "patterns": len(latest),
-            "versions": int(sum(len(g.versions(p)) for p, g in latest.items())),
-            "summary": table_metadata(pd.DataFrame(summary), limit=100),
-            "nodes": table_metadata(nodes, limit=100),
-            "edges": table_metadata(edges, limit=100),
-            "graph": dg.MetadataValue.md("\n\n".join(pictures) + "\n\n" + legend if pictures else "No versions yet."),
-            "mermaid": dg.MetadataValue.md("\n\n".join(diagrams) if diagrams else "No versions yet."),
+    def figures(outcome) -> dict:
+        graph: LineageGraph = outcome.value
+        pattern_id = outcome.partition.pattern_id
+        own = graph.versions(pattern_id)
+        active = graph.get_active(pattern_id)
+        figures = {
+            "versions": len(own),
+            "active": active.version if active else "none",
+            "candidates": ", ".join(n.version for n in own if n.status == "candidate") or "none",
+            "executions": sum(n.usage_count for n in own),
+            "nodes": table_metadata(pd.DataFrame(graph.node_rows()), limit=100),
+            "edges": table_metadata(pd.DataFrame(graph.edge_rows()), limit=100),
         }
-    )
+        if not len(graph):
+            return {**figures, "graph": dg.MetadataValue.md("No versions yet.")}
+        drawn = (pattern_id, _drawn(graph))
+        if drawn not in pictures:
+            pictures[drawn] = lineage_png_markdown(pattern_id, graph)
+        return {
+            **figures,
+            "graph": dg.MetadataValue.md(f"{pictures[drawn]}\n\n{LEGEND}"),
+            "mermaid": dg.MetadataValue.md(f"```mermaid\n{mermaid(graph)}\n```"),
+        }
+
+    report_partitions(context, outcomes, figures)
+    return dg.MaterializeResult()
