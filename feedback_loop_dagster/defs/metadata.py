@@ -58,7 +58,7 @@ def add_partition_metadata(context: dg.AssetExecutionContext, metadata: Mapping[
     the key belongs to it, so a run over N partitions pays O(N^2) (measured: 1.3 s for 350
     partitions, 43 s for 2,100, per asset); the keys here come from the run itself, so that check
     is done once and the entries go into the same accumulator directly (dagster pinned in
-    pyproject.toml; tests/loop/test_partition_metadata.py fails if that accumulator changes).
+    pyproject.toml; loop/test_partition_failures.py fails if that accumulator changes).
     """
     unknown = set(metadata) - set(context.partition_keys)
     if unknown:

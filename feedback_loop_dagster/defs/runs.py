@@ -62,11 +62,13 @@ def materialize_windows(
     job_name: str = "feedback_loop_job",
     run_config: dict | None = None,
     asset_selection: Sequence[dg.AssetKey] | None = None,
+    raise_on_error: bool = True,
 ) -> list[dg.ExecuteInProcessResult]:
     """One range run per contiguous block of patterns over [first_window, last_window].
 
     `run_config` is passed to every run (e.g. the demo's quieter console logger);
-    `asset_selection` runs only those assets of the job (e.g. only `feedback_dataset`)."""
+    `asset_selection` runs only those assets of the job (e.g. only `feedback_dataset`);
+    `raise_on_error=False` goes on to the next block after a failed run (its result says so)."""
     job = defs.resolve_job_def(job_name)
     results = []
     for block in contiguous_blocks(instance, pattern_keys):
@@ -75,7 +77,7 @@ def materialize_windows(
                 run_config=run_config,
                 instance=instance,
                 tags=range_run_tags(block, first_window, last_window),
-                raise_on_error=True,
+                raise_on_error=raise_on_error,
                 asset_selection=asset_selection,
             )
         )
