@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
+UI_PORT ?= 3000
 
 .PHONY: demo test ui install clean
 
@@ -16,9 +17,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The local instance of `make demo` and `make ui`: SQLite in .dagster_home. The production one is
+# dagster.yaml (PostgreSQL). Run monitoring through the project's launcher marks failed the
+# runs of a CLI process that died (defs/run_workers.py) while `make ui`'s daemon runs.
 $(DAGSTER_HOME)/dagster.yaml: | $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
-	printf 'telemetry:\n  enabled: false\n' > $@
+	printf '%s\n' 'telemetry:' '  enabled: false' \
+	  'run_launcher:' '  module: feedback_loop_dagster.defs.run_workers' '  class: RunWorkerAwareLauncher' \
+	  'run_monitoring:' '  enabled: true' '  poll_interval_seconds: 30' > $@
 
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/feedback-loop demo
@@ -26,8 +32,13 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# `dg dev` (dagster-dg-cli), which Dagster 1.13 recommends over `dagster dev`, on workspace.yaml
+# (the code location the daemon and the webserver of a deployment load). It starts inside
+# $(DAGSTER_HOME): from the repository's root, Dagster would find the production dagster.yaml in its
+# working folder and warn that it is ignored.
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	cd $(DAGSTER_HOME) && VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH \
+	  $(CURDIR)/$(BIN)/dg dev -h 127.0.0.1 -p $(UI_PORT) -w $(CURDIR)/workspace.yaml
 
 clean:
 	rm -rf data .dagster_home

@@ -7,7 +7,11 @@ Prints, side by side:
       optionally also Dagster's own UI backfill of the same set (--ui-backfill);
   (b) sensor reaction time: rows inserted -> their A/B result updated, at the daemon's sensor interval
       (default 30 s, printed);
-  (c) peak memory (max RSS) of a backfill run over M executions (default 10,000,000).
+  (c) peak memory (max RSS) of a backfill run over M executions (default 10,000,000);
+  (d) what a run launched by the CLI costs, one partition of the whole graph, three ways: Dagster's
+      `execute_in_process` (the baseline: no code location origin, compute logs mirrored through
+      `tail -F`), our in-process launch linked to the code location (defs/runs.py), and a launch
+      through the workspace (submitted to the webserver, run by the daemon's code server).
 Aims (the issue's): (a) at least 50x faster, (b) under 60 s at a 30 s interval, (c) under 2 GiB.
 
     .venv/bin/python benchmarks/deployment.py                       # full sizes
@@ -44,8 +48,13 @@ from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG  # no
 from feedback_loop_dagster.defs.jobs import PATTERN_TAG  # noqa: E402
 from feedback_loop_dagster.defs.partitions import patterns_partitions  # noqa: E402
 from feedback_loop_dagster.defs.resources import FeedbackDatabases  # noqa: E402
-from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows  # noqa: E402
-from feedback_loop_dagster.defs.schedules import range_run_requests  # noqa: E402
+from feedback_loop_dagster.defs.runs import (  # noqa: E402
+    add_pattern_partitions,
+    launch_in_process,
+    materialize_windows,
+    range_run_requests,
+    range_run_tags,
+)
 from feedback_loop_dagster.definitions import defs  # noqa: E402
 from feedback_loop_dagster.lib.storage import tables  # noqa: E402
 from feedback_loop_dagster.lib.storage.database import get_engine  # noqa: E402
@@ -53,6 +62,7 @@ from feedback_loop_dagster.lib.storage.migrations import init_databases  # noqa:
 from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids  # noqa: E402
 from feedback_loop_dagster_tests.integration.data import (  # noqa: E402
     assigned_executions,
+    executions,
     experiment_history,
     generate_executions,
     insert,
@@ -78,7 +88,7 @@ def wait_runs(d: Deployment, run_ids: list[str], timeout: float) -> float:
         records = [d.instance.get_run_record_by_id(r) for r in run_ids]
         return all(r.dagster_run.status in FINISHED for r in records) and records
 
-    records = d.wait_until(done, timeout=timeout, what=f"{len(run_ids)} run(s)", interval=2)
+    records = d.wait_until(done, ceiling=timeout, what=f"{len(run_ids)} run(s)", interval=2)
     failed = [r.dagster_run.run_id for r in records if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS]
     if failed:
         raise SystemExit(f"run(s) failed: {failed}\n{d.log_tail()}")
@@ -137,7 +147,7 @@ def bench_backfill(d: Deployment, patterns: int, days: int, per_day: int, single
             backfill = d.instance.get_backfill(backfill_id)
             return backfill.status if backfill.status != BulkActionStatus.REQUESTED else None
 
-        status = d.wait_until(finished, timeout=7200, what="the UI backfill", interval=5)
+        status = d.wait_until(finished, ceiling=7200, what="the UI backfill", interval=5)
         runs = d.instance.get_run_records(dg.RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}))
         result["ui_status"] = status.value
         result["ui_runs"] = len(runs)
@@ -193,7 +203,7 @@ def bench_reaction(d: Deployment, trials: int, rows: int, interval: int) -> dict
                 at = at.replace(tzinfo=UTC)
             return at if at is not None and at > inserted else None
 
-        at = d.wait_until(updated, timeout=600, what="the A/B result to be updated", interval=0.5)
+        at = d.wait_until(updated, ceiling=600, what="the A/B result to be updated", interval=0.5)
         reactions.append((at - inserted).total_seconds())
         log(f"(b) trial {trial + 1}: {reactions[-1]:.1f} s")
         time.sleep(interval * 0.37)  # start the next trial at a different phase of the tick
@@ -208,7 +218,7 @@ import json, resource, sys, time
 from datetime import date
 import dagster as dg
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.schedules import range_run_requests
+from feedback_loop_dagster.defs.runs import launch_in_process, range_run_requests
 from feedback_loop_dagster.definitions import defs
 args = json.loads(sys.argv[1])
 local = dg.Definitions(assets=defs.assets, jobs=defs.jobs, executor=dg.in_process_executor,
@@ -224,7 +234,7 @@ with dg.DagsterInstance.get() as instance:
     while day <= last:
         end = min(last, date.fromordinal(day.toordinal() + step - 1))
         for request in range_run_requests(args["keys"], day, end):
-            result = job.execute_in_process(instance=instance, tags=request.tags, run_config=quiet)
+            result = launch_in_process(job, instance, request.tags, run_config=quiet)
             assert result.success
             runs += 1
         day = date.fromordinal(end.toordinal() + 1)
@@ -275,10 +285,53 @@ def bench_memory(d: Deployment, admin_url: str, executions: int, patterns: int, 
         drop_database(admin_url, url)
 
 
+# --- (d) -------------------------------------------------------------------------------------
+
+
+def bench_launch(d: Deployment, rounds: int) -> dict:
+    """Seconds per one-partition run of the whole graph, by launch path (median over `rounds`,
+    the three paths interleaved so the machine's load weighs on each alike)."""
+    engine = get_engine(d.warehouse_url)
+    pattern = "bench-launch"
+    day = datetime.now(UTC).date() - timedelta(days=2)
+    insert(engine, executions(pattern, day, 200, tag="launch"))
+    register_pattern_ids(engine, [pattern])
+    add_pattern_partitions(d.instance, [pattern])
+    local = dg.Definitions(
+        assets=defs.assets, jobs=defs.jobs, executor=dg.in_process_executor,
+        resources={"databases": FeedbackDatabases(database_url=d.warehouse_url)},
+    )
+    job = local.resolve_job_def("feedback_loop_job")
+    tags = range_run_tags([pattern], day, day)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    client = d.client()
+
+    def baseline():
+        assert job.execute_in_process(instance=d.instance, tags=tags, run_config=quiet).success
+
+    def linked():
+        assert launch_in_process(job, d.instance, tags, run_config=quiet).success
+
+    def workspace():
+        run_id = client.submit_job_execution("feedback_loop_job", tags=tags)
+        wait_runs(d, [run_id], timeout=3600)
+
+    paths = {"execute_in_process": baseline, "linked in-process": linked, "through the workspace": workspace}
+    seconds: dict[str, list[float]] = {name: [] for name in paths}
+    log(f"(d) {rounds} round(s) of one-partition runs, three launch paths (plus a warm-up round)")
+    for round_ in range(rounds + 1):
+        for name, launch in paths.items():
+            started = time.perf_counter()
+            launch()
+            if round_:  # the first round warms imports and caches up
+                seconds[name].append(time.perf_counter() - started)
+    return {"rounds": rounds, "medians": {name: statistics.median(v) for name, v in seconds.items()}}
+
+
 # --- report ----------------------------------------------------------------------------------
 
 
-def report(a: dict | None, b: dict | None, c: dict | None) -> None:
+def report(a: dict | None, b: dict | None, c: dict | None, e: dict | None = None) -> None:
     print("\n" + "=" * 100)
     print("Deployment benchmark on PostgreSQL (dagster-daemon + dagster-webserver, repository dagster.yaml)")
     print(f"machine: {os.cpu_count()} CPUs; Dagster {dg.__version__}")
@@ -308,6 +361,11 @@ def report(a: dict | None, b: dict | None, c: dict | None) -> None:
               f"{c['days']} days) in {c['runs']} range run(s) of {c['days_per_run']} day(s): {c['seconds']:.0f} s")
         print(f"    peak memory (max RSS of the run process) {gib:.2f} GiB [aim < 2 GiB: {'met' if gib < 2 else 'NOT met'}]; "
               f"data written by PostgreSQL generate_series in {c['write_seconds']:.0f} s")
+    if e:
+        base = e["medians"]["execute_in_process"]
+        print(f"(d) one-partition run of the whole graph by launch path, median of {e['rounds']} (machine shared: under load)")
+        for name, value in e["medians"].items():
+            print(f"    {name:<22}: {value:6.2f} s  {value / base:5.2f}x")
     print("=" * 100)
 
 
@@ -325,26 +383,29 @@ def main() -> None:
     parser.add_argument("--memory-patterns", type=int, default=10)
     parser.add_argument("--memory-days", type=int, default=20)
     parser.add_argument("--memory-days-per-run", type=int, default=None, help="(c) windows per range run [all]")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: a,b,c")
+    parser.add_argument("--launch-rounds", type=int, default=5, help="(d) rounds of the three launch paths")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: a,b,c,d")
     options = parser.parse_args()
     skip = set(filter(None, options.skip.split(",")))
     admin_url = os.environ.get("FEEDBACK_LOOP_TEST_POSTGRES_URL") or DEFAULT_ADMIN_URL
 
-    a = b = c = None
+    a = b = c = e = None
     with Deployment(Path(tempfile.mkdtemp(prefix="fld-bench-")), admin_url,
                     sensor_interval_seconds=options.sensor_interval) as d:
         d.start_daemon()
-        d.start_webserver(timeout=300)
+        d.start_webserver()
         log(f"deployment up: {d.url}, logs in {d.logs}")
         if "b" not in skip:
             b = bench_reaction(d, options.reaction_trials, options.reaction_rows, options.sensor_interval)
         if "a" not in skip:
             a = bench_backfill(d, options.patterns, options.days, options.per_day, options.single_runs, options.ui_backfill)
+        if "d" not in skip:
+            e = bench_launch(d, options.launch_rounds)
         if "c" not in skip:
             d.stop("daemon")  # (c) measures one process; nothing else should compete for the CPUs
             c = bench_memory(d, admin_url, options.memory_executions, options.memory_patterns, options.memory_days,
                              options.memory_days_per_run)
-    report(a, b, c)
+    report(a, b, c, e)
 
 
 if __name__ == "__main__":

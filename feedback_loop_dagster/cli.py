@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from datetime import UTC, datetime
 
 import click
 
 from feedback_loop_dagster.lib import settings
-from feedback_loop_dagster.lib.storage.database import StorageError, get_engine
+from feedback_loop_dagster.lib.errors import ConfigError, UserError
+from feedback_loop_dagster.lib.storage.database import get_engine
 
 
 def _engines():
@@ -23,25 +25,71 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-class FriendlyGroup(click.Group):
-    """Turns the errors users can fix (bad URL, missing table, bad value) into one line and exit code 1."""
+class ErrorLine(click.ClickException):
+    """What the user sees of an error they can fix: one `error: ...` line, exit status 1."""
 
-    def invoke(self, ctx):
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def _one_line(text: str) -> str:
+    """A message on one line (a database driver's message may span several)."""
+    return re.sub(r"\s*\n\s*", " ", text.strip())
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    message = exc.format_message()
+    message = message[:1].lower() + message[1:] if message[1:2].islower() else message
+    hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    return _one_line(message).rstrip(".") + hint
+
+
+class LoopGroup(click.Group):
+    """The error rules of README's command-line section, for every subcommand.
+
+    A `UserError` (storage, registry, policy, input, unknown name) and a usage error (a bad
+    option value, a missing argument) print one `error: ...` line and exit with status 1; with
+    `--debug` a user error shows its traceback instead. Anything else is a bug: its traceback
+    shows. A failed run exits with status 2 (the `run` and `backfill` commands).
+    """
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise self._usage(exc) from exc
+
+    def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (StorageError, ValueError, LookupError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+        except click.UsageError as exc:
+            raise self._usage(exc) from exc
+        except UserError as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise ErrorLine(_one_line(str(exc))) from exc
+
+    @staticmethod
+    def _usage(exc: click.UsageError) -> click.ClickException:
+        if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+            exc.exit_code = 1  # a group without its subcommand: the help, as click shows it
+            return exc
+        return ErrorLine(_usage_line(exc))
 
 
-@click.group(cls=FriendlyGroup)
-def main() -> None:
+@click.group(cls=LoopGroup)
+@click.option("--debug", is_flag=True, envvar="FEEDBACK_LOOP_DEBUG",
+              help="Show the full traceback of errors you can fix too (they print one line otherwise).")
+def main(debug: bool) -> None:
     """Feedback loop for patterns, on Dagster."""
 
 
 @main.command("init-db")
 def init_db() -> None:
-    """Create or migrate hook_executions and the warehouse tables (idempotent)."""
+    """Create or migrate hook_executions and the warehouse tables (idempotent); record the first
+    day with executions, where the daily partitions start."""
     from feedback_loop_dagster.lib.storage.migrations import init_databases
 
     warehouse, source = _engines()
@@ -52,6 +100,15 @@ def init_db() -> None:
                 click.echo(f"{component}: applied migration {step.version} ({step.name})")
         else:
             click.echo(f"{component}: up to date")
+    _record_first_window(warehouse, source)
+
+
+def _record_first_window(warehouse, source) -> None:
+    from feedback_loop_dagster.lib.partition_start import record_earliest_window
+
+    first = record_earliest_window(warehouse, source)
+    if first is not None:
+        click.echo(f"daily partitions start at {first}, the first day with executions")
 
 
 @main.command()
@@ -77,6 +134,7 @@ def simulate(patterns: int, days: int, per_day: int, seed: int, malformed_share:
     with click.progressbar(length=config.total_rows, label="simulating", file=sys.stderr) as bar:
         written = simulate_to_database(source, config, progress=bar.update)
     click.echo(f"wrote {written} executions for {patterns} pattern(s) over {days} day(s)")
+    _record_first_window(*_engines())
 
 
 @main.group()
@@ -86,8 +144,10 @@ def patterns() -> None:
 
 @patterns.command("sync")
 def patterns_sync() -> None:
-    """Register every pattern id found in the source as a partition of the `patterns` dimension."""
+    """Register every pattern id found in the source as a partition of the `patterns` dimension,
+    and record the first day with executions (where the daily partitions start)."""
     click.echo(f"{len(_sync_patterns())} pattern(s) registered")
+    _record_first_window(*_engines())
 
 
 def _sync_patterns() -> dict[str, str]:
@@ -129,7 +189,7 @@ def demo(days: int, per_day: int, seed: int) -> None:
     init_databases(warehouse, source)
     existing = has_demo_data(warehouse, source)
     if existing:
-        raise ValueError(
+        raise ConfigError(
             f"{redact(settings.database_url())} already holds {existing}; the demo starts from empty "
             "databases and never deletes data: run `make clean` (removes data/ and .dagster_home/) or "
             f"point {settings.DATABASE_URL_ENV} at an empty database"

@@ -1,9 +1,10 @@
 """The loop's `feedback-loop` commands: run, backfill, patterns list, policies, versions,
-experiments, approve, reject, rollback, lineage. `cli.py` registers them on its group (`register`).
+experiments, approve, reject, rollback, lineage, health. `cli.py` registers them on its group (`register`).
 
 Every command prints a human-readable table by default and JSON with `--json` (lineage:
 `--format json`); errors a user can fix print one `error: ...` line and exit with status 1
-(cli.FriendlyGroup); a failed run exits with status 2.
+(cli.LoopGroup); a failed run exits with status 2. A pattern is named by its id or its partition
+key (`_pattern`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import click
 
 from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
 
 class Day(click.ParamType):
     """A UTC day: YYYY-MM-DD, `today`, `yesterday` or `today-N` (N days ago)."""
@@ -118,29 +120,21 @@ def _ensure_warehouse() -> None:
         raise StorageError(f"the warehouse at {engine.url.render_as_string(hide_password=True)} has no loop tables: run `feedback-loop init-db`")
 
 
-def _known_pattern(pattern_id: str) -> None:
-    """LookupError unless the pattern is registered or has executions in the source."""
-    import sqlalchemy as sa
+def _pattern(name: str, create: bool = False) -> str:
+    """The original id of the pattern NAME names (its id or its partition key); with `create`, an
+    unknown NAME is a new pattern's id (`_register_pattern` it once its first change is written).
+    One rule for every command (lib/registry/patterns.py)."""
+    from feedback_loop_dagster.lib.registry.patterns import resolve_pattern
 
-    from feedback_loop_dagster.lib.storage import tables
+    _ensure_warehouse()
+    return resolve_pattern(_warehouse(), name, source=_source(), create=create)
 
-    with _warehouse().connect() as conn:
-        if conn.scalar(sa.select(tables.patterns.c.pattern_id).where(tables.patterns.c.pattern_id == pattern_id)):
-            return
-        if conn.scalar(sa.select(tables.pattern_versions.c.id).where(tables.pattern_versions.c.pattern_id == pattern_id).limit(1)):
-            return
-    from feedback_loop_dagster.lib.collect.collector import source_columns
 
-    source_columns(_source())
-    with _source().connect() as conn:
-        found = conn.scalar(
-            sa.select(sa.literal_column('"pattern_id"'))
-            .select_from(sa.table(settings.SOURCE_TABLE))
-            .where(sa.literal_column('"pattern_id"') == sa.bindparam("p", pattern_id))
-            .limit(1)
-        )
-    if found is None:
-        raise LookupError(f"unknown pattern {pattern_id!r}: it has no executions in {settings.SOURCE_TABLE} and no versions")
+def _register_pattern(pattern_id: str) -> None:
+    """List the pattern in the registry (`patterns list`) with its partition key (idempotent)."""
+    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+
+    register_pattern_ids(_warehouse(), [pattern_id])
 
 
 # --- run and backfill ------------------------------------------------------------------------
@@ -173,7 +167,7 @@ def _print_output(output) -> None:
 
 
 @click.command("run")
-@click.option("--pattern", "pattern_id", required=True, help="Pattern id (as in hook_executions).")
+@click.option("--pattern", "pattern_id", required=True, help="Pattern id (as in hook_executions) or its partition key.")
 @click.option("--window", type=DATE, help="Window (UTC day) to run [default: the pattern's latest complete window].")
 @click.option("--json", "as_json", is_flag=True, help="Print the output contract as JSON.")
 def run_command(pattern_id: str, window: date | None, as_json: bool) -> None:
@@ -182,8 +176,7 @@ def run_command(pattern_id: str, window: date | None, as_json: bool) -> None:
     `error:` line per failed stage of the partition, with where to look in the UI, and exits 2."""
     from feedback_loop_dagster.orchestrator import LoopRunner, run_loop
 
-    _ensure_warehouse()
-    _known_pattern(pattern_id)
+    pattern_id = _pattern(pattern_id)
     output = run_loop(LoopRunner(), pattern_id, window, collect_period=False, gate_on_samples=False)
     if as_json:
         echo_json(output.model_dump(mode="json"))
@@ -196,7 +189,7 @@ def run_command(pattern_id: str, window: date | None, as_json: bool) -> None:
 @click.command("backfill")
 @click.option("--start", "start", type=DATE, required=True, help="First window (UTC day).")
 @click.option("--end", "end", type=DATE, required=True, help="Last window (UTC day), inclusive.")
-@click.option("--pattern", "pattern_ids", multiple=True, help="Pattern id; repeat for several [default: every pattern in the source].")
+@click.option("--pattern", "pattern_ids", multiple=True, help="Pattern id or partition key; repeat for several [default: every pattern in the source].")
 @click.option("--chunk-days", default=7, show_default=True, type=click.IntRange(min=1),
               help="Windows per range run (set-based: a run costs about the same for 1 or 30 windows).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -210,20 +203,18 @@ def backfill_command(start: date, end: date, pattern_ids: tuple[str, ...], chunk
 
     first, last = start, end
     if last < first:
-        raise ValueError(f"--end {last} is before --start {first}")
+        raise InvalidInput(f"--end {last} is before --start {first}")
     if first < date.fromisoformat(settings.window_start_date()):
-        raise ValueError(f"--start {first} is before the first window {settings.window_start_date()} ({settings.START_DATE_ENV})")
+        raise InvalidInput(f"--start {first} is before the first window {settings.window_start_date()} ({settings.START_DATE_ENV})")
     if last > _today():
-        raise ValueError(f"--end {last} is in the future (today is {_today()})")
+        raise InvalidInput(f"--end {last} is in the future (today is {_today()})")
     _ensure_warehouse()
     if pattern_ids:
-        for pattern_id in pattern_ids:
-            _known_pattern(pattern_id)
-        ids = list(dict.fromkeys(pattern_ids))
+        ids = list(dict.fromkeys(_pattern(name) for name in pattern_ids))
     else:
         ids = _source_pattern_ids()
     if not ids:
-        raise LookupError(f"no patterns: {settings.SOURCE_TABLE} is empty")
+        raise NotFound(f"no patterns: {settings.SOURCE_TABLE} is empty")
     runner = LoopRunner()
     keys = runner.register(ids)
     chunks = []
@@ -323,15 +314,15 @@ def policies() -> None:
 
 
 @policies.command("show")
-@click.argument("pattern_id", required=False)
+@click.argument("pattern", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def policies_show(pattern_id: str | None, as_json: bool) -> None:
-    """The policy PATTERN_ID runs under (its own, else the default preset); without a pattern,
-    the presets."""
+def policies_show(pattern: str | None, as_json: bool) -> None:
+    """The policy PATTERN (an id or a partition key) runs under: its own, else the default preset.
+    Without a pattern, the presets."""
     from feedback_loop_dagster.lib.registry.policies import DEFAULT_POLICY_ENV, get_policy
     from feedback_loop_dagster.lib.stats import PRESETS
 
-    if pattern_id is None:
+    if pattern is None:
         rows = [p.model_dump(mode="json") for p in PRESETS.values()]
         if as_json:
             echo_json(rows)
@@ -340,7 +331,7 @@ def policies_show(pattern_id: str | None, as_json: bool) -> None:
                               "time_window_days", "enable_ab_testing", "auto_apply", "require_review"])
             click.echo(f"default for patterns without a policy: ${DEFAULT_POLICY_ENV} or production")
         return
-    _ensure_warehouse()
+    pattern_id = _pattern(pattern)
     with _warehouse().connect() as conn:
         policy = get_policy(conn, pattern_id)
     data = policy.model_dump(mode="json")
@@ -352,36 +343,40 @@ def policies_show(pattern_id: str | None, as_json: bool) -> None:
 
 
 @policies.command("set")
-@click.argument("pattern_id")
+@click.argument("pattern")
 @click.option("--preset", help="Start from this preset [default: the pattern's current policy].")
 @click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
               help="Change a field (JSON value, e.g. min_sample_size=50, enable_ab_testing=false); repeatable.")
-def policies_set(pattern_id: str, preset: str | None, assignments: tuple[str, ...]) -> None:
-    """Store PATTERN_ID's policy, validated by the engine (a bad field is named in the error).
-    Running experiments keep the policy they started with."""
+@click.option("--create", is_flag=True, help="Create PATTERN if no pattern has this id or partition key yet.")
+def policies_set(pattern: str, preset: str | None, assignments: tuple[str, ...], create: bool) -> None:
+    """Store PATTERN's policy (PATTERN: an id or a partition key), validated by the engine (a bad
+    field is named in the error). Running experiments keep the policy they started with."""
     from pydantic import ValidationError
 
     from feedback_loop_dagster.lib.registry.policies import get_policy, set_policy
-    from feedback_loop_dagster.lib.stats import Policy, get_preset
+    from feedback_loop_dagster.lib.stats import PRESET_NAMES, Policy, get_preset
 
-    _ensure_warehouse()
+    if preset is not None and preset not in PRESET_NAMES:
+        raise InvalidInput(f"unknown preset {preset!r}: choose one of {', '.join(PRESET_NAMES)}")
     changes = {}
     for item in assignments:
         field, sep, raw = item.partition("=")
         if not sep or not field.strip():
-            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
+            raise InvalidInput(f"--set takes FIELD=VALUE, got {item!r}")
         try:
             changes[field.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             changes[field.strip()] = raw
+    pattern_id = _pattern(pattern, create=create)
     with _warehouse().begin() as conn:
         base = get_preset(preset) if preset else get_policy(conn, pattern_id)
         try:
             policy = Policy.model_validate({**base.model_dump(), **changes})
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'policy'}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"invalid policy for {pattern_id!r}: {problems}") from None
+            raise InvalidInput(f"invalid policy for {pattern_id!r}: {problems}") from None
         set_policy(conn, pattern_id, policy)
+    _register_pattern(pattern_id)
     click.echo(f"policy of {pattern_id!r}: {policy.name}" + (f" with {', '.join(assignments)}" if assignments else ""))
 
 
@@ -393,16 +388,17 @@ def versions() -> None:
     """Pattern versions: list, show, register, diff."""
 
 
-def _graph(pattern_id: str, as_of: date | None = None):
+def _graph(pattern: str, as_of: date | None = None):
+    """(pattern id, its version graph as of `as_of`) for the pattern PATTERN names."""
     from feedback_loop_dagster.lib.lineage import lineage_graph
 
-    _ensure_warehouse()
+    pattern_id = _pattern(pattern)
     with _warehouse().connect() as conn:
         graph = lineage_graph(conn, pattern_id, as_of)
     if not graph.versions(pattern_id):
-        raise LookupError(f"pattern {pattern_id!r} has no versions" + (f" as of {as_of}" if as_of else "")
-                          + " (versions appear once its executions are analysed, or with `versions register`)")
-    return graph
+        raise NotFound(f"pattern {pattern_id!r} has no versions" + (f" as of {as_of}" if as_of else "")
+                       + " (versions appear once its executions are analysed, or with `versions register`)")
+    return pattern_id, graph
 
 
 def _node(graph, pattern_id: str, name: str):
@@ -410,17 +406,17 @@ def _node(graph, pattern_id: str, name: str):
     if name in ("active", "candidate"):
         found = [n for n in graph.versions(pattern_id) if n.status == name]
         if not found:
-            raise LookupError(f"pattern {pattern_id!r} has no {name} version")
+            raise NotFound(f"pattern {pattern_id!r} has no {name} version")
         return found[0]
     return graph.node((pattern_id, name))
 
 
 @versions.command("list")
-@click.argument("pattern_id")
+@click.argument("pattern")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def versions_list(pattern_id: str, as_json: bool) -> None:
-    """Every version of PATTERN_ID with its status, parent, source and usage."""
-    graph = _graph(pattern_id)
+def versions_list(pattern: str, as_json: bool) -> None:
+    """Every version of PATTERN (an id or a partition key) with its status, parent, source and usage."""
+    pattern_id, graph = _graph(pattern)
     rows = sorted((r for r in graph.node_rows() if r["pattern_id"] == pattern_id), key=lambda r: r["created_at"] or "")
     if as_json:
         echo_json(rows)
@@ -429,13 +425,13 @@ def versions_list(pattern_id: str, as_json: bool) -> None:
 
 
 @versions.command("show")
-@click.argument("pattern_id")
+@click.argument("pattern")
 @click.argument("version")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def versions_show(pattern_id: str, version: str, as_json: bool) -> None:
-    """One version: config, status, lineage path from the root, and its edges with evidence.
-    VERSION may also be `active` or `candidate`."""
-    graph = _graph(pattern_id)
+def versions_show(pattern: str, version: str, as_json: bool) -> None:
+    """One version of PATTERN (an id or a partition key): config, status, lineage path from the
+    root, and its edges with evidence. VERSION may also be `active` or `candidate`."""
+    pattern_id, graph = _graph(pattern)
     node = _node(graph, pattern_id, version)
     path = [n.version for n in graph.get_lineage_path(node)]
     edges = [row for row in graph.edge_rows() if node.label in (row["from"], row["to"])]
@@ -451,7 +447,7 @@ def versions_show(pattern_id: str, version: str, as_json: bool) -> None:
     for line in json.dumps(node.config, indent=2, sort_keys=True).splitlines():
         click.echo(f"    {line}")
     click.echo("  edges:")
-    echo_table(edges, ["from", "edge", "to", "window", "evidence"], empty="    (none)")
+    echo_table(edges, ["from", "edge", "to", "window", "effect", "evidence"], empty="    (none)")
 
 
 def _json_object(text: str | None, what: str) -> dict | None:
@@ -462,18 +458,18 @@ def _json_object(text: str | None, what: str) -> dict | None:
             with open(text[1:], encoding="utf-8") as handle:
                 text = handle.read()
         except OSError as exc:
-            raise ValueError(f"cannot read {what} file {text[1:]!r}: {exc.strerror}") from None
+            raise InvalidInput(f"cannot read {what} file {text[1:]!r}: {exc.strerror}") from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{what} must be a JSON object")
+        raise InvalidInput(f"{what} must be a JSON object")
     return value
 
 
 @versions.command("register")
-@click.argument("pattern_id")
+@click.argument("pattern")
 @click.argument("version")
 @click.option("--config", "config_text", help="The whole config as a JSON object, or @file.json.")
 @click.option("--patch", "patch_text", help="A JSON merge patch on the parent's config, or @file.json.")
@@ -481,24 +477,25 @@ def _json_object(text: str | None, what: str) -> dict | None:
 @click.option("--activate", is_flag=True, help="Make it the active version now (recorded as `replaced_by`).")
 @click.option("--reason", default="", help="Why (stored with the activation).")
 @click.option("--user", help="Who [default: $USER].")
+@click.option("--create", is_flag=True, help="Create PATTERN if no pattern has this id or partition key yet.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def versions_register(pattern_id, version, config_text, patch_text, parent, activate, reason, user, as_json) -> None:
-    """Register VERSION of PATTERN_ID by hand (immutable: the same name with another config is
-    refused). Start an experiment with it (`experiments start`) or `--activate` it directly."""
+def versions_register(pattern, version, config_text, patch_text, parent, activate, reason, user, create, as_json) -> None:
+    """Register VERSION of PATTERN (an id or a partition key) by hand. Versions are immutable
+    (the same name with another config is refused); a name is 1-64 letters, digits and `._+-`,
+    starting with a letter or digit. Start an experiment with it (`experiments start`) or
+    `--activate` it directly."""
     from feedback_loop_dagster.lib.registry.manual import activate_version, register_manual_version
 
-    _ensure_warehouse()
+    config, patch = _json_object(config_text, "--config"), _json_object(patch_text, "--patch")
+    pattern_id = _pattern(pattern, create=create)
     who = _user(user)
     with _warehouse().begin() as conn:
         registered = register_manual_version(
-            conn, pattern_id, version, config=_json_object(config_text, "--config"), patch=_json_object(patch_text, "--patch"),
-            parent=parent, user=who,
+            conn, pattern_id, version, config=config, patch=patch, parent=parent, user=who,
         )
         if activate:
             activate_version(conn, pattern_id, version, user=who, reason=reason)
-    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
-
-    register_pattern_ids(_warehouse(), [pattern_id])
+    _register_pattern(pattern_id)
     result = {"pattern_id": pattern_id, "version": registered.version, "id": registered.id, "config": registered.config,
               "parent_id": registered.parent_id, "active": activate}
     if as_json:
@@ -508,14 +505,14 @@ def versions_register(pattern_id, version, config_text, patch_text, parent, acti
 
 
 @versions.command("diff")
-@click.argument("pattern_id")
+@click.argument("pattern")
 @click.argument("version_a")
 @click.argument("version_b")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def versions_diff(pattern_id: str, version_a: str, version_b: str, as_json: bool) -> None:
-    """How VERSION_B's config differs from VERSION_A's (changed keys and the JSON merge patch).
-    Either may be `active` or `candidate`."""
-    graph = _graph(pattern_id)
+def versions_diff(pattern: str, version_a: str, version_b: str, as_json: bool) -> None:
+    """How VERSION_B's config differs from VERSION_A's (changed keys and the JSON merge patch) in
+    PATTERN (an id or a partition key). Either may be `active` or `candidate`."""
+    pattern_id, graph = _graph(pattern)
     diff = graph.diff(_node(graph, pattern_id, version_a), _node(graph, pattern_id, version_b))
     if as_json:
         echo_json(diff.to_dict())
@@ -536,17 +533,18 @@ def experiments() -> None:
 
 
 @experiments.command("list")
-@click.option("--pattern", "pattern_id", help="Only this pattern.")
+@click.option("--pattern", "pattern", help="Only this pattern (its id or partition key).")
 @click.option("--status", type=click.Choice(["running", "concluded", "stopped", "all"]), default="all", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def experiments_list(pattern_id: str | None, status: str, as_json: bool) -> None:
-    """Experiments with their latest look (verdict, p-value, lift, arm sizes) and any decision
-    waiting for review (`approve ID` / `reject ID`)."""
+def experiments_list(pattern: str | None, status: str, as_json: bool) -> None:
+    """Experiments with their latest look (verdict, the lead metric's effect in its unit with its
+    interval, p-value, arm sizes) and any decision waiting for review (`approve ID` / `reject ID`)."""
     import sqlalchemy as sa
 
     from feedback_loop_dagster.lib.storage import tables as t
 
     _ensure_warehouse()
+    pattern_id = _pattern(pattern) if pattern is not None else None
     x, v, ab, d = t.experiments, t.pattern_versions, t.ab_results, t.decisions
     control, treatment = v.alias("control"), v.alias("treatment")
     query = (
@@ -556,7 +554,7 @@ def experiments_list(pattern_id: str | None, status: str, as_json: bool) -> None
         .join(treatment, treatment.c.id == x.c.treatment_version_id)
         .order_by(x.c.id)
     )
-    if pattern_id:
+    if pattern_id is not None:
         query = query.where(x.c.pattern_id == pattern_id)
     if status != "all":
         query = query.where(x.c.status == status)
@@ -569,7 +567,7 @@ def experiments_list(pattern_id: str | None, status: str, as_json: bool) -> None
                 ab.c.experiment_id.in_(ids)).group_by(ab.c.experiment_id).subquery()
             for r in conn.execute(
                 sa.select(ab.c.experiment_id, ab.c.window_start, ab.c.decision, ab.c.p_value, ab.c.performance_delta,
-                          ab.c.control_n, ab.c.treatment_n)
+                          ab.c.control_n, ab.c.treatment_n, ab.c.result)
                 .join(newest, sa.and_(newest.c.experiment_id == ab.c.experiment_id, newest.c.w == ab.c.window_start))
             ).mappings():
                 latest[r["experiment_id"]] = r
@@ -582,7 +580,8 @@ def experiments_list(pattern_id: str | None, status: str, as_json: bool) -> None
         r["last_look"] = look["window_start"].isoformat() if look else None
         r["verdict"] = look["decision"] if look else None
         r["p_value"] = look["p_value"] if look else None
-        r["lift"] = look["performance_delta"] if look else None
+        r["effect"] = _lead_effect(look["result"]) if look else None
+        r["performance_delta"] = look["performance_delta"] if look else None  # the seed contract's field
         r["n"] = f"{look['control_n']}/{look['treatment_n']}" if look else None
         decision = decisions.get(r["id"])
         r["decision"] = f"#{decision[0]} {decision[1]} {decision[2]}" if decision else None
@@ -590,23 +589,32 @@ def experiments_list(pattern_id: str | None, status: str, as_json: bool) -> None
         echo_json(rows)
     else:
         echo_table(rows, ["id", "pattern_id", "kind", "control", "treatment", "status", "outcome", "start_window",
-                          "last_look", "verdict", "p_value", "lift", "n", "decision"], empty="no experiments")
+                          "last_look", "verdict", "effect", "p_value", "n", "decision"], empty="no experiments")
+
+
+def _lead_effect(result_json: str) -> str | None:
+    """The lead metric's effect in a stored A/B result, as units.format_effect writes it."""
+    from feedback_loop_dagster.lib.stats.units import format_effect, verdict_of
+
+    result = json.loads(result_json)
+    lead = (result.get("metrics") or {}).get(result.get("lead_metric"))
+    return format_effect(lead, label=True, verdict=verdict_of(lead)) if lead else None
 
 
 @experiments.command("start")
-@click.argument("pattern_id")
+@click.argument("pattern")
 @click.argument("version")
 @click.option("--split", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="Treatment share [default: the policy's].")
 @click.option("--start", "start", type=DATE, help="First window whose executions count [default: tomorrow, UTC].")
 @click.option("--user", help="Who [default: $USER].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def experiments_start(pattern_id: str, version: str, split: float | None, start: date | None, user: str | None, as_json: bool) -> None:
+def experiments_start(pattern: str, version: str, split: float | None, start: date | None, user: str | None, as_json: bool) -> None:
     """Start an A/B experiment of VERSION (registered with `versions register`) against the active
-    version, under the pattern's policy. Route traffic with
+    version of PATTERN (an id or a partition key), under the pattern's policy. Route traffic with
     feedback_loop_dagster.lib.experiment.assignment.assign_variant."""
     from feedback_loop_dagster.lib.registry.manual import start_manual_experiment
 
-    _ensure_warehouse()
+    pattern_id = _pattern(pattern)
     with _warehouse().begin() as conn:
         experiment = start_manual_experiment(conn, pattern_id, version, user=_user(user), traffic_split=split,
                                              start_window=start)
@@ -622,23 +630,24 @@ def experiments_start(pattern_id: str, version: str, split: float | None, start:
 
 @experiments.command("stop")
 @click.argument("experiment_id", type=int, required=False)
-@click.option("--pattern", "pattern_id", help="Stop the running experiment of this pattern (instead of an ID).")
+@click.option("--pattern", "pattern", help="Stop the running experiment of this pattern (id or partition key) instead.")
 @click.option("--reason", default="stopped by hand", show_default=True)
 @click.option("--user", help="Who [default: $USER].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def experiments_stop(experiment_id: int | None, pattern_id: str | None, reason: str, user: str | None, as_json: bool) -> None:
+def experiments_stop(experiment_id: int | None, pattern: str | None, reason: str, user: str | None, as_json: bool) -> None:
     """Stop a running experiment (EXPERIMENT_ID, or --pattern P's) without a verdict; the active
     version does not change."""
     from feedback_loop_dagster.lib.experiment.experiments import running_experiment, stop_experiment
 
-    if (experiment_id is None) == (pattern_id is None):
+    if (experiment_id is None) == (pattern is None):
         raise click.UsageError("give an EXPERIMENT_ID or --pattern, not both")
     _ensure_warehouse()
+    pattern_id = _pattern(pattern) if pattern is not None else None
     with _warehouse().begin() as conn:
         if pattern_id is not None:
             running = running_experiment(conn, pattern_id)
             if running is None:
-                raise LookupError(f"pattern {pattern_id!r} has no running experiment")
+                raise NotFound(f"pattern {pattern_id!r} has no running experiment")
             experiment_id = running.id
         experiment = stop_experiment(conn, experiment_id, _today(), reason, user=_user(user))
     if as_json:
@@ -655,7 +664,7 @@ def _review(decision_id: int, reviewer: str | None, as_json: bool, approve: bool
     with _warehouse().begin() as conn:
         action = (do_approve if approve else dismiss)(conn, decision_id, _user(reviewer))
     if action.action == "none":
-        raise ValueError(f"decision {decision_id}: {action.reason}")
+        raise InvalidInput(f"decision {decision_id}: {action.reason}")
     result = {"decision": decision_id, "experiment": action.experiment_id, "pattern_id": action.pattern_id,
               "action": action.action, "reason": action.reason}
     if as_json:
@@ -683,20 +692,20 @@ def reject_command(decision_id: int, reviewer: str | None, as_json: bool) -> Non
 
 
 @click.command("rollback")
-@click.argument("pattern_id")
+@click.argument("pattern")
 @click.option("--reason", default="rolled back by hand", show_default=True)
 @click.option("--user", help="Who [default: $USER].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def rollback_command(pattern_id: str, reason: str, user: str | None, as_json: bool) -> None:
-    """Roll back PATTERN_ID's promotion under watch: `active` returns to the version it replaced
-    (recorded as `rolled_back_to`)."""
+def rollback_command(pattern: str, reason: str, user: str | None, as_json: bool) -> None:
+    """Roll back the promotion under watch of PATTERN (an id or a partition key): `active` returns
+    to the version it replaced (recorded as `rolled_back_to`)."""
     from feedback_loop_dagster.lib.apply.decisions import manual_rollback
 
-    _ensure_warehouse()
+    pattern_id = _pattern(pattern)
     with _warehouse().begin() as conn:
         action = manual_rollback(conn, pattern_id, reason, user=_user(user))
     if action.action == "none":
-        raise ValueError(f"{pattern_id!r}: {action.reason}")
+        raise InvalidInput(f"{pattern_id!r}: {action.reason}")
     result = {"pattern_id": pattern_id, "experiment": action.experiment_id, "action": action.action, "reason": action.reason}
     if as_json:
         echo_json(result)
@@ -708,14 +717,15 @@ def rollback_command(pattern_id: str, reason: str, user: str | None, as_json: bo
 
 
 @click.command("lineage")
-@click.argument("pattern_id")
+@click.argument("pattern")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "mermaid"]), default="table", show_default=True)
 @click.option("--as-of", "as_of", type=DATE, help="As of the end of this window [default: now].")
-def lineage_command(pattern_id: str, fmt: str, as_of: date | None) -> None:
-    """The version graph of PATTERN_ID: versions with status and usage, edges with evidence."""
+def lineage_command(pattern: str, fmt: str, as_of: date | None) -> None:
+    """The version graph of PATTERN (an id or a partition key): versions with status and usage,
+    edges with evidence."""
     from feedback_loop_dagster.lib.lineage import mermaid
 
-    graph = _graph(pattern_id, as_of)
+    pattern_id, graph = _graph(pattern, as_of)
     if fmt == "json":
         echo_json(graph.to_dict())
     elif fmt == "mermaid":
@@ -726,12 +736,67 @@ def lineage_command(pattern_id: str, fmt: str, as_of: date | None) -> None:
                    f"{active.version if active else '-'}, as of {graph.as_of or 'now'} (usage in {graph.usage_window or '-'})")
         echo_table(graph.node_rows(), ["version", "status", "parent", "source", "usage_count", "success_rate", "usage_total", "why"])
         click.echo("")
-        echo_table(graph.edge_rows(), ["from", "edge", "to", "window", "evidence"], empty="no edges")
+        echo_table(graph.edge_rows(), ["from", "edge", "to", "window", "effect", "evidence"], empty="no edges")
+
+
+# --- health ----------------------------------------------------------------------------------
+
+
+@click.command("health")
+@click.argument("pattern", required=False)
+@click.option("--as-of", "as_of", type=DATE, help="As of the end of this window [default: today, UTC].")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also write the plot over time to this PNG file.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def health_command(pattern: str | None, as_of: date | None, plot_path: str | None, as_json: bool) -> None:
+    """Loop health (the design's Monitoring section) per pattern and over all patterns, or for
+    PATTERN (an id or a partition key) and overall: improvement accuracy (promotions confirmed by
+    their watch, target > 90%), false-positive rate (promotions rolled back, target < 5%), mean
+    effect of promotions in each lead metric's unit, days between improvements, rejection rate,
+    and A/B experiments inconclusive, running and pending review."""
+    from feedback_loop_dagster.lib.report.health import (
+        ACCURACY_TARGET,
+        FALSE_POSITIVE_TARGET,
+        health_as_of,
+        health_over_time,
+        health_report,
+        health_row,
+        load_history,
+    )
+
+    _ensure_warehouse()
+    pattern_id = _pattern(pattern) if pattern is not None else None
+    as_of = as_of or _today()
+    with _warehouse().connect() as conn:
+        history = load_history(conn)
+    per_pattern, overall = health_report(history, as_of)
+    if pattern_id is not None:
+        per_pattern = [health_as_of(history, as_of, pattern_id)]
+    if plot_path:
+        from feedback_loop_dagster.defs.health.plot import health_figure
+        from feedback_loop_dagster.defs.plots import figure_png
+
+        title = f"{pattern_id if pattern_id is not None else 'all patterns'}: loop health as of {as_of}"
+        png = figure_png(health_figure(title, health_over_time(history, as_of, pattern_id)))
+        try:
+            with open(plot_path, "wb") as handle:
+                handle.write(png)
+        except OSError as exc:
+            raise InvalidInput(f"cannot write --plot {plot_path!r}: {exc.strerror}") from None
+    if as_json:
+        echo_json({"as_of": as_of.isoformat(),
+                   "targets": {"improvement_accuracy": ACCURACY_TARGET, "false_positive_rate": FALSE_POSITIVE_TARGET},
+                   "overall": overall.to_dict(), "patterns": [h.to_dict() for h in per_pattern]})
+        return
+    click.echo(f"loop health as of {as_of} (targets: accuracy > {ACCURACY_TARGET:.0%}, "
+               f"false positives < {FALSE_POSITIVE_TARGET:.0%})")
+    echo_table([health_row(h) for h in [overall, *per_pattern]], empty="no patterns yet")
+    if plot_path:
+        click.echo(f"plot over time: {plot_path}")
 
 
 def register(main: click.Group, patterns: click.Group) -> None:
     """Adds the loop's commands to the `feedback-loop` group (and `list` to `patterns`)."""
     for command in (run_command, backfill_command, policies, versions, experiments, approve_command, reject_command,
-                    rollback_command, lineage_command):
+                    rollback_command, lineage_command, health_command):
         main.add_command(command)
     patterns.add_command(patterns_list)

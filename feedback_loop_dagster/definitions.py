@@ -7,6 +7,7 @@ import dagster as dg
 from feedback_loop_dagster.defs.analyze.assets import pattern_analysis
 from feedback_loop_dagster.defs.apply.assets import applied_improvements
 from feedback_loop_dagster.defs.lineage.assets import pattern_lineage
+from feedback_loop_dagster.defs.health.assets import loop_health
 from feedback_loop_dagster.defs.collect.assets import feedback_dataset, hook_executions
 from feedback_loop_dagster.defs.experiment.assets import experiments
 from feedback_loop_dagster.defs.propose.assets import improvement_proposals
@@ -30,6 +31,7 @@ defs = dg.Definitions(
         ab_test_results,
         applied_improvements,
         pattern_lineage,
+        loop_health,
     ],
     jobs=[feedback_loop_job],
     sensors=[new_executions_sensor],

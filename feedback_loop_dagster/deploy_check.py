@@ -17,9 +17,10 @@ import click
 import yaml
 
 from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib.errors import ConfigError
 
 
-class ConfigProblem(ValueError):
+class ConfigProblem(ConfigError):
     """The deployment cannot start as configured; the message says what to set."""
 
 

@@ -157,22 +157,22 @@ class LoopRunner:
 
     def definitions(self):
         if self._defs is None:
-            import warnings
-
             import dagster as dg
 
-            with warnings.catch_warnings():
-                # Beta / preview notices about the project's own definitions: not the caller's concern.
-                warnings.simplefilter("ignore", dg.BetaWarning)
-                warnings.simplefilter("ignore", dg.PreviewWarning)
-                from feedback_loop_dagster.definitions import defs
+            from feedback_loop_dagster.definitions import defs
             from feedback_loop_dagster.defs.resources import FeedbackDatabases
 
-            self._defs = dg.Definitions(
-                assets=defs.assets,
-                jobs=defs.jobs,
-                resources={"databases": FeedbackDatabases(database_url=self.database_url, source_url=self.source_url)},
-            )
+            if (self.database_url, self.source_url) == (settings.database_url(), settings.source_url()):
+                # The environment's databases: the code location's own definitions, so the runs
+                # have its job snapshot and the UI re-executes them without a "changed" warning.
+                self._defs = defs
+            else:
+                self._defs = dg.Definitions(
+                    assets=defs.assets,
+                    jobs=defs.jobs,
+                    resources={"databases": FeedbackDatabases(database_url=self.database_url, source_url=self.source_url)},
+                    executor=defs.executor,
+                )
         return self._defs
 
     def register(self, pattern_ids: Sequence[str]) -> dict[str, str]:

@@ -8,9 +8,11 @@ loudly, except under CI=true or FEEDBACK_LOOP_REQUIRE_POSTGRES=1, where they fai
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 import warnings
@@ -23,6 +25,15 @@ from sqlalchemy.engine import make_url
 from feedback_loop_dagster.lib import settings
 from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
+
+# The suite never reads the developer's databases: the code location loads with the project's
+# defaults (its partitions start where the default warehouse's recorded first day says, see
+# lib/partition_start.py), so the default data folder is an empty one of the session's own.
+_TEST_DATA_DIR = tempfile.mkdtemp(prefix="fld-test-data-")
+atexit.register(shutil.rmtree, _TEST_DATA_DIR, ignore_errors=True)
+os.environ[settings.DATA_DIR_ENV] = _TEST_DATA_DIR
+for _name in (settings.DATABASE_URL_ENV, settings.SOURCE_URL_ENV, settings.START_DATE_ENV):
+    os.environ.pop(_name, None)
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 _postgres_state: dict[str, str | None] = {}

@@ -34,3 +34,46 @@ def test_definitions_hold_the_collect_stage():
     assert repository.has_sensor_def("new_executions_sensor")
     checks = {key.name for key in repository.asset_graph.asset_check_keys}
     assert "feedback_validity_share" in checks
+
+
+def test_the_code_location_loads_without_warnings_and_dg_finds_the_project(tmp_path):
+    """`make ui` (`dg dev`) and `make demo` start quietly: no Beta/Preview/Supersession warnings from
+    loading the definitions, and `dg` loads the project pyproject.toml's [tool.dg] describes."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = dict(os.environ, DAGSTER_HOME=str(home), VIRTUAL_ENV=str(Path(sys.executable).parents[1]))
+    loaded = subprocess.run([sys.executable, "-W", "always", "-c", "import feedback_loop_dagster.definitions"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert loaded.returncode == 0 and "Warning" not in loaded.stderr, loaded.stderr
+
+    checked = subprocess.run([str(Path(sys.executable).parent / "dg"), "check", "defs"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    output = checked.stdout + checked.stderr
+    assert checked.returncode == 0, output
+    assert "All definitions loaded successfully" in output
+    assert "Warning" not in output and "WARNING" not in output, output
+
+
+def test_make_ui_starts_without_a_warning(tmp_path):
+    """`make ui` (dg dev from inside its DAGSTER_HOME, the repository's production dagster.yaml left
+    where the deployment docs keep it) until the webserver serves: not one warning on the way."""
+    from feedback_loop_dagster_tests.integration.harness import free_port
+    from feedback_loop_dagster_tests.processes import session_processes, wait_for
+
+    log = tmp_path / "make-ui.log"
+    with log.open("w") as out:
+        # -o: never reinstall the virtualenv from inside a test, whatever the stamp's age.
+        make = subprocess.Popen(
+            ["make", "-o", ".venv/.installed", "ui", f"UI_PORT={free_port()}", f"DAGSTER_HOME={tmp_path / 'home'}"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    try:
+        wait_for(lambda: "Serving dagster-webserver" in log.read_text() or make.poll() is not None, "`make ui` to serve")
+    finally:
+        for process in session_processes(make.pid):
+            process.kill()
+        make.wait()
+    text = log.read_text()
+    assert "Serving dagster-webserver" in text, text
+    assert "arning" not in text and "WARNING" not in text, text

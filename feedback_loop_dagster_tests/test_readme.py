@@ -34,6 +34,7 @@ def test_readme_examples_run_on_a_fresh_database(tmp_path):
         outputs.append(result.stdout)
     session, python = outputs
     assert "registered code-review@v9" in session and "stopped experiment" in session and "flowchart RL" in session
+    assert "loop health as of" in session and "(all patterns)" in session
     lines = python.strip().splitlines()
     assert lines[-3].startswith("['v") and lines[-3].endswith("'v9']")
     assert lines[-2] == "{'timeout_ms': 4000}" and lines[-1] == "archived"

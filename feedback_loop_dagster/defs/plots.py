@@ -10,6 +10,29 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from feedback_loop_dagster.lib.lineage.render import visible_text  # noqa: E402
+
+_MARKDOWN_SPECIAL = set("\\`*_{}[]()<>#+-.!|~&")
+
+
+def markdown_text(text: str) -> str:
+    """`text` (a pattern id, a version name) shown literally in markdown: invisible characters as
+    escapes, markdown and HTML punctuation backslash-escaped."""
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in visible_text(text))
+
+
+def figure_png(figure) -> bytes:
+    """The figure as PNG bytes (closed afterwards)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def figure_markdown(figure, title: str) -> str:
+    """The figure as a PNG embedded in markdown (closed afterwards), `title` as its alt text."""
+    return f"![{markdown_text(title)}](data:image/png;base64,{base64.b64encode(figure_png(figure)).decode()})"
+
 
 def lift_plot_markdown(title: str, windows: list, lift: list, low: list, high: list) -> str:
     """Relative improvement of the primary metric with its confidence band, one point per look."""
@@ -24,7 +47,4 @@ def lift_plot_markdown(title: str, windows: list, lift: list, low: list, high: l
     axis.legend(fontsize=7, loc="best")
     figure.autofmt_xdate()
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return f"![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+    return figure_markdown(figure, title)

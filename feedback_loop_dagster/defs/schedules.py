@@ -16,38 +16,14 @@ import dagster as dg
 
 from feedback_loop_dagster.defs.jobs import feedback_loop_job
 from feedback_loop_dagster.defs.partitions import patterns_partitions, window_partitions
-from feedback_loop_dagster.defs.runs import range_run_tags
+from feedback_loop_dagster.defs.runs import PATTERNS_PER_RUN, range_run_requests
 
-# Patterns per run: big enough that 10,000 patterns take a handful of runs, small enough that one
-# run's set-based queries stay modest. A whole run is retried on failure, so this also bounds redo.
-PATTERNS_PER_RUN = 500
 # 00:30 UTC: the window of the day before closed 30 minutes ago, late rows have had time to land.
 CRON = "30 0 * * *"
 
 
 def latest_complete_window(tick: date) -> date:
     return tick - timedelta(days=1)
-
-
-def range_run_requests(
-    pattern_keys: Sequence[str],
-    first_window: date,
-    last_window: date,
-    patterns_per_run: int = PATTERNS_PER_RUN,
-    run_key_prefix: str | None = None,
-) -> list[dg.RunRequest]:
-    """Range runs over `pattern_keys` (neighbours in the instance's partition order) x the windows:
-    ceil(len(pattern_keys) / patterns_per_run) runs, each a rectangle processed set-based, windows
-    in order. 100 patterns x 90 days is one run, where one run per partition would be 9,000."""
-    requests = []
-    for start in range(0, len(pattern_keys), patterns_per_run):
-        block = list(pattern_keys[start : start + patterns_per_run])
-        run_key = None
-        if run_key_prefix:
-            # One run per block and window range, even if a tick is evaluated twice.
-            run_key = f"{run_key_prefix}|{first_window}|{last_window}|{block[0]}|{block[-1]}|{len(block)}"
-        requests.append(dg.RunRequest(run_key=run_key, tags=range_run_tags(block, first_window, last_window)))
-    return requests
 
 
 def daily_run_requests(

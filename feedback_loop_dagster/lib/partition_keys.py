@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from feedback_loop_dagster.lib.errors import InvalidInput
+
 MAX_KEY_LENGTH = 100
 _SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]*")
 _SLUG_UNSAFE = re.compile(r"[^a-z0-9]+")
@@ -28,7 +30,7 @@ def is_safe_partition_key(pattern_id: str) -> bool:
 def safe_partition_key(pattern_id: str) -> str:
     """The pattern dimension's key for `pattern_id` (identity when it is already safe)."""
     if not isinstance(pattern_id, str) or pattern_id == "":
-        raise ValueError(f"pattern id must be a non-empty string, got {pattern_id!r}")
+        raise InvalidInput(f"pattern id must be a non-empty string, got {pattern_id!r}")
     if is_safe_partition_key(pattern_id):
         return pattern_id
     digest = hashlib.sha256(pattern_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]

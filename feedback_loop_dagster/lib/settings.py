@@ -9,6 +9,8 @@ import os
 from datetime import date
 from pathlib import Path
 
+from feedback_loop_dagster.lib.errors import ConfigError
+
 DATABASE_URL_ENV = "FEEDBACK_LOOP_DATABASE_URL"
 SOURCE_URL_ENV = "FEEDBACK_LOOP_SOURCE_URL"
 DATA_DIR_ENV = "FEEDBACK_LOOP_DATA_DIR"
@@ -16,11 +18,15 @@ START_DATE_ENV = "FEEDBACK_LOOP_START_DATE"
 SENSOR_INTERVAL_ENV = "FEEDBACK_LOOP_SENSOR_INTERVAL_SECONDS"
 SOURCE_TIMEOUT_ENV = "FEEDBACK_LOOP_SOURCE_TIMEOUT_MS"
 SENSOR_DEFAULT_STATUS_ENV = "FEEDBACK_LOOP_SENSOR_DEFAULT_STATUS"
+MAX_DURATION_ENV = "FEEDBACK_LOOP_MAX_DURATION_MS"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-# Fixed so partition keys never move under a user's feet; override with FEEDBACK_LOOP_START_DATE.
+# The first window until a first day with data is recorded (lib/partition_start.py); override with
+# FEEDBACK_LOOP_START_DATE.
 DEFAULT_WINDOW_START_DATE = "2025-01-01"
 SOURCE_TABLE = "hook_executions"
+# The longest execution the collector believes (DESIGN.md section 2): 24 h in milliseconds.
+DEFAULT_MAX_DURATION_MS = 24 * 3600 * 1000
 
 
 def data_dir() -> Path:
@@ -40,12 +46,19 @@ def source_url() -> str:
 
 
 def window_start_date() -> str:
-    """The first daily window; validated here so a typo fails at load time with a clear message."""
-    raw = os.environ.get(START_DATE_ENV) or DEFAULT_WINDOW_START_DATE
+    """The first daily window: FEEDBACK_LOOP_START_DATE when set (validated here, so a typo fails at
+    load time with a clear message), else the first day with data recorded in the warehouse by
+    `init-db`, `patterns sync`, `simulate` or the demo (lib/partition_start.py), else the default."""
+    raw = os.environ.get(START_DATE_ENV)
+    if not raw:
+        from feedback_loop_dagster.lib.partition_start import recorded_first_window
+
+        recorded = recorded_first_window(database_url())
+        return recorded.isoformat() if recorded else DEFAULT_WINDOW_START_DATE
     try:
         date.fromisoformat(raw)
     except ValueError:
-        raise ValueError(f"{START_DATE_ENV}={raw!r} is not a date in YYYY-MM-DD form") from None
+        raise ConfigError(f"{START_DATE_ENV}={raw!r} is not a date in YYYY-MM-DD form") from None
     return raw
 
 
@@ -65,7 +78,7 @@ def _positive_int(name: str, default: int) -> int:
     except ValueError:
         value = 0
     if value <= 0:
-        raise ValueError(f"{name}={raw!r} is not a positive whole number")
+        raise ConfigError(f"{name}={raw!r} is not a positive whole number")
     return value
 
 
@@ -84,5 +97,19 @@ def sensor_running_by_default() -> bool:
     the default) when the deployment first loads it. A status set in the UI always wins."""
     raw = (os.environ.get(SENSOR_DEFAULT_STATUS_ENV) or "stopped").strip().lower()
     if raw not in ("running", "stopped"):
-        raise ValueError(f"{SENSOR_DEFAULT_STATUS_ENV}={raw!r} must be 'running' or 'stopped'")
+        raise ConfigError(f"{SENSOR_DEFAULT_STATUS_ENV}={raw!r} must be 'running' or 'stopped'")
     return raw == "running"
+
+
+def max_duration_ms() -> float:
+    """Durations above this many milliseconds are implausible and quarantined (default 24 h)."""
+    raw = os.environ.get(MAX_DURATION_ENV)
+    if not raw:
+        return float(DEFAULT_MAX_DURATION_MS)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise ConfigError(f"{MAX_DURATION_ENV}={raw!r} is not a positive number of milliseconds")
+    return value

@@ -37,6 +37,7 @@ from feedback_loop_dagster.defs.clock import clock_run_config, midnight_after
 from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
 from feedback_loop_dagster.lib.experiment.assignment import experiment_salt, in_treatment
 from feedback_loop_dagster.lib.experiment.experiments import AB, WATCH, Experiment, list_experiments, running_experiment
+from feedback_loop_dagster.lib.partition_start import record_first_window
 from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, get_label, get_version, register_version, set_label
 from feedback_loop_dagster.lib.storage import tables
@@ -205,6 +206,7 @@ def run_demo(
     keys = register_patterns(warehouse, instance, patterns)
     ids = [p.pattern_id for p in patterns]
     dates = window_days(days, end)
+    record_first_window(warehouse, dates[0])  # where `make ui`'s daily partitions will start
     for day_index, day in enumerate(dates):
         started = clock.perf_counter()
         frames = []

@@ -1,5 +1,5 @@
 """Fixtures of the integration tests: one real deployment (daemon + webserver over PostgreSQL) shared
-by the tests of the session, and a hard time limit on every test."""
+by the tests of the session, and a hang guard on every test."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import pytest
 from feedback_loop_dagster_tests.conftest import postgres_admin_url
 from feedback_loop_dagster_tests.integration.harness import Deployment
 
-# No integration test may run longer than this (its own fixtures included; the shared deployment's
-# start-up is bounded by its own waits). On an idle 2-CPU machine each takes 1-2 minutes; the margin
-# is for a loaded one. The deployment's processes are stopped by the fixtures' teardown either way.
-TEST_TIMEOUT_SECONDS = 300
+# No integration test may run longer than this (its own fixtures included). It only guards against a
+# hang: the tests' waits fail much earlier when the deployment stops making progress (harness.py,
+# STALL_SECONDS), and a loaded machine (2 cores at load average 20) only slows them down. On an idle
+# 2-CPU machine each takes 1-2 minutes. The deployment's processes are stopped by the fixtures'
+# teardown either way.
+TEST_TIMEOUT_SECONDS = 3600
 
 
 class IntegrationTimeout(Exception):
@@ -41,5 +43,5 @@ def deployment(tmp_path_factory):
     admin_url = postgres_admin_url()
     with Deployment(tmp_path_factory.mktemp("deployment"), admin_url, sensor_interval_seconds=3) as d:
         d.start_daemon()
-        d.start_webserver(timeout=180)
+        d.start_webserver()
         yield d

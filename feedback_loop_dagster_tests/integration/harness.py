@@ -1,13 +1,19 @@
 """A real Dagster deployment on this machine: dagster-daemon and dagster-webserver over PostgreSQL.
 
-Used by the integration tests and by benchmarks/deployment.py. Everything it starts runs in its own
-process group and is stopped by pid (group first, then any descendant left), even when the caller
-fails; every wait is bounded.
+Used by the integration tests and by benchmarks/deployment.py. Everything it starts leads its own
+session, with SIGTERM and SIGINT at their default even when the caller ignores them, and is stopped
+by pid: the session's processes (descendants, and orphans a dead parent left behind) get SIGTERM,
+then SIGKILL, until none is left -- also when the caller fails.
+
+Waits follow progress, not the clock: `wait_until` gives up when the deployment has made no progress
+(no new event in the instance's event log: runs, steps, materialisations) for `stall` seconds, so a
+loaded machine (2 cores at load average 20) slows a test down without failing it; `ceiling` only
+guards against a hang.
 
     with Deployment(tmp_path, admin_url) as d:     # fresh instance and warehouse databases
         d.start_daemon(); d.start_webserver()
         d.start_sensor("new_executions_sensor")
-        d.wait_until(lambda: ..., timeout=60, what="the run to finish")
+        d.wait_until(lambda: ..., what="the run to finish")
 """
 
 from __future__ import annotations
@@ -38,9 +44,22 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 LOCATION = "feedback_loop_dagster"
 REPOSITORY = "__repository__"
+# A wait fails when the deployment made no progress for this long (a run worker's start on a
+# machine at load average 20 is the slowest silent step seen: about 2 minutes)...
+STALL_SECONDS = 300
+# ... and in any case after this long, which only guards against a hang.
+CEILING_SECONDS = 1800
+# Run in every process the harness starts, before it execs the real command: a caller (a supervisor,
+# a CI wrapper) may ignore SIGTERM, and an ignored signal stays ignored across exec. The daemon's
+# run workers would then ignore the SIGTERM Dagster sends their compute-log `tail` processes (each
+# run waits 30 s per tail and leaves them behind), and stopping the deployment would need SIGKILL.
+DEFAULT_SIGNALS = (
+    "import os, signal, sys; [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGTERM, signal.SIGINT)]; "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
-# The seven assets of DESIGN.md section 1 and the external source they read.
+# The assets of DESIGN.md section 1, in loop order, and the external source they read.
 DESIGN_ASSETS = [
     "hook_executions",
     "feedback_dataset",
@@ -50,6 +69,7 @@ DESIGN_ASSETS = [
     "ab_test_results",
     "applied_improvements",
     "pattern_lineage",
+    "loop_health",
 ]
 
 def free_port() -> int:
@@ -81,26 +101,37 @@ def drop_database(admin_url: str, url: str) -> None:
         admin.dispose()
 
 
-def stop_process_tree(proc: psutil.Process | subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM the process's group and descendants, SIGKILL whatever is left after `grace` s."""
-    pid = proc.pid
-    try:
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process, its descendants and, when it leads a session (everything this harness starts
+    does), every process still in that session: orphans reparented to init included."""
+    found: dict[int, psutil.Process] = {}
+    with contextlib.suppress(psutil.NoSuchProcess):
         root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)  # our processes lead their own group (start_new_session)
+        found = {p.pid: p for p in (root, *root.children(recursive=True))}
+    for p in psutil.process_iter():
+        with contextlib.suppress(ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+            if p.pid not in found and os.getsid(p.pid) == pid:
+                found[p.pid] = p
+    return list(found.values())
+
+
+def stop_process_tree(proc: psutil.Process | subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM the process tree (`process_tree`), SIGKILL whatever is left after `grace` s, and again
+    for what started meanwhile, until nothing is left."""
+    pid = proc.pid
+    tree = process_tree(pid)
     for p in tree:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.terminate()
-    _, alive = psutil.wait_procs(tree, timeout=grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    for p in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    psutil.wait_procs(alive, timeout=5)
+    psutil.wait_procs(tree, timeout=grace)
+    for _ in range(10):
+        alive = process_tree(pid)
+        if not alive:
+            break
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
     if isinstance(proc, subprocess.Popen):
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
@@ -269,14 +300,14 @@ class Deployment:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            args,
+            [sys.executable, "-c", DEFAULT_SIGNALS, *args],
             cwd=REPO,
             # PYTHONWARNINGS: Dagster's beta/preview warnings would drown the logs that failures show.
             env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group, so the whole tree is stopped by pid
+            start_new_session=True,  # its own session, so the whole tree is found and stopped by pid
         )
         log.close()
         self.processes[name] = proc
@@ -285,12 +316,13 @@ class Deployment:
     def start_daemon(self) -> subprocess.Popen:
         return self._spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")])
 
-    def start_webserver(self, timeout: float = 120) -> subprocess.Popen:
+    def start_webserver(self, ceiling: float = CEILING_SECONDS) -> subprocess.Popen:
         proc = self._spawn(
             "webserver",
             [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port), "-w", str(REPO / "workspace.yaml")],
         )
-        self.wait_until(self._location_loaded, timeout=timeout, what="the webserver to load the code location")
+        # Starting up writes no events: only the ceiling applies.
+        self.wait_until(self._location_loaded, stall=None, ceiling=ceiling, what="the webserver to load the code location")
         return proc
 
     def stop(self, name: str) -> None:
@@ -305,10 +337,22 @@ class Deployment:
             out.append(f"--- {path.name} (last {len(text)} lines)\n" + "\n".join(text))
         return "\n".join(out)
 
-    def wait_until(self, predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 1.0) -> Any:
-        deadline = time.monotonic() + timeout
+    def wait_until(
+        self,
+        predicate: Callable[[], Any],
+        *,
+        what: str,
+        stall: float | None = STALL_SECONDS,
+        ceiling: float = CEILING_SECONDS,
+        interval: float = 1.0,
+    ) -> Any:
+        """Polls `predicate` until it returns something truthy, and returns that. Fails when the
+        deployment made no progress (`progress_marker` unchanged) for `stall` seconds (None: never),
+        after `ceiling` seconds in all, or when one of its processes exits."""
+        started = last_progress = time.monotonic()
+        marker = self._progress_marker()
         last_error: Exception | None = None
-        while time.monotonic() < deadline:
+        while True:
             for name, proc in self.processes.items():
                 if proc.poll() is not None:
                     raise AssertionError(f"{name} exited with {proc.returncode} while waiting for {what}\n{self.log_tail()}")
@@ -319,12 +363,29 @@ class Deployment:
             except (OSError, sa.exc.SQLAlchemyError, RuntimeError) as exc:
                 # the webserver not listening yet, a database restarting; programming errors raise
                 last_error = exc
-            time.sleep(interval)
-        raise AssertionError(
-            f"timed out after {timeout:.0f} s waiting for {what}"
-            + (f" (last error: {last_error!r})" if last_error else "")
-            + f"\n{self.log_tail()}"
-        )
+            now = time.monotonic()
+            current = self._progress_marker()
+            if current != marker:
+                marker, last_progress = current, now
+            if stall is not None and now - last_progress > stall:
+                reason = f"no progress for {stall:.0f} s"
+            elif now - started > ceiling:
+                reason = f"still waiting after {ceiling:.0f} s"
+            else:
+                time.sleep(interval)
+                continue
+            raise AssertionError(
+                f"{reason} waiting for {what}"
+                + (f" (last error: {last_error!r})" if last_error else "")
+                + f"\n{self.log_tail()}"
+            )
+
+    def _progress_marker(self) -> int | None:
+        """The newest event id of the instance: it moves with every run, step and materialisation."""
+        try:
+            return self.instance.event_log_storage.get_maximum_record_id()
+        except (OSError, sa.exc.SQLAlchemyError):
+            return None  # the database is restarting: no progress seen
 
     # --- the instance and the webserver ----------------------------------------------------
 

@@ -1,10 +1,12 @@
-"""Faults while the daemon runs: PostgreSQL restarted, a run worker killed, the source table locked.
+"""Faults while the daemon runs: PostgreSQL restarted, a run worker killed, the source table locked,
+the process of an in-process (CLI) run killed.
 
 These run against a private PostgreSQL server started for the module (same binaries as the
 machine's cluster, its own data folder and port), so restarting it cuts no other test's connections;
 it is stopped and removed at the end, and brought back up after each restart even when a test fails.
-The daemon runs with the repository's dagster.yaml (run retries, run monitoring), the sensor on from
-the start (FEEDBACK_LOOP_SENSOR_DEFAULT_STATUS=running), ticking every 2 s, with a 1.5 s source timeout.
+The daemon runs with the repository's dagster.yaml (run retries, run monitoring, polling every
+2 s here instead of 60), the sensor on from the start (FEEDBACK_LOOP_SENSOR_DEFAULT_STATUS=running),
+ticking every 2 s, with a 1.5 s source timeout.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import dagster as dg
 import psutil
 import pytest
 import sqlalchemy as sa
+import yaml
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
+from feedback_loop_dagster.defs.run_workers import RUN_WORKER_TAG, RunWorker
 from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine
 from feedback_loop_dagster.lib.storage.tables import hook_executions
 from feedback_loop_dagster_tests.integration.data import (
@@ -30,7 +34,8 @@ from feedback_loop_dagster_tests.integration.data import (
     runs,
     source_rows,
 )
-from feedback_loop_dagster_tests.integration.harness import Deployment, PrivatePostgres
+from feedback_loop_dagster_tests.integration.harness import REPO, Deployment, PrivatePostgres
+from feedback_loop_dagster_tests.processes import start_blocking_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -55,11 +60,13 @@ def private_postgres():
 
 @pytest.fixture(scope="module")
 def faulty(private_postgres, tmp_path_factory):
+    monitoring = yaml.safe_load((REPO / "dagster.yaml").read_text())["run_monitoring"]
     with Deployment(
         tmp_path_factory.mktemp("faults"),
         private_postgres.admin_url,
         sensor_interval_seconds=2,
         source_timeout_ms=SOURCE_TIMEOUT_MS,
+        instance_overrides={"run_monitoring": {**monitoring, "poll_interval_seconds": 2}},
         extra_env={"FEEDBACK_LOOP_SENSOR_DEFAULT_STATUS": "running"},
     ) as d:
         d.start_daemon()
@@ -80,7 +87,7 @@ def test_postgres_restart_while_the_daemon_runs_misses_no_execution(faulty, priv
     pattern = "fault-restart"
     window = datetime.now(UTC).date() - timedelta(days=2)
     insert(engine, executions(pattern, window, 20))
-    d.wait_until(lambda: _settled(d, pattern, 20), timeout=120, what="the first batch to be collected")
+    d.wait_until(lambda: _settled(d, pattern, 20), what="the first batch to be collected")
 
     insert(engine, executions(pattern, window, 15, tag="before-restart"))
     try:
@@ -93,7 +100,7 @@ def test_postgres_restart_while_the_daemon_runs_misses_no_execution(faulty, priv
     engine = get_engine(d.warehouse_url)
     insert(engine, executions(pattern, window + timedelta(days=1), 10, tag="after-restart"))
 
-    d.wait_until(lambda: _settled(d, pattern, 45), timeout=200, what="every row to be collected after the restart")
+    d.wait_until(lambda: _settled(d, pattern, 45), what="every row to be collected after the restart")
     assert source_rows(engine, pattern) == collected_rows(engine, pattern) == 45
     assert d.processes["daemon"].poll() is None, "the daemon died with the database"
     assert registry_problems(engine) == []
@@ -124,7 +131,7 @@ def test_run_killed_with_sigkill_is_retried_and_the_registry_stays_consistent(fa
                 pytest.fail(f"run {run.run_id} finished ({run.status}) before it could be killed")
         return None
 
-    run, pid = d.wait_until(started_run, timeout=120, what="a run to be inside the loop", interval=0.1)
+    run, pid = d.wait_until(started_run, what="a run to be inside the loop", interval=0.1)
     killed = _kill_tree(pid)
     assert killed
 
@@ -135,9 +142,9 @@ def test_run_killed_with_sigkill_is_retried_and_the_registry_stays_consistent(fa
         children = runs(d.instance, {"dagster/parent_run_id": run.run_id})
         return next((c for c in children if c.status == dg.DagsterRunStatus.SUCCESS), None)
 
-    retry = d.wait_until(retried, timeout=180, what="the killed run to be marked failed and retried", interval=1)
+    retry = d.wait_until(retried, what="the killed run to be marked failed and retried", interval=1)
     assert retry.tags[PATTERN_TAG] == pattern
-    d.wait_until(lambda: _settled(d, pattern, 20_000), timeout=60, what="the partition to be complete")
+    d.wait_until(lambda: _settled(d, pattern, 20_000), what="the partition to be complete")
     assert collected_rows(engine, pattern, window) == source_rows(engine, pattern, window) == 20_000
     assert registry_problems(engine) == []
 
@@ -169,7 +176,7 @@ def test_locked_source_table_fails_ticks_fast_and_loses_nothing(faulty):
                 failed = [t for t in _sensor_ticks(d, started) if t.status == TickStatus.FAILURE and t.end_timestamp]
                 return failed if len(failed) >= 2 else None
 
-            failed = d.wait_until(failed_ticks, timeout=60, what="sensor ticks to time out on the lock")
+            failed = d.wait_until(failed_ticks, what="sensor ticks to time out on the lock")
             transaction.commit()
     finally:
         locker.dispose()
@@ -179,5 +186,26 @@ def test_locked_source_table_fails_ticks_fast_and_loses_nothing(faulty):
         # The tick gave up after about the statement timeout, not after the lock was released.
         assert tick.end_timestamp - tick.timestamp < SOURCE_TIMEOUT_MS / 1000 + 8
     # The daemon kept ticking while the lock was held: the sensor was not stuck behind it.
-    d.wait_until(lambda: _settled(d, pattern, 25), timeout=180, what="the rows to be collected after the lock")
+    d.wait_until(lambda: _settled(d, pattern, 25), what="the rows to be collected after the lock")
     assert collected_rows(engine, pattern, window) == source_rows(engine, pattern, window) == 25
+
+
+def test_an_in_process_run_whose_process_was_killed_is_failed_by_run_monitoring(faulty, tmp_path):
+    """A CLI run on the deployment's instance whose process dies: nobody else will ever end it, so
+    the daemon's run monitoring does, through the launcher's health check (defs/run_workers.py)."""
+    d = faulty
+    proc, inside = start_blocking_run(d.home, tmp_path, env=dict(os.environ))  # the deployment's DAGSTER_PG_*
+    try:
+        d.wait_until(lambda: inside.exists() or proc.poll() is not None, what="the CLI-like run to be inside its step")
+        assert proc.poll() is None, f"the run's process exited early ({proc.returncode})"
+        mine = [r for r in d.instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+                if RUN_WORKER_TAG in r.tags and RunWorker.from_tag(r.tags[RUN_WORKER_TAG]).pid == proc.pid]
+        (run,) = mine
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    d.wait_until(lambda: d.instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE,
+                 what="run monitoring to mark the run failed")
+    (failure,) = d.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert f"pid {proc.pid}" in failure.dagster_event.message

@@ -37,7 +37,8 @@ def test_pattern_lineage_as_of_each_window_of_a_range_run(engine, migrated_url, 
     assert {v: n["status"] for v, n in nodes.items()} == {"v1": "active", "v2": "rolled_back", "v3": "archived", "v4": "candidate"}
     edges = [r.data for r in metadata["edges"].value.records]
     rollback = next(e for e in edges if e["edge"] == "rolled_back_to")
-    assert (rollback["experiment"], rollback["p_value"], rollback["lift"]) == (2, 0.001, -0.08)
+    # no A/B look behind this hand-made edge: no effect to show (and never the raw relative lift)
+    assert (rollback["experiment"], rollback["p_value"], rollback["effect"]) == (2, 0.001, None)
     assert "```mermaid\nflowchart RL" in metadata["mermaid"].value
     picture = metadata["graph"].value
     assert "](data:image/png;base64," in picture and "**rolled_back**" in picture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
@@ -77,3 +77,24 @@ def add_days(engine, experiment, days: int, n_control: int, n_treatment: int, co
         add_day(engine, experiment.pattern_id, experiment.control.version, day, n_control, control_rate, seed=2 * i)
         add_day(engine, experiment.pattern_id, experiment.treatment.version, day, n_treatment, treatment_rate, seed=2 * i + 1)
     return first + timedelta(days=days - 1)
+
+
+def stored_look(conn, experiment, window, metric: str, effect: float, performance_delta: float) -> dict:
+    """The A/B engine's stored look at `window`, with the lead metric's result."""
+    result = {"decision": "apply", "recommendation": "apply", "reason": f"{metric} better", "p_value": 0.001,
+              "confidence_score": 0.999, "performance_delta": performance_delta, "lead_metric": metric,
+              "metrics": {metric: {"metric": metric, "effect": effect, "ci_lower": effect / 2, "ci_upper": effect * 1.5,
+                                   "n_control": 500, "n_treatment": 500}}}
+    conn.execute(tables.ab_results.insert().values(
+        experiment_id=experiment.id, window_start=window, pattern_id=experiment.pattern_id, decision="apply",
+        reason=result["reason"], p_value=0.001, confidence_score=0.999, performance_delta=performance_delta,
+        control_n=500, treatment_n=500, srm_p_value=0.5, result=json.dumps(result), computed_at=datetime.now(UTC)))
+    return result
+
+
+def registered_versions(conn, pattern_id: str, count: int):
+    """v1 (active) and v2..v<count> derived from it."""
+    v1 = register_version(conn, pattern_id, "v1", {"n": 1}, source="manual")
+    set_label(conn, pattern_id, ACTIVE, v1.id, None)
+    return [v1] + [register_version(conn, pattern_id, f"v{i}", {"n": i}, parent_id=v1.id, source="proposal")
+                   for i in range(2, count + 1)]

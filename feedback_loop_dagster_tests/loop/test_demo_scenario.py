@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from feedback_loop_dagster.lib.experiment.assignment import assign_variant
 from feedback_loop_dagster.lib.experiment.experiments import list_experiments, running_experiment
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, get_label, list_versions
+from feedback_loop_dagster.lib.report.health import health_report, load_history
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.simulator.demo import demo_definitions, format_table, run_demo
@@ -95,6 +96,21 @@ def test_demo_scenario_end_to_end(migrated_url):
         assert proposals >= 1
 
     _assert_traffic_followed_the_registry(engine, window_days(DAYS)[-1])
+    _assert_health_shows_the_demo(engine, window_days(DAYS)[-1])
+
+
+def _assert_health_shows_the_demo(engine, last_day) -> None:
+    """Loop health as of the last day: three promotions (one rolled back), one rejection, the
+    neutral experiment running or inconclusive, nothing for the monitored pattern."""
+    with engine.connect() as conn:
+        per_pattern, overall = health_report(load_history(conn), last_day)
+    assert (overall.promotions, overall.rolled_back, overall.confirmed + overall.under_watch) == (3, 1, 2)
+    assert overall.rejected == 1 and overall.running + overall.inconclusive == 1
+    assert set(overall.mean_effect) == {"success"} and overall.mean_effect["success"]["value"] > 0
+    by_id = {h.pattern_id: h for h in per_pattern}
+    assert by_id["sql-generator"].false_positive_rate == 1.0 and by_id["résumé [draft]..."].rejection_rate == 1.0
+    assert by_id["doc-search"].running + by_id["doc-search"].inconclusive == 1
+    assert by_id["incident-triage"].promotions == by_id["incident-triage"].ab_ended == 0
 
 
 def _assert_traffic_followed_the_registry(engine, last_day) -> None:

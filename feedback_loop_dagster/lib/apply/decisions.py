@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from feedback_loop_dagster.lib.errors import NotFound
 from feedback_loop_dagster.lib.experiment.experiments import (
     experiment_start_window,
     WATCH,
@@ -213,7 +214,7 @@ def rollback(conn: Connection, experiment: Experiment, window: date, result: dic
 def pending_review(conn: Connection, decision_id: int) -> tuple[Experiment, dict[str, Any], date]:
     row = conn.execute(sa.select(tables.decisions).where(tables.decisions.c.id == decision_id)).mappings().first()
     if row is None:
-        raise LookupError(f"no decision with id {decision_id}")
+        raise NotFound(f"no decision with id {decision_id}")
     if row["status"] != "pending_review":
         raise RegistryError(f"decision {decision_id} is {row['status']}, not pending review")
     evidence = json.loads(row["evidence"])

@@ -22,6 +22,7 @@ from sqlalchemy.exc import NoSuchTableError
 
 from feedback_loop_dagster.lib.collect.normalize import normalize_executions
 from feedback_loop_dagster.lib.collect.validate import validate_feedback
+from feedback_loop_dagster.lib import settings
 from feedback_loop_dagster.lib.settings import SOURCE_TABLE
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import StorageError, redact
@@ -105,8 +106,13 @@ def collect_feedback(
     warehouse: Engine,
     partitions: Sequence[tuple[str, date]],
     chunk_rows: int = CHUNK_ROWS,
+    max_duration_ms: float | None = None,
 ) -> CollectionReport:
-    """Replace the warehouse rows of `partitions` ((pattern_key, window_start) pairs) from the source."""
+    """Replace the warehouse rows of `partitions` ((pattern_key, window_start) pairs) from the source.
+
+    `max_duration_ms`: the duration ceiling (default: settings.max_duration_ms(), 24 h unless
+    FEEDBACK_LOOP_MAX_DURATION_MS says otherwise); longer executions are quarantined."""
+    ceiling = settings.max_duration_ms() if max_duration_ms is None else float(max_duration_ms)
     pairs = sorted(set(partitions))
     if not pairs:
         return CollectionReport(partitions=[])
@@ -138,7 +144,7 @@ def collect_feedback(
             if normalized.empty:
                 continue
             seen_hashes = _flag_duplicates(normalized, row_errors, seen_hashes)
-            valid, quarantined = validate_feedback(normalized, row_errors)
+            valid, quarantined = validate_feedback(normalized, row_errors, ceiling)
             quarantined = quarantined.assign(raw=_raw_json(raw.loc[quarantined.index, columns]))
 
             for (key, window), n in valid.groupby(["pattern_key", "window_start"]).size().items():

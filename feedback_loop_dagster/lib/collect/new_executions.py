@@ -5,6 +5,10 @@ larger seq (concurrent writers, sequence caching). The cursor therefore remember
 its high-water mark that were still missing when it last looked (gaps) and looks at them again
 until they are older than `overlap` seqs. Each row is reported once, so a run key built from the
 rows it reports dedupes repeated ticks without suppressing a late row.
+
+What is collected already is the warehouse's record of the source seqs each partition holds
+(`feedback` and `feedback_quarantine`): `uncollected` drops scanned rows a backfill or the CLI
+collected before the sensor saw them, so a sensor turned on after them requests nothing again.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class NewExecutions:
     pairs: pd.DataFrame  # pattern_id, window_start, rows, max_seq: one row per (pattern, window)
     cursor: SourceCursor
     unattributed_rows: int  # rows before first_window or without a parseable started_at
+    rows: pd.DataFrame  # seq, pattern_id, window_start: the attributable rows themselves
 
 
 def scan_new_executions(
@@ -77,12 +82,41 @@ def scan_new_executions(
     started = pd.to_datetime(rows["started_at"], errors="coerce", utc=True, format="ISO8601")
     rows["window_start"] = window_of(started)
     attributable = started.notna() & (rows["window_start"] >= first_window) & (rows["window_start"] <= last_window)
-    pairs = (
-        rows[attributable]
-        .groupby(["pattern_id", "window_start"], as_index=False)
-        .agg(rows=("seq", "size"), max_seq=("seq", "max"))
+    found = rows.loc[attributable, ["seq", "pattern_id", "window_start"]].reset_index(drop=True)
+    return NewExecutions(
+        pairs=pairs_of(found), cursor=next_cursor, unattributed_rows=int((~attributable).sum()), rows=found
     )
-    return NewExecutions(pairs=pairs, cursor=next_cursor, unattributed_rows=int((~attributable).sum()))
+
+
+def pairs_of(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (pattern_id, window_start) of `rows`: how many rows and the newest seq."""
+    return rows.groupby(["pattern_id", "window_start"], as_index=False).agg(rows=("seq", "size"), max_seq=("seq", "max"))
+
+
+def uncollected(warehouse: Engine, rows: pd.DataFrame, keys: dict[str, str], chunk: int = 500) -> pd.DataFrame:
+    """The `rows` (seq, pattern_id, window_start) whose seq the warehouse does not hold yet, as
+    valid or quarantined feedback of their partition; `keys` maps pattern ids to partition keys.
+
+    Read by partition (the tables' leading index columns) and the rows' seq range, `chunk`
+    partitions per query, so the cost follows the rows scanned, not the warehouse's size."""
+    from feedback_loop_dagster.lib.storage.tables import feedback, feedback_quarantine
+
+    if rows.empty:
+        return rows
+    partitions = rows.assign(pattern_key=rows["pattern_id"].map(keys)).groupby(["pattern_key", "window_start"])
+    bounds = partitions["seq"].agg(["min", "max"]).reset_index().to_dict("records")
+    held: set[int] = set()
+    with warehouse.connect() as conn:
+        for start in range(0, len(bounds), chunk):
+            part = bounds[start : start + chunk]
+            for table in (feedback, feedback_quarantine):
+                query = sa.select(table.c.seq).where(
+                    table.c.pattern_key.in_({b["pattern_key"] for b in part}),
+                    table.c.window_start.in_({b["window_start"] for b in part}),
+                    table.c.seq.between(min(b["min"] for b in part), max(b["max"] for b in part)),
+                )
+                held.update(conn.scalars(query))
+    return rows[~rows["seq"].isin(held)].reset_index(drop=True)
 
 
 def _advance(cursor: SourceCursor, seqs: np.ndarray, overlap: int) -> SourceCursor:

@@ -1,13 +1,16 @@
 """Normalise raw source rows into the shape FeedbackSchema validates.
 
-Values that cannot even be parsed (text in a number column, a malformed timestamp or JSON) are
-recorded as parse errors per row instead of silently becoming nulls, so their rows are
-quarantined with a reason that names the column.
+Values that cannot even be parsed (text in a number column, a malformed timestamp or JSON) and
+non-finite numbers (NaN, +-inf) are recorded as errors per row instead of silently becoming
+nulls, so their rows are quarantined with a reason that names the column. The quality JSON rule
+is DESIGN.md section 2's.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -71,8 +74,11 @@ def normalize_executions(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     out["user_rating"] = _rating(_number(raw.get("user_rating"), "user_rating", note, index=raw.index))
 
     retries = _number(raw.get("retry_count"), "retry_count", note, index=raw.index).fillna(0)
-    note(retries != np.floor(retries), "retry_count: not a whole number")
-    out["retry_count"] = retries.where(retries == np.floor(retries), 0).astype("int64")
+    whole = retries == np.floor(retries)
+    note(~whole, "retry_count: not a whole number")
+    # beyond int64 is as implausible as any count above the schema's cap
+    fits = whole & (retries.abs() < 2.0**62)
+    out["retry_count"] = retries.where(fits, np.where(whole, 2**62, 0)).astype("int64")
     return out, pd.Series(messages, index=raw.index, dtype=object)
 
 
@@ -103,7 +109,9 @@ def _number(values: pd.Series | None, column: str, note, index) -> pd.Series:
         return pd.Series(np.nan, index=index, dtype="float64")
     parsed = pd.to_numeric(values, errors="coerce").astype("float64")
     note(values.notna() & parsed.isna(), f"{column}: not a number")
-    return parsed
+    finite = np.isfinite(parsed.to_numpy())
+    note(parsed.notna().to_numpy() & ~finite, f"{column}: not finite")
+    return parsed.where(finite | parsed.isna(), np.nan)
 
 
 def _timestamp(values: pd.Series | None, column: str, note, index=None) -> pd.Series:
@@ -120,11 +128,74 @@ def _rating(values: pd.Series) -> pd.Series:
     return values.where(~stars, (values - 1.0) / (STAR_SCALE_MAX - 1.0))
 
 
+# What PostgreSQL's float8 input accepts of a JSON string score, as the original system's
+# `(quality_results->>'score')::float` does: a decimal number, optionally signed, with exponent,
+# surrounded by blanks; NaN and Infinity spelled out are numbers too (and then not finite).
+_NUMERIC_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+_NON_FINITE_TEXT = re.compile(r"\s*([+-]?(inf|infinity)|nan)\s*", re.IGNORECASE)
+
+QUALITY_JSON_ERRORS = {
+    "json": "quality_results: not valid JSON",
+    "object": "quality_results: not a JSON object",
+    "duplicate": "quality_results: duplicate score key",
+    "number": "quality_results: score is not a number",
+    "finite": "quality_results: score is not finite",
+}
+
+
+def quality_score_of(document) -> float | str | None:
+    """The quality score a Track-2 document holds (DESIGN.md section 2): a float, None (no score:
+    SQL NULL, JSON null, no `score` key, `score: null`), or the key of QUALITY_JSON_ERRORS that
+    quarantines the row. `document` is JSON text, or what a json/jsonb column was loaded as."""
+    if isinstance(document, str):
+        try:
+            document = json.loads(document, parse_constant=_reject_constant, object_pairs_hook=_JsonObject.of)
+        except ValueError:  # JSONDecodeError, and NaN / Infinity literals (not JSON)
+            return "json"
+        except RecursionError:
+            return "json"
+    if document is None:
+        return None
+    if not isinstance(document, dict):
+        return "object"
+    if "score" in getattr(document, "duplicated", ()):
+        return "duplicate"
+    score = document.get("score")
+    if score is None:
+        return None
+    if isinstance(score, str):
+        if _NON_FINITE_TEXT.fullmatch(score):
+            return "finite"
+        if not _NUMERIC_TEXT.fullmatch(score):
+            return "number"
+        score = float(score)
+    elif isinstance(score, bool) or not isinstance(score, int | float):
+        return "number"
+    score = float(score) if not isinstance(score, int) or abs(score) < 2**1023 else float("inf")
+    return score if np.isfinite(score) else "finite"
+
+
+class _JsonObject(dict):
+    """A JSON object that remembers which of its keys were repeated (json.loads keeps the last)."""
+
+    duplicated: frozenset = frozenset()
+
+    @classmethod
+    def of(cls, pairs: list) -> _JsonObject:
+        obj = cls(pairs)
+        if len(obj) < len(pairs):
+            obj.duplicated = frozenset(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+        return obj
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def _quality_from_json(values: pd.Series, note) -> pd.Series:
     present = values.notna().to_numpy()
     scores = np.full(len(values), np.nan)
-    bad_json = np.zeros(len(values), dtype=bool)
-    bad_score = np.zeros(len(values), dtype=bool)
+    errors = np.full(len(values), None, dtype=object)
     if present.any():
         texts = values.to_numpy(dtype=object)[present]
         if pd.api.types.infer_dtype(texts, skipna=False) == "string":
@@ -132,25 +203,11 @@ def _quality_from_json(values: pd.Series, note) -> pd.Series:
             codes, documents = pd.factorize(texts)
         else:  # parsed values from a JSON column (dicts, lists, numbers): one by one
             codes, documents = np.arange(len(texts)), texts
-        unique_scores = np.full(len(documents), np.nan)
-        unique_bad_json = np.zeros(len(documents), dtype=bool)
-        unique_bad_score = np.zeros(len(documents), dtype=bool)
-        for i, text in enumerate(documents):
-            try:
-                document = json.loads(text) if isinstance(text, str) else text
-            except (TypeError, ValueError):
-                unique_bad_json[i] = True
-                continue
-            score = document.get("score") if isinstance(document, dict) else None
-            if score is None:
-                continue
-            if isinstance(score, bool) or not isinstance(score, int | float):
-                unique_bad_score[i] = True
-                continue
-            unique_scores[i] = float(score)
+        parsed = [quality_score_of(d) for d in documents]
+        unique_scores = np.array([p if isinstance(p, float) else np.nan for p in parsed])
+        unique_errors = np.array([p if isinstance(p, str) else None for p in parsed], dtype=object)
         scores[present] = unique_scores[codes]
-        bad_json[present] = unique_bad_json[codes]
-        bad_score[present] = unique_bad_score[codes]
-    note(bad_json, "quality_results: not valid JSON")
-    note(bad_score, "quality_results: score is not a number")
+        errors[present] = unique_errors[codes]
+    for key, message in QUALITY_JSON_ERRORS.items():
+        note(errors == key, message)
     return pd.Series(scores, index=values.index, dtype="float64")

@@ -8,7 +8,8 @@ import re
 import pandas as pd
 import pandera.errors as pa_errors
 
-from feedback_loop_dagster.lib.collect.schema import FeedbackSchema
+from feedback_loop_dagster.lib.collect.schema import FeedbackSchema, feedback_schema
+from feedback_loop_dagster.lib.settings import DEFAULT_MAX_DURATION_MS
 
 _SCHEMA_COLUMNS = frozenset(FeedbackSchema.to_schema().columns)
 
@@ -19,6 +20,7 @@ _READABLE_CHECKS = (
     (re.compile(r"less_than_or_equal_to\((.*)\)"), r"must be <= \1"),
     (re.compile(r"in_range\((.*), (.*)\)"), r"must be in [\1, \2]"),
     (re.compile(r"str_length\(.*\)"), "empty"),
+    (re.compile(r"str_matches\(.*\)"), "not a valid version name"),
 )
 
 
@@ -30,7 +32,12 @@ def readable_check(check: str) -> str:
     return check
 
 
-def validate_feedback(normalized: pd.DataFrame, row_errors: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+_schema = functools.lru_cache(maxsize=8)(feedback_schema)
+
+
+def validate_feedback(
+    normalized: pd.DataFrame, row_errors: pd.Series, max_duration_ms: float = DEFAULT_MAX_DURATION_MS
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Returns (valid rows, quarantined rows with `reason` and `details`).
 
     `row_errors` holds a reason found before schema validation (a parse error, a duplicate) or
@@ -41,7 +48,7 @@ def validate_feedback(normalized: pd.DataFrame, row_errors: pd.Series) -> tuple[
     # and pandera then does not spell out their values for every row failing a wide check.
     schema_columns = [c for c in normalized.columns if c in _SCHEMA_COLUMNS]
     try:
-        FeedbackSchema.validate(normalized[schema_columns], lazy=True)
+        _schema(float(max_duration_ms)).validate(normalized[schema_columns], lazy=True)
     except pa_errors.SchemaErrors as exc:
         cases = exc.failure_cases
         if cases["index"].isna().any():

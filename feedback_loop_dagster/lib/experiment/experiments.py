@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from feedback_loop_dagster.lib.errors import NotFound
 from feedback_loop_dagster.lib.propose.patch import merge_patch
 from feedback_loop_dagster.lib.registry.edges import add_edge
 from feedback_loop_dagster.lib.registry.versions import (
@@ -71,7 +72,7 @@ def _load(conn: Connection, row) -> Experiment:
 def get_experiment(conn: Connection, experiment_id: int) -> Experiment:
     row = conn.execute(sa.select(tables.experiments).where(tables.experiments.c.id == experiment_id)).mappings().first()
     if row is None:
-        raise LookupError(f"no experiment with id {experiment_id}")
+        raise NotFound(f"no experiment with id {experiment_id}")
     return _load(conn, row)
 
 

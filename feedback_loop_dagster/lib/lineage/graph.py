@@ -23,9 +23,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from feedback_loop_dagster.lib.errors import NotFound
 from feedback_loop_dagster.lib.propose.patch import diff_patch
 from feedback_loop_dagster.lib.registry.edges import ANCESTRY_EDGES
 from feedback_loop_dagster.lib.registry.versions import Version
+from feedback_loop_dagster.lib.stats.metrics import METRICS
+from feedback_loop_dagster.lib.stats.units import effect_in_unit, format_effect, format_in_unit, verdict_of
 
 # The order in which a version's parents are tried for its primary parent (first-parent path).
 _PRIMARY_ORDER = {"parent": 0, "derived_from": 1, "merged_from": 2, "inspired_by": 3}
@@ -79,7 +82,11 @@ class LineageNode(Version):
 
 @dataclass(frozen=True)
 class LineageEdge:
-    """`from --edge_type--> to` with its evidence (experiment, decision, p-value, lift)."""
+    """`from --edge_type--> to` with its evidence (experiment, decision, p-value, effect).
+
+    `lead_result` is the A/B engine's result for the lead metric at the look the decision was
+    taken on (promotions and rollbacks by the loop), from which the effect is written in the
+    metric's unit; `lift` is the seed contract's relative improvement, for JSON only."""
 
     id: int | None  # None for an edge implied by a version's parent_id
     from_id: int
@@ -89,6 +96,7 @@ class LineageEdge:
     created_at: datetime | None
     decision_id: int | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    lead_result: dict[str, Any] | None = None
 
     @property
     def experiment_id(self) -> int | None:
@@ -104,11 +112,27 @@ class LineageEdge:
         return self.evidence.get("performance_delta")
 
     @property
+    def effect(self) -> str | None:
+        """`success rate -10.6 pts [-18.2, -3.0], worse`: the lead metric's effect (treatment minus
+        control, in its unit) at the decision, with its interval and, when significant, its verdict."""
+        if not self.lead_result:
+            return None
+        return format_effect(self.lead_result, label=True, verdict=verdict_of(self.lead_result))
+
+    @property
+    def effect_brief(self) -> str | None:
+        """`success rate -10.6 pts`: the effect alone, for a picture."""
+        if not self.lead_result:
+            return None
+        metric = self.lead_result["metric"]
+        return f"{METRICS[metric].label} {format_in_unit(metric, effect_in_unit(self.lead_result).value)}"
+
+    @property
     def is_ancestry(self) -> bool:
         return self.edge_type in ANCESTRY_EDGES
 
     def summary(self) -> str:
-        """A short human description of the evidence, for tables and pictures."""
+        """A short human description of the evidence (the effect has its own column: `effect`)."""
         parts = []
         if self.experiment_id is not None:
             parts.append(f"exp #{self.experiment_id}")
@@ -116,8 +140,6 @@ class LineageEdge:
             parts.append(f"decision #{self.decision_id}")
         if self.p_value is not None:
             parts.append(f"p={self.p_value:.3g}")
-        if self.lift is not None:
-            parts.append(f"lift={self.lift:+.1%}")
         if self.evidence.get("proposal_id") is not None:
             parts.append(f"proposal #{self.evidence['proposal_id']}")
         if self.evidence.get("user"):
@@ -135,6 +157,7 @@ class LineageEdge:
             "experiment_id": self.experiment_id,
             "p_value": self.p_value,
             "lift": self.lift,
+            "effect": self.effect,
             "evidence": self.evidence,
         }
 
@@ -240,15 +263,15 @@ class LineageGraph:
         elif not isinstance(ref, int | str | tuple) and isinstance(getattr(ref, "id", None), int):
             ref = ref.id
         if isinstance(ref, bool):
-            raise LookupError(f"not a version reference: {ref!r}")
+            raise NotFound(f"not a version reference: {ref!r}")
         if isinstance(ref, int):
             if ref in self.nodes:
                 return self.nodes[ref]
-            raise LookupError(f"no version with id {ref} in the lineage of {', '.join(map(repr, self.pattern_ids)) or 'no pattern'}")
+            raise NotFound(f"no version with id {ref} in the lineage of {', '.join(map(repr, self.pattern_ids)) or 'no pattern'}")
         if isinstance(ref, tuple) and len(ref) == 2:
             found = self._by_name.get((ref[0], ref[1]))
             if found is None:
-                raise LookupError(f"pattern {ref[0]!r} has no version {ref[1]!r}{self._as_of_note()}")
+                raise NotFound(f"pattern {ref[0]!r} has no version {ref[1]!r}{self._as_of_note()}")
             return self.nodes[found]
         if isinstance(ref, str):
             for at in (i for i, ch in enumerate(ref) if ch == "@"):
@@ -259,9 +282,9 @@ class LineageGraph:
             if len(named) == 1:
                 return self.nodes[named[0]]
             if len(named) > 1:
-                raise LookupError(f"version name {ref!r} is ambiguous: write it as pattern@{ref}")
-            raise LookupError(f"no version {ref!r} in the lineage of {', '.join(map(repr, self.pattern_ids)) or 'no pattern'}{self._as_of_note()}")
-        raise LookupError(f"not a version reference: {ref!r}")
+                raise NotFound(f"version name {ref!r} is ambiguous: write it as pattern@{ref}")
+            raise NotFound(f"no version {ref!r} in the lineage of {', '.join(map(repr, self.pattern_ids)) or 'no pattern'}{self._as_of_note()}")
+        raise NotFound(f"not a version reference: {ref!r}")
 
     def _as_of_note(self) -> str:
         return f" as of {self.as_of}" if self.as_of else ""
@@ -325,7 +348,7 @@ class LineageGraph:
         """The active version of `pattern_id` as of the graph's window (the only pattern if None)."""
         if pattern_id is None:
             if len(self.pattern_ids) > 1:
-                raise LookupError(f"the graph holds several patterns ({', '.join(map(repr, self.pattern_ids))}): name one")
+                raise NotFound(f"the graph holds several patterns ({', '.join(map(repr, self.pattern_ids))}): name one")
             pattern_id = self.pattern_ids[0] if self.pattern_ids else None
         return next((n for n in self.nodes.values() if n.pattern_id == pattern_id and n.status == ACTIVE), None)
 
@@ -397,7 +420,7 @@ class LineageGraph:
                 "experiment": e.experiment_id,
                 "decision": e.decision_id,
                 "p_value": e.p_value,
-                "lift": e.lift,
+                "effect": e.effect,
                 "evidence": e.summary() or e.evidence.get("title") or e.evidence.get("reason") or "",
             }
             for e in reversed(self.edges)

@@ -98,6 +98,7 @@ class LineageData:
                     created_at=row["created_at"],
                     decision_id=row["decision_id"],
                     evidence=evidence,
+                    lead_result=_lead_result(row.get("decision_result")),
                 )
             )
 
@@ -228,6 +229,14 @@ class LineageData:
         return out
 
 
+def _lead_result(result_json: str | None) -> dict[str, Any] | None:
+    """The lead metric's result in a stored A/B result, if it has one."""
+    if not result_json:
+        return None
+    result = json.loads(result_json)
+    return (result.get("metrics") or {}).get(result.get("lead_metric"))
+
+
 def load_lineage(conn: Connection, pattern_ids: Iterable[str]) -> LineageData:
     """One load of the patterns' registry (plus patterns linked to them by cross-pattern edges)."""
     v, e = tables.pattern_versions, tables.lineage_edges
@@ -241,10 +250,14 @@ def load_lineage(conn: Connection, pattern_ids: Iterable[str]) -> LineageData:
         for row in conn.execute(sa.select(v).where(v.c.pattern_id.in_(sorted(frontier)))).mappings():
             versions[row["id"]] = dict(row)
         ids = sa.select(v.c.id).where(v.c.pattern_id.in_(sorted(frontier))).scalar_subquery()
-        d = tables.decisions
-        query = (
-            sa.select(e, d.c.decided_by)
-            .select_from(e.outerjoin(d, d.c.id == e.c.decision_id))
+        d, ab = tables.decisions, tables.ab_results
+        query = (  # with the A/B look each decision was taken on, for the effect in its unit
+            sa.select(e, d.c.decided_by, ab.c.result.label("decision_result"))
+            .select_from(
+                e.outerjoin(d, d.c.id == e.c.decision_id).outerjoin(
+                    ab, sa.and_(ab.c.experiment_id == d.c.experiment_id, ab.c.window_start == d.c.window_start)
+                )
+            )
             .where(sa.or_(e.c.from_version_id.in_(ids), e.c.to_version_id.in_(ids)))
         )
         for row in conn.execute(query).mappings():

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from feedback_loop_dagster.lib.errors import NotFound
 from feedback_loop_dagster.lib.lineage.graph import ConfigDiff, LineageGraph, LineageNode
 from feedback_loop_dagster.lib.lineage.load import lineage_graph
 from feedback_loop_dagster.lib.storage import tables
@@ -41,7 +42,7 @@ class Lineage:
             if isinstance(ref, int) and not isinstance(ref, bool):
                 found = conn.scalar(sa.select(v.c.pattern_id).where(v.c.id == ref))
                 if found is None:
-                    raise LookupError(f"no pattern version with id {ref}")
+                    raise NotFound(f"no pattern version with id {ref}")
                 return found
             if isinstance(ref, str):
                 splits = [(ref[:i], ref[i + 1 :]) for i, ch in enumerate(ref) if ch == "@"]
@@ -55,9 +56,9 @@ class Lineage:
                 if len(patterns) == 1:
                     return patterns[0]
                 if len(patterns) > 1:
-                    raise LookupError(f"version name {ref!r} is ambiguous: write it as pattern@{ref}")
-                raise LookupError(f"no pattern version {ref!r}: write it as pattern@version")
-        raise LookupError(f"not a version reference: {ref!r}")
+                    raise NotFound(f"version name {ref!r} is ambiguous: write it as pattern@{ref}")
+                raise NotFound(f"no pattern version {ref!r}: write it as pattern@version")
+        raise NotFound(f"not a version reference: {ref!r}")
 
     def _graph_for(self, *refs: Any) -> LineageGraph:
         patterns = sorted({self.pattern_of(r) for r in refs})

@@ -7,17 +7,20 @@ lineage graph explains manual changes as well as the loop's own.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
 from feedback_loop_dagster.lib.experiment.experiments import Experiment, running_experiment, start_experiment
 from feedback_loop_dagster.lib.propose.patch import merge_patch
 from feedback_loop_dagster.lib.registry.edges import add_edge
 from feedback_loop_dagster.lib.registry.policies import get_policy
 from feedback_loop_dagster.lib.registry.versions import (
     ACTIVE,
+    CANDIDATE,
     RegistryError,
     Version,
     find_version,
@@ -26,6 +29,22 @@ from feedback_loop_dagster.lib.registry.versions import (
     register_version,
     set_label,
 )
+
+# Names a person gives a version: short, printable, no blanks or quotes, so they read the same in
+# a table, a shell, a partition's metadata and a Mermaid diagram. Stricter than the registry's
+# rule for every name (versions.register_version), which observed names from the source follow.
+MANUAL_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+
+
+def check_version_name(name: str) -> str:
+    """`name` if a person may give it to a version, else a RegistryError saying why."""
+    if not isinstance(name, str) or not MANUAL_VERSION_NAME.fullmatch(name):
+        raise RegistryError(
+            f"version name {name!r} is not allowed: use 1-64 letters, digits and . _ + -, starting with a letter or digit"
+        )
+    if name in (ACTIVE, CANDIDATE):
+        raise RegistryError(f"version name {name!r} is reserved: it names a label (`versions show P {name}`)")
+    return name
 
 
 def today() -> date:
@@ -38,7 +57,7 @@ def resolve_version(conn: Connection, pattern_id: str, name: str) -> Version:
     if version is None and name in (ACTIVE, "candidate"):
         version = get_label(conn, pattern_id, name)
     if version is None:
-        raise LookupError(f"pattern {pattern_id!r} has no version {name!r}")
+        raise NotFound(f"pattern {pattern_id!r} has no version {name!r}")
     return version
 
 
@@ -52,20 +71,22 @@ def register_manual_version(
     user: str = "feedback-loop",
     window: date | None = None,
 ) -> Version:
-    """Register `name` derived from `parent` (default: the active version, if any).
+    """Register `name` (a name a person may give, `check_version_name`) derived from `parent`
+    (default: the active version, if any).
 
     `config` is the whole config; `patch` a JSON merge patch on the parent's config (one of them,
     or neither to copy the parent's config). The new version gets a `derived_from` edge.
     """
+    check_version_name(name)
     if config is not None and patch is not None:
-        raise ValueError("give the config or a patch, not both")
+        raise InvalidInput("give the config or a patch, not both")
     if config is not None and not isinstance(config, dict):
-        raise ValueError("config must be a JSON object")
+        raise InvalidInput("config must be a JSON object")
     if patch is not None and not isinstance(patch, dict):
-        raise ValueError("patch must be a JSON object")
+        raise InvalidInput("patch must be a JSON object")
     base = resolve_version(conn, pattern_id, parent) if parent else get_label(conn, pattern_id, ACTIVE)
     if patch is not None and base is None:
-        raise ValueError(f"pattern {pattern_id!r} has no active version to patch: pass --parent or a whole config")
+        raise InvalidInput(f"pattern {pattern_id!r} has no active version to patch: pass --parent or a whole config")
     if config is None:
         config = merge_patch(base.config, patch) if patch is not None else dict(base.config if base else {})
     existing = find_version(conn, pattern_id, name)
@@ -117,7 +138,7 @@ def start_manual_experiment(
         raise RegistryError(f"pattern {pattern_id!r} has no active version to compare with")
     version = resolve_version(conn, pattern_id, treatment)
     if traffic_split is not None and not 0.0 < traffic_split < 1.0:
-        raise ValueError(f"traffic split must be between 0 and 1 (exclusive), got {traffic_split}")
+        raise InvalidInput(f"traffic split must be between 0 and 1 (exclusive), got {traffic_split}")
     return start_experiment(
         conn,
         pattern_id,

@@ -6,6 +6,7 @@ Every function takes an open connection, so callers compose them into one transa
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -14,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from feedback_loop_dagster.lib.errors import UserError
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.writes import upsert
 
@@ -21,9 +23,18 @@ IMPLICIT_VERSION = "(unversioned)"
 ACTIVE = "active"
 CANDIDATE = "candidate"
 VERSION_SOURCES = ("implicit", "observed", "proposal", "manual")
+# A version name: non-empty, no surrounding blanks, no control characters. One rule for the
+# registry and for the collector, which quarantines executions whose pattern_version breaks it.
+_NAME_CHAR = r"[^\x00-\x1f\x7f-\x9f]"
+_EDGE_CHAR = r"[^\s\x00-\x1f\x7f-\x9f]"
+VERSION_NAME_PATTERN = rf"{_EDGE_CHAR}(?:{_NAME_CHAR}*{_EDGE_CHAR})?\Z"
 
 
-class RegistryError(ValueError):
+def valid_version_name(name: str) -> bool:
+    return re.match(VERSION_NAME_PATTERN, name) is not None
+
+
+class RegistryError(UserError, ValueError):
     """A registry change that would break an invariant (immutability, a cycle, a stale label)."""
 
 
@@ -76,8 +87,10 @@ def register_version(
     """Create a version, or return the identical existing one; a different config is refused."""
     if source not in VERSION_SOURCES:
         raise RegistryError(f"version source must be one of {VERSION_SOURCES}, got {source!r}")
-    if not version or version != version.strip():
-        raise RegistryError(f"version name must be non-empty without surrounding spaces, got {version!r}")
+    if not valid_version_name(version):
+        raise RegistryError(
+            f"version name must be non-empty, without surrounding spaces or control characters, got {version!r}"
+        )
     config_json = json.dumps(dict(config or {}), sort_keys=True)
     existing = find_version(conn, pattern_id, version)
     if existing is not None:

@@ -10,7 +10,8 @@ Pure module (numpy, scipy, pydantic; no Dagster, no database).  Typical use::
                                  previous=previous_result_dict)  # None at the first look
     result.decision, result.reason, result.to_dict()
 
-See :mod:`.decision` for the rule, :mod:`.sequential` for the default test.
+See :mod:`.decision` for the rule, :mod:`.sequential` for the default test, :mod:`.units` for
+how an effect is written for people (``format_effect(result.metrics["success"])``).
 """
 
 from .decision import DECISIONS, ExperimentResult, MetricResult, evaluate_experiment, evaluate_metric, holm_adjust
@@ -28,12 +29,14 @@ from .sequential import (
 )
 from .srm import SRM_THRESHOLD, srm_chi_square, srm_p_value
 from .sufficient import ArmStats, LogMeanStats, MeanStats, ProportionStats
+from .units import EffectInUnit, effect_in_unit, format_effect, format_margin, verdict_of
 
 __all__ = [
     "ArmStats",
     "DECISIONS",
     "DEFAULT_TAU_SD",
     "EffectEstimate",
+    "EffectInUnit",
     "ExperimentResult",
     "GuardrailMargins",
     "LogMeanStats",
@@ -48,9 +51,12 @@ __all__ = [
     "Policy",
     "ProportionStats",
     "SRM_THRESHOLD",
+    "effect_in_unit",
     "evaluate_experiment",
     "evaluate_metric",
     "fixed_horizon_sample_size",
+    "format_effect",
+    "format_margin",
     "get_preset",
     "guardrail_metrics",
     "holm_adjust",
@@ -65,5 +71,6 @@ __all__ = [
     "srm_p_value",
     "student_t_test",
     "two_proportion_z_test",
+    "verdict_of",
     "welch_t_test",
 ]

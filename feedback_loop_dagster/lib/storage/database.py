@@ -8,10 +8,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from feedback_loop_dagster.lib.errors import UserError
 
 
-class StorageError(RuntimeError):
+class StorageError(UserError, RuntimeError):
     """A database cannot be used as configured; the message says what is wrong and where."""
 
 
@@ -70,7 +72,7 @@ def _create_engine(url: str) -> Engine:
     try:
         with engine.connect():
             pass
-    except OperationalError as exc:
+    except DBAPIError as exc:  # no server, no such database, a file that is not a database, ...
         engine.dispose()
         raise StorageError(f"cannot connect to {redact(url)}: {exc.orig}") from None
     return engine
@@ -78,7 +80,13 @@ def _create_engine(url: str) -> Engine:
 
 def _sqlite_engine(parsed: sa.URL) -> Engine:
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(parsed.database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            blocking = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+            why = f"{blocking} is a file, not a folder" if not blocking.is_dir() else f"cannot create folder {exc.filename} ({exc.strerror})"
+            raise StorageError(f"cannot create SQLite database {parsed.database!r}: {why}") from None
     engine = sa.create_engine(parsed, connect_args={"timeout": 60})
 
     # pysqlite commits implicitly before DDL; this SQLAlchemy-documented recipe hands transaction

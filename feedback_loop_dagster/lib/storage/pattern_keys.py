@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
 from feedback_loop_dagster.lib.partition_keys import safe_partition_key
 from feedback_loop_dagster.lib.storage.tables import patterns
 from feedback_loop_dagster.lib.storage.writes import upsert
 
 
-class UnknownPartitionKey(LookupError):
+class UnknownPartitionKey(NotFound):
     pass
 
 
@@ -40,7 +41,7 @@ def register_pattern_ids(engine: Engine, pattern_ids: Iterable[str]) -> dict[str
         )
     clashes = {p: k for p, k in keys.items() if stored.get(p) != k}
     if clashes:
-        raise ValueError(
+        raise InvalidInput(
             "partition key collision: "
             + "; ".join(f"pattern {p!r} -> key {k!r} is taken by another pattern" for p, k in clashes.items())
         )

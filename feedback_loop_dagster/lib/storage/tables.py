@@ -348,3 +348,13 @@ LINEAGE_INDEXES = (
     sa.Index("ix_lineage_edges_to", lineage_edges.c.to_version_id),
     sa.Index("ix_pattern_versions_parent", pattern_versions.c.parent_id),
 )
+
+# What the loop records about its own data, by name (migration 4). `first_window`: the first UTC
+# day with executions (ISO date), where the daily partitions start (lib/partition_start.py).
+loop_settings = sa.Table(
+    "loop_settings",
+    warehouse_metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)

@@ -1,0 +1,252 @@
+"""Runs launched in-process (CLI, demo, Python API): runs of the code location, no compute-log
+mirroring, nothing left behind under a parent that ignores SIGTERM, and marked failed when their
+process dies; the range-run rectangles of the sensor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.launcher import WorkerStatus
+from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
+from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+from feedback_loop_dagster.defs.partitions import patterns_partitions
+from feedback_loop_dagster.defs.run_workers import (
+    RUN_WORKER_TAG,
+    RunWorker,
+    RunWorkerAwareLauncher,
+    fail_dead_runs,
+)
+from feedback_loop_dagster.defs.runs import (
+    CODE_LOCATION,
+    CODE_LOCATION_MODULE,
+    materialize_windows,
+    partition_rectangles,
+    window_ranges,
+)
+from feedback_loop_dagster.lib.storage.database import get_engine
+from feedback_loop_dagster.lib.storage.migrations import init_databases
+from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.simulator.demo import demo_definitions
+from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
+from feedback_loop_dagster_tests.factories import execution, insert_executions
+from feedback_loop_dagster_tests.processes import (
+    descendants,
+    ignoring_sigterm,
+    session_processes,
+    start_blocking_run,
+    wait_for,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = date(2026, 3, 2)
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def _collect_one_day(instance, url, engine):
+    insert_executions(engine, [execution(day=DAY, minute=m) for m in range(0, 600, 60)])
+    keys = register_pattern_ids(engine, ["code-review"])
+    instance.add_dynamic_partitions(patterns_partitions.name, list(keys.values()))
+    (result,) = materialize_windows(
+        demo_definitions(url), instance, list(keys.values()), DAY, DAY, asset_selection=[dg.AssetKey("feedback_dataset")]
+    )
+    return instance.get_run_by_id(result.run_id)
+
+
+def test_an_in_process_run_is_a_run_of_the_code_location(instance, engine, migrated_url):
+    run = _collect_one_day(instance, migrated_url, engine)
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+
+    # The origin is the one workspace.yaml gives the webserver and the daemon...
+    (workspace_location,) = location_origins_from_yaml_paths([str(ROOT / "workspace.yaml")])
+    origin = run.remote_job_origin
+    assert origin.location_name == workspace_location.location_name == CODE_LOCATION
+    assert origin.repository_origin.repository_name == "__repository__"
+    assert origin.job_name == "feedback_loop_job"
+    assert run.job_code_origin.repository_origin.code_pointer.module == CODE_LOCATION_MODULE
+    # ... and the one pyproject.toml names for `dagster dev` / `dg dev`.
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    assert tool["dagster"]["code_location_name"] == tool["dg"]["project"]["code_location_name"] == CODE_LOCATION
+    assert tool["dagster"]["module_name"] == tool["dg"]["project"]["code_location_target_module"] == CODE_LOCATION_MODULE
+
+    # The job's Runs tab asks for the job's runs labelled with its repository: this one is there.
+    label = f"__repository__@{CODE_LOCATION}"
+    listed = instance.get_runs(dg.RunsFilter(job_name="feedback_loop_job", tags={REPOSITORY_LABEL_TAG: label}))
+    assert [r.run_id for r in listed] == [run.run_id]
+    # Its launcher sees the outcome; the daemon does not retry it behind their back.
+    assert run.tags["dagster/max_retries"] == "0"
+    assert RunWorker.from_tag(run.tags[RUN_WORKER_TAG]) == RunWorker.current()
+
+
+def test_an_in_process_run_mirrors_no_compute_logs(instance, engine, migrated_url):
+    # instance_for_test keeps Dagster's default: LocalComputeLogManager, which captures each run's
+    # stdout/stderr into storage/<run id>/compute_logs/ and mirrors it back with `tail -F`.
+    manager = instance.compute_log_manager
+    assert type(manager).__name__ == "LocalComputeLogManager"
+    run = _collect_one_day(instance, migrated_url, engine)
+    assert not (Path(instance.root_directory) / "storage" / run.run_id / "compute_logs").exists()
+    assert instance.compute_log_manager is manager  # the caller's instance is left as it was
+
+
+def test_window_ranges_and_rectangles_cover_exactly_the_pending_partitions():
+    d = [DAY + timedelta(days=k) for k in range(6)]
+    assert window_ranges([d[3], d[0], d[1], d[5], d[1]]) == [(d[0], d[1]), (d[3], d[3]), (d[5], d[5])]
+    order = ["a", "b", "c", "d", "e"]
+    pending = [("a", d[0]), ("a", d[1]), ("b", d[0]), ("b", d[1]), ("c", d[1]), ("d", d[0]), ("d", d[1]), ("e", d[4])]
+    rectangles = partition_rectangles(order, pending)
+    assert rectangles == [
+        (["a", "b"], d[0], d[1]),  # c lacks d[0], so it breaks the block
+        (["d"], d[0], d[1]),
+        (["c"], d[1], d[1]),
+        (["e"], d[4], d[4]),
+    ]
+    covered = [(k, first + timedelta(days=i)) for keys, first, last in rectangles for k in keys
+               for i in range((last - first).days + 1)]
+    assert sorted(covered) == sorted(pending)  # each pending partition once, nothing else
+
+
+# --- a run whose process died ------------------------------------------------------------------
+
+
+def _killed_run(instance, home: Path, tmp_path: Path) -> dg.DagsterRun:
+    """A run whose in-process worker (another process) is SIGKILLed inside its step."""
+    proc, inside = start_blocking_run(home, tmp_path)
+    try:
+        wait_for(lambda: inside.exists() or proc.poll() is not None, "the run to be inside its step")
+        assert proc.poll() is None, f"the run's process exited early ({proc.returncode})"
+        (run,) = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        assert RunWorker.from_tag(run.tags[RUN_WORKER_TAG]).pid == proc.pid
+        assert fail_dead_runs(instance) == []  # alive: left alone
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return run
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def dagster_home(request, tmp_path):
+    """A DAGSTER_HOME of each kind: the embedded SQLite instance, and PostgreSQL storage as in
+    the repository's dagster.yaml (no daemon here: the CLI on a machine without one)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    if request.param == "sqlite":
+        yield home
+        return
+    url = create_postgres_database()
+    (home / "dagster.yaml").write_text(f"storage:\n  postgres:\n    postgres_url: {url.replace('+psycopg', '+psycopg2')}\n")
+    yield home
+    drop_postgres_database(url)
+
+
+def test_a_run_whose_process_was_killed_is_marked_failed_by_the_next_launch(dagster_home, tmp_path):
+    warehouse_url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    engine = get_engine(warehouse_url)
+    init_databases(engine, engine)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        run = _killed_run(instance, dagster_home, tmp_path)
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED  # nobody noticed
+
+        # The next in-process launch on this host (any CLI command that runs the loop) cleans up first.
+        _collect_one_day(instance, warehouse_url, engine)
+        dead = instance.get_run_by_id(run.run_id)
+        assert dead.status == dg.DagsterRunStatus.FAILURE
+        (failure,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert f"pid {RunWorker.from_tag(run.tags[RUN_WORKER_TAG]).pid}" in failure.dagster_event.message
+        assert fail_dead_runs(instance) == []  # once
+
+
+def test_the_launcher_reports_dead_live_and_foreign_workers_to_run_monitoring(instance):
+    launcher = RunWorkerAwareLauncher()
+    launcher.register_instance(instance)
+    assert launcher.supports_check_run_worker_health
+    me = RunWorker.current()
+    assert RunWorker.from_tag(me.to_tag()) == me and me.to_tag() == f"pid {me.pid} on {me.host}"
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    job = dg.Definitions(assets=[_noop]).resolve_implicit_global_asset_job_def()
+
+    def health(worker: RunWorker | None) -> WorkerStatus:
+        run = instance.create_run_for_job(job, tags={RUN_WORKER_TAG: worker.to_tag()} if worker else {})
+        return launcher.check_run_worker_health(run).status
+
+    assert health(me) == WorkerStatus.RUNNING  # alive
+    assert health(RunWorker(me.pid, "another-host")) == WorkerStatus.RUNNING  # cannot tell from here
+    assert health(None) == WorkerStatus.RUNNING  # launched by the daemon: its code server watches it
+    assert health(RunWorker(int(exited.stdout), me.host)) == WorkerStatus.FAILED  # gone
+    # A pid that belongs to a process started after the run was created is not the run's worker.
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        run = instance.create_run_for_job(job, tags={RUN_WORKER_TAG: RunWorker(later.pid, me.host).to_tag()})
+        created = instance.get_run_record_by_id(run.run_id).create_timestamp.timestamp()
+        assert RunWorker(later.pid, me.host).is_alive(created) is True
+        assert RunWorker(later.pid, me.host).is_alive(created - 3600) is False
+    finally:
+        later.kill()
+        later.wait()
+
+
+@dg.asset
+def _noop():
+    return None
+
+
+# --- a parent that ignores SIGTERM ---------------------------------------------------------------
+
+
+def test_the_cli_under_a_parent_ignoring_sigterm_starts_nothing_that_outlives_it(tmp_path):
+    """Dagster's default compute-log capture started two `tail -F` per run and ended them with
+    SIGTERM, then waited 30 s for each: under a parent that ignores SIGTERM each run took a minute
+    longer and left the tails behind for good. In-process runs capture nothing now."""
+    home = tmp_path / "dagster_home"  # no dagster.yaml: Dagster's defaults, LocalComputeLogManager included
+    env = dict(os.environ, FEEDBACK_LOOP_DATABASE_URL=f"sqlite:///{tmp_path / 'warehouse.db'}", DAGSTER_HOME=str(home))
+    cli = [sys.executable, "-m", "feedback_loop_dagster.cli"]
+    for args in (["init-db"], ["simulate", "--patterns", "2", "--days", "3", "--per-day", "40", "--seed", "2"]):
+        subprocess.run([*cli, *args], env=env, cwd=ROOT, check=True, capture_output=True, timeout=900)
+
+    backfill = subprocess.Popen(
+        ignoring_sigterm([*cli, "backfill", "--start", "today-3", "--end", "yesterday", "--chunk-days", "1"]),
+        env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    started: dict[int, str] = {}
+    try:
+        while backfill.poll() is None:
+            started.update(descendants(backfill.pid))
+            time.sleep(0.1)
+        out, err = backfill.communicate()
+        assert backfill.returncode == 0, err
+        assert "in 3 run(s)" in out
+        assert started == {}  # no tail, no watcher, nothing
+        assert session_processes(backfill.pid) == []  # and nothing left in its session
+    finally:
+        for p in session_processes(backfill.pid):
+            p.kill()
+
+    # The CLI ran the code location's own job: its runs have the snapshot the UI loads.
+    snapshot = subprocess.run(
+        [sys.executable, "-c", "from feedback_loop_dagster.definitions import defs; "
+         "print(defs.resolve_job_def('feedback_loop_job').get_job_snapshot_id())"],
+        env=env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=600,
+    ).stdout.split()[-1]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 3 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert {r.job_snapshot_id for r in runs} == {snapshot}
+        for run in runs:
+            # The tails' cleanup waited 30 s per ignored SIGTERM between the last step and the end of
+            # the run; without them that gap is bookkeeping of milliseconds, even on a loaded machine.
+            steps_done = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+            (end,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)
+            assert end.timestamp - max(e.timestamp for e in steps_done) < 30
