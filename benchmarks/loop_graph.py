@@ -4,19 +4,22 @@
 (b) one range run over 50 patterns x 7 days (the set-based path a backfill takes).
 
 Prints seconds per partition next to the original design's budget (under 60 s for the whole
-workflow). Aims: under 2 s for the single partition, under 0.2 s per partition in the range run.
+workflow). Aims (issue 12): under 1 s for the single partition, under 0.1 s per partition in the
+range run.
 
-Each case runs against two Dagster instances, because Dagster's own bookkeeping (a planned and a
+Each case runs against three Dagster instances, because Dagster's own bookkeeping (a planned and a
 materialisation event per asset and partition) is a large share of the time: an in-memory
-instance (`DagsterInstance.ephemeral()`, what `materialize()` uses by default) and a SQLite
-instance on disk (what `make demo` uses).
+instance (`DagsterInstance.ephemeral()`, what `materialize()` uses by default), a SQLite
+instance on disk (what `make demo` uses) and a PostgreSQL instance (production's dagster.yaml).
 
     .venv/bin/python benchmarks/loop_graph.py [--backend sqlite|postgresql|both] [--per-day 200]
+        [--instances in-memory,sqlite,postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -74,7 +77,22 @@ def loop_definitions(url: str) -> dg.Definitions:
     )
 
 
-INSTANCES = {"in-memory": dg.DagsterInstance.ephemeral, "sqlite": dg.instance_for_test}
+@contextlib.contextmanager
+def postgres_instance():
+    """A Dagster instance whose run and event storage is a scratch PostgreSQL database."""
+    url = scratch_database("postgresql", "")
+    parsed = make_url(url)
+    database = {"hostname": parsed.host, "port": parsed.port or 5432, "db_name": parsed.database,
+                "username": parsed.username, "password": parsed.password or "",
+                "scheme": "postgresql+psycopg2"}  # as in dagster.yaml
+    try:
+        with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_db": database}}}) as instance:
+            yield instance
+    finally:
+        drop_database(url)
+
+
+INSTANCES = {"in-memory": dg.DagsterInstance.ephemeral, "sqlite": dg.instance_for_test, "postgresql": postgres_instance}
 
 
 def single_partition(url: str, instance_kind: str) -> float:
@@ -125,13 +143,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--per-day", type=int, default=200, help="executions per pattern and day in the range run")
+    parser.add_argument("--instances", default=",".join(INSTANCES), help="Dagster instance kinds, comma-separated")
     args = parser.parse_args()
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    kinds = [k for k in args.instances.split(",") if k]
+    unknown = set(kinds) - set(INSTANCES)
+    if unknown:
+        parser.error(f"unknown instance kind(s) {sorted(unknown)}: choose from {', '.join(INSTANCES)}")
     print(f"original design's budget: under {ORIGINAL_BUDGET_S:.0f} s for the whole workflow of one pattern")
     lines = [f"{'warehouse':<11} {'instance':<10} {'case':<38} {'seconds':>8} {'s/partition':>12} {'vs budget':>10}  aim"]
     with tempfile.TemporaryDirectory() as folder:
+        # The first A/B look, plot and lineage picture of a process import and initialise their
+        # libraries (a code server or run worker pays that once): one untimed case first.
+        url = scratch_database("sqlite", folder)
+        try:
+            single_partition(url, "in-memory")
+        finally:
+            drop_database(url)
         for backend in backends:
-            for kind in INSTANCES:
+            for kind in kinds:
                 url = scratch_database(backend, folder)
                 try:
                     seconds = single_partition(url, kind)
@@ -139,7 +169,7 @@ def main() -> None:
                     drop_database(url)
                 lines.append(
                     f"{backend:<11} {kind:<10} {'1 partition, 10,000 executions, 1 exp.':<38} {seconds:>8.2f} "
-                    f"{seconds:>12.3f} {ORIGINAL_BUDGET_S / seconds:>9.0f}x  <2 s: {'ok' if seconds < 2 else 'MISSED'}"
+                    f"{seconds:>12.3f} {ORIGINAL_BUDGET_S / seconds:>9.0f}x  <1 s: {'ok' if seconds < 1 else 'MISSED'}"
                 )
                 url = scratch_database(backend, folder)
                 try:
@@ -149,7 +179,7 @@ def main() -> None:
                 per = seconds / 350
                 lines.append(
                     f"{backend:<11} {kind:<10} {f'range run 50 x 7 ({rows:,} executions)':<38} {seconds:>8.2f} "
-                    f"{per:>12.3f} {ORIGINAL_BUDGET_S / per:>9.0f}x  <0.2 s: {'ok' if per < 0.2 else 'MISSED'}"
+                    f"{per:>12.3f} {ORIGINAL_BUDGET_S / per:>9.0f}x  <0.1 s: {'ok' if per < 0.1 else 'MISSED'}"
                 )
     print("\n".join(lines))
     sys.stdout.flush()

@@ -88,14 +88,17 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def echo_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, empty: str = "(none)") -> None:
-    """A plain aligned table; long cells are cut at 60 characters."""
+def echo_table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, empty: str = "(none)", cut: int | None = 60
+) -> None:
+    """A plain aligned table; long cells are cut at `cut` characters (None: never)."""
     if not rows:
         click.echo(empty)
         return
     columns = list(columns or rows[0].keys())
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    cells = [[c if len(c) <= 60 else c[:57] + "..." for c in row] for row in cells]
+    if cut is not None:
+        cells = [[c if len(c) <= cut else c[: cut - 3] + "..." for c in row] for row in cells]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
@@ -169,7 +172,8 @@ def _print_output(output) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the output contract as JSON.")
 def run_command(pattern_id: str, window: date | None, as_json: bool) -> None:
     """Run one partition (PATTERN x WINDOW) through the whole graph, in-process, and print the
-    output contract (the fields of the original ModelFeedbackLoopOutput)."""
+    output contract (the fields of the original ModelFeedbackLoopOutput). A failed run prints one
+    `error:` line per failed stage of the partition, with where to look in the UI, and exits 2."""
     from feedback_loop_dagster.orchestrator import LoopRunner, run_loop
 
     pattern_id = _pattern(pattern_id)
@@ -191,7 +195,10 @@ def run_command(pattern_id: str, window: date | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def backfill_command(start: date, end: date, pattern_ids: tuple[str, ...], chunk_days: int, as_json: bool) -> None:
     """Materialise every asset for the patterns over [START, END] as range runs (oldest first),
-    with a progress bar on stderr. Days are YYYY-MM-DD, `today`, `yesterday` or `today-N`."""
+    with a progress bar on stderr. Days are YYYY-MM-DD, `today`, `yesterday` or `today-N`.
+    A partition that fails (e.g. too many invalid rows) fails alone and the backfill goes on; it
+    ends with a table of what failed and why, and exits with status 2."""
+    from feedback_loop_dagster.defs.failures import run_failures
     from feedback_loop_dagster.orchestrator import LoopRunner
 
     first, last = start, end
@@ -219,13 +226,23 @@ def backfill_command(start: date, end: date, pattern_ids: tuple[str, ...], chunk
     with click.progressbar(chunks, label=f"backfill {len(ids)} pattern(s) x {(last - first).days + 1} window(s)",
                            file=sys.stderr, item_show_func=lambda c: f"{c[0]}..{c[1]}" if c else "") as bar:
         for chunk_first, chunk_last in bar:
+            # A failed run or partition does not stop the backfill: the remaining chunks still run.
             _, run_ids = runner.materialize(sorted(keys.values()), chunk_first, chunk_last)
             runs += run_ids
-    summary = {"patterns": sorted(ids), "start": first.isoformat(), "end": last.isoformat(), "runs": runs}
+    days = [first + timedelta(days=d) for d in range((last - first).days + 1)]
+    failures = run_failures(runner.dagster_instance(), runner.warehouse, runs, [(k, d) for k in keys.values() for d in days])
+    summary = {"patterns": sorted(ids), "start": first.isoformat(), "end": last.isoformat(), "runs": runs,
+               "failed": [f.to_dict() for f in failures]}
     if as_json:
         echo_json(summary)
     else:
-        click.echo(f"materialised {len(ids)} pattern(s) x {(last - first).days + 1} window(s) in {len(runs)} run(s)")
+        click.echo(f"materialised {len(ids)} pattern(s) x {len(days)} window(s) in {len(runs)} run(s)")
+        if failures:
+            click.echo(f"\n{len(failures)} failure(s); the other partitions went through every stage:")
+            echo_table([{**f.to_dict(), "in the UI": f.ui} for f in failures],
+                       ["partitions", "stage", "reason", "in the UI"], cut=None)
+    if failures:
+        sys.exit(2)
 
 
 def _source_pattern_ids() -> list[str]:

@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from feedback_loop_dagster.lib.partition_status import STAGES as ASSET_STAGES
 from feedback_loop_dagster.lib.stats import Policy
 
 
@@ -24,17 +25,11 @@ class FeedbackLoopStage(str, Enum):
     APPLY = "apply"
 
 
-# The original's four stages, then the assets this project adds between and after them.
+# The original's four stages, then the assets this project adds between and after them; the
+# loop's assets (lib/partition_status.STAGES) in the same order.
 WORKFLOW_STAGES = ("collect", "analyze", "propose", "experiment", "validate", "apply", "lineage")
-STAGE_OF_ASSET = {
-    "feedback_dataset": "collect",
-    "pattern_analysis": "analyze",
-    "improvement_proposals": "propose",
-    "experiments": "experiment",
-    "ab_test_results": "validate",
-    "applied_improvements": "apply",
-    "pattern_lineage": "lineage",
-}
+STAGE_OF_ASSET = dict(zip(ASSET_STAGES, WORKFLOW_STAGES, strict=True))
+
 POLICY_FIELDS = (
     "feedback_type",
     "time_window_days",

@@ -16,6 +16,10 @@ from feedback_loop_dagster.defs.collect.sensors import new_executions_sensor
 from feedback_loop_dagster.defs.jobs import feedback_loop_job
 from feedback_loop_dagster.defs.schedules import daily_loop_schedule
 from feedback_loop_dagster.defs.resources import databases_from_environment
+from feedback_loop_dagster.defs.event_levers import apply_event_levers
+
+# Fewer, batched event writes per partition wherever this code location runs (defs/event_levers.py).
+apply_event_levers()
 
 defs = dg.Definitions(
     assets=[

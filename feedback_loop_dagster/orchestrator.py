@@ -46,7 +46,11 @@ log = logging.getLogger(__name__)
 
 # One in-process run at a time per process (see the module docstring).
 RUN_LOCK = threading.RLock()
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The callers (CLI, demo, Python API) report what failed themselves, one line per failed
+# partition (defs/failures.py); the run's own log keeps every line for the UI.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# How a stage's outcome for a partition reads in the output contract's workflow_stages.
+STAGE_STATES = {"ok": "completed", "failed": "failed", "skipped": "skipped"}
 
 
 def _source_filter(pattern_id: str, lo: datetime | None, hi: datetime):
@@ -184,7 +188,8 @@ class LoopRunner:
         self, pattern_keys: Sequence[str], first: date, last: date, only: Sequence[str] | None = None
     ) -> tuple[set[str], list[str]]:
         """Range runs over [first, last] of the whole graph (or of the assets `only`); returns
-        (assets materialised, run ids)."""
+        (assets materialised, run ids). A failed run does not stop the next ones: see
+        defs/failures.run_failures for what failed."""
         import dagster as dg
 
         from feedback_loop_dagster.defs.clock import clock_run_config
@@ -195,6 +200,7 @@ class LoopRunner:
             results = materialize_windows(
                 self.definitions(), self.dagster_instance(), list(pattern_keys), first, last,
                 run_config=clock_run_config(self.now, QUIET_RUN_CONFIG, only), asset_selection=selection,
+                raise_on_error=False,
             )
         materialised = set()
         for result in results:
@@ -224,7 +230,9 @@ def run_loop(
     Errors of the run are reported in the output (success=False), never raised; only bad input
     raises ValueError.
     """
+    from feedback_loop_dagster.defs.failures import run_failures
     from feedback_loop_dagster.lib.experiment.experiments import open_window
+    from feedback_loop_dagster.lib.partition_status import stage_outcomes
     from feedback_loop_dagster.lib.registry.policies import get_policy, set_policy
     from feedback_loop_dagster.lib.report import loop_outcome
     from feedback_loop_dagster.lib.storage.migrations import init_databases
@@ -288,8 +296,17 @@ def run_loop(
                 output.metadata["collected_windows"] = [start.isoformat(), (window - timedelta(days=1)).isoformat()]
         done, ids = runner.materialize([key], window, window)
         run_ids += ids
+        # Every window this call ran (the collected period too), one error per failed partition.
+        ran = [(key, first + timedelta(days=d)) for d in range((window - first).days + 1)]
+        failures = run_failures(runner.dagster_instance(), warehouse, run_ids, ran)
+        output.errors += [failure.line() for failure in failures]
+        with warehouse.connect() as conn:
+            outcomes = stage_outcomes(conn, key, window)
         for asset, stage in STAGE_OF_ASSET.items():
-            stages[stage] = "completed" if asset in done else "failed"
+            if asset in done and asset in outcomes:
+                stages[stage] = STAGE_STATES[outcomes[asset].status]
+            else:  # not materialised: its step failed, or did not run after a failed one
+                stages[stage] = "failed" if any(f.stage == asset for f in failures) else "skipped"
         with warehouse.connect() as conn:
             outcome = loop_outcome(conn, pattern_id, first, window, days)
         for name in ("feedback_collected", "executions_analyzed", "improvements_identified", "improvement_opportunities",
@@ -312,9 +329,6 @@ def run_loop(
     except Exception as exc:  # a failed run or an unusable database: reported, not raised
         log.exception("feedback loop for %r failed", pattern_id)
         output.errors.append(f"{type(exc).__name__}: {exc}")
-        failed_step = getattr(exc, "step_key", None)
-        if failed_step in STAGE_OF_ASSET:
-            stages[STAGE_OF_ASSET[failed_step]] = "failed"
         return finish(False)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from feedback_loop_dagster.lib.registry.versions import register_version, set_la
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster_tests.test_orchestrator import traffic
-from feedback_loop_dagster_tests.factories import insert_executions
+from feedback_loop_dagster_tests.factories import execution, insert_executions
 
 CLI = [sys.executable, "-m", "feedback_loop_dagster.cli"]
 TODAY = datetime.now(UTC).date()
@@ -136,6 +137,39 @@ def test_backfill_run_and_the_registry_commands(loop_db, engine, tmp_path):
     stopped = cli("experiments", "stop", str(started["id"]), "--reason", "wrong split", url=url, tmp_path=tmp_path)
     assert "stopped by tester: wrong split" in stopped.stdout
     assert "not running" in cli_error("experiments", "stop", str(started["id"]), url=url, tmp_path=tmp_path)
+
+
+def test_a_bad_partition_fails_alone_backfill_goes_on_and_run_says_why(loop_db, engine, tmp_path):
+    """10 malformed rows among summarise's 130 on D1 (7.7% > 5%): the backfill runs every chunk,
+    ends with a table of that one failure and exits 2; `run` on that partition prints one error
+    line with the reason and where to look in the UI, and exits 2."""
+    url = loop_db
+    insert_executions(engine, [execution(pattern_id="summarise", day=D1, minute=m, status="exploded") for m in range(10)])
+    done = cli("backfill", "--start", str(D1), "--end", str(D2), "--chunk-days", "1", "--pattern", "summarise",
+               "--pattern", "translate", url=url, tmp_path=tmp_path, code=2)
+    lines = done.stdout.splitlines()
+    assert lines[0] == "materialised 2 pattern(s) x 2 window(s) in 2 run(s)"
+    assert lines[2] == "1 failure(s); the other partitions went through every stage:"
+    assert lines[3].split() == ["partitions", "stage", "reason", "in", "the", "UI"]
+    (row,) = lines[4:]
+    assert row.startswith(f"'summarise' {D1}  feedback_dataset  7.7% of rows invalid (10 of 130), above max_invalid_share 5.0%")
+    assert f"/assets/feedback_dataset?view=partitions&partition=summarise%7C{D1}" in row and "/runs/" in row
+    assert "Traceback" not in done.stderr
+    with engine.connect() as conn:
+        metrics = set(conn.execute(sa.select(tables.pattern_metrics.c.pattern_id, tables.pattern_metrics.c.window_start)))
+    # The bad partition was not analysed; the chunk after it was.
+    assert ("summarise", D2) in metrics and ("summarise", D1) not in metrics
+
+    ran = cli("run", "--pattern", "summarise", "--window", str(D1), url=url, tmp_path=tmp_path, code=2)
+    errors = [line for line in ran.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in ran.stderr, ran.stderr
+    (error,) = errors
+    assert error.startswith(f"error: feedback_dataset failed for 'summarise' {D1}: 7.7% of rows invalid (10 of 130)")
+    assert error.endswith(f"/assets/feedback_dataset?view=partitions&partition=summarise%7C{D1})")
+    assert ("  workflow_stages  collect=failed, analyze=skipped, propose=skipped, experiment=skipped, "
+            "validate=skipped, apply=skipped, lineage=skipped") in ran.stdout
+    # Its rows were collected (the stage failed its check, it was not skipped).
+    assert re.search(r"^  feedback_collected +130$", ran.stdout, re.M)
 
 
 def _pending_review(engine, version: str) -> int:

@@ -3,7 +3,7 @@
 A sensor that finds a new pattern adds its partition and runs the whole loop (as a range run); late
 rows rerun their window; a backfill launched through the webserver's GraphQL API completes through the daemon, each
 run processing its whole partition set; range runs submitted with the dagster-graphql client cover a
-block of patterns x windows in one run.
+block of patterns x windows in one run; a partition with too many invalid rows fails alone there.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
@@ -26,6 +27,8 @@ from feedback_loop_dagster.defs.runs import add_pattern_partitions
 from feedback_loop_dagster.defs.jobs import BATCH_TAG
 from feedback_loop_dagster.defs.schedules import range_run_requests
 from feedback_loop_dagster.definitions import defs
+from feedback_loop_dagster.lib.partition_status import STAGES
+from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
 from feedback_loop_dagster_tests.integration.data import (
@@ -169,3 +172,55 @@ def test_range_run_submitted_with_the_graphql_client_covers_a_block_in_one_run(d
     expected = {f"{keys[p]}|{w}" for p in patterns for w in windows}
     assert materialised(d.instance, run_id) == {(asset, p) for asset in LOOP_ASSETS for p in expected}
     assert all(collected_rows(engine, p) == 40 for p in patterns)
+
+
+def test_a_bad_partition_fails_alone_in_a_backfill_through_the_daemon(deployment):
+    """One window of one pattern has 10 of 16 rows malformed: its validity check fails, every
+    later stage skips it and says why, and every other partition of the same runs goes through."""
+    d = deployment
+    engine = get_engine(d.warehouse_url)
+    patterns = ["it-fail-a", "it-fail-b"]
+    windows = [date(2026, 3, 1) + timedelta(days=k) for k in range(3)]
+    bad = (patterns[1], windows[1])
+    for p in patterns:
+        for w in windows:
+            frame = executions(p, w, 16 if (p, w) == bad else 25)
+            if (p, w) == bad:
+                frame.loc[:9, "status"] = "exploded"
+            insert(engine, frame)
+    keys = register_pattern_ids(engine, patterns)
+    add_pattern_partitions(d.instance, [keys[p] for p in patterns])
+    partitions = {f"{keys[p]}|{w}" for p in patterns for w in windows}
+    bad_key = f"{keys[bad[0]]}|{bad[1]}"
+
+    backfill_id = d.launch_backfill(sorted(partitions), sorted(LOOP_ASSETS), title="backfill with a bad partition")
+
+    def finished():
+        backfill = d.instance.get_backfill(backfill_id)
+        return backfill.status if backfill.status != BulkActionStatus.REQUESTED else None
+
+    assert d.wait_until(finished, what="the backfill to finish", interval=2) == BulkActionStatus.COMPLETED_SUCCESS
+    backfill_runs = runs(d.instance, {BACKFILL_ID_TAG: backfill_id})
+    assert backfill_runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in backfill_runs), d.log_tail()
+    covered = set().union(*(materialised(d.instance, r.run_id) for r in backfill_runs))
+    assert covered == {(asset, p) for asset in LOOP_ASSETS for p in partitions}
+
+    check = dg.AssetCheckKey(dg.AssetKey("feedback_dataset"), "feedback_validity_share")
+    history = d.instance.event_log_storage.get_asset_check_execution_history(check, limit=100)
+    verdicts = {r.partition: r.status.value for r in history if r.run_id in {run.run_id for run in backfill_runs}}
+    assert verdicts == {p: "FAILED" if p == bad_key else "SUCCEEDED" for p in partitions}
+
+    for asset in STAGES[1:]:
+        (record,) = d.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[bad_key]), limit=1
+        ).records
+        metadata = record.asset_materialization.metadata
+        assert metadata["status"].value == "skipped" and metadata["pattern_id"].value == bad[0]
+        assert metadata["reason"].value.startswith("feedback_dataset failed: 62.5% of rows invalid (10 of 16)")
+    with engine.connect() as conn:
+        statuses = conn.execute(
+            sa.select(tables.partition_status.c.pattern_id, tables.partition_status.c.window_start,
+                      tables.partition_status.c.status).where(tables.partition_status.c.pattern_id.in_(patterns))
+        ).all()
+    assert {(p, w) for p, w, status in statuses if status != "ok"} == {bad}
+    assert len(statuses) == len(partitions) * len(STAGES)

@@ -195,11 +195,12 @@ def test_a_partitioned_asset_shows_pattern_by_window_partitions(deployment, page
 def test_ab_test_results_materialisation_shows_its_table_and_plot(deployment, page, experiment_data):
     partition = f"{experiment_data}|{DAYS[-1]}"
     _open(page, deployment, f"/assets/ab_test_results?view=partitions&partition={quote(partition)}", "lift_over_time")
-    # The results table: one row per experiment, with its verdict and the engine's numbers.
+    # The partition's own results (its pattern's experiments): one row per experiment, with its
+    # verdict and the engine's numbers.
+    page.locator("tr", has=page.get_by_text("pattern_id", exact=True)).first.get_by_text(experiment_data, exact=True).first.wait_for()
     results = page.locator("tr", has=page.get_by_text("results", exact=True)).first
     for column in ("experiment", "verdict", "p_value", "confidence_score", "performance_delta"):
         results.get_by_text(column, exact=True).first.wait_for()
-    results.get_by_text(experiment_data, exact=True).first.wait_for()
     _shot(page, "03-ab-test-results-table")
 
     page.locator("tr", has=page.get_by_text("lift_over_time", exact=True)).get_by_text("[Show Markdown]").click()

@@ -1,5 +1,5 @@
 """`pattern_lineage` through Dagster on both databases: one range run over several windows gives
-each window's graph as of its end, with tables, Mermaid source and an embedded PNG."""
+each window's partition its own graph as of its end, with tables, Mermaid source and an embedded PNG."""
 
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ def test_pattern_lineage_as_of_each_window_of_a_range_run(engine, migrated_url, 
         (result,) = materialize_windows(defs, instance, [P], W0, W3, asset_selection=[dg.AssetKey("pattern_lineage")])
         assert result.success
         events = result.get_asset_materialization_events()
-        assert len(events) == 4  # one per partition of the range, sharing the run's metadata
-        event = events[-1]
-    metadata = event.materialization.metadata
-    summary = {r.data["window"]: r.data for r in metadata["summary"].value.records}
-    assert {w: s["active"] for w, s in summary.items()} == {
+    # One materialisation per partition, each with its own window's graph.
+    by_window = {e.materialization.partition.split("|")[1]: e.materialization.metadata for e in events}
+    assert {w: m["active"].value for w, m in by_window.items()} == {
         str(W0): "v1", str(W1): "v2", str(W2): "v1", str(W3): "v1"}
-    assert summary[str(W3)]["candidates"] == "v4" and summary[str(W0)]["executions"] == 100
+    assert by_window[str(W3)]["candidates"].value == "v4" and by_window[str(W0)]["executions"].value == 100
+    assert all(m["pattern_id"].value == P and m["status"].value == "ok" for m in by_window.values())
+    metadata = by_window[str(W3)]
     nodes = {r.data["version"]: r.data for r in metadata["nodes"].value.records}
     assert {v: n["status"] for v, n in nodes.items()} == {"v1": "active", "v2": "rolled_back", "v3": "archived", "v4": "candidate"}
     edges = [r.data for r in metadata["edges"].value.records]

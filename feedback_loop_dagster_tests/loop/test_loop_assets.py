@@ -24,13 +24,20 @@ from feedback_loop_dagster_tests.loop.test_analysis_and_proposals import PATTERN
 
 LOOP_ASSETS = ["feedback_dataset", "pattern_analysis", "improvement_proposals", "experiments",
                "ab_test_results", "applied_improvements"]
-VOLATILE = {"created_at", "updated_at", "collected_at", "computed_at", "applied_at"}
+VOLATILE = {"created_at", "updated_at", "collected_at", "computed_at", "applied_at", "run_id"}
 
 
 def at(day: date) -> dict:
     """Run config for a run at the simulated midnight that starts `day` (UTC): the clock the
     loop starts experiments and watches by (without it, the real clock)."""
     return clock_run_config(datetime.combine(day, datetime.min.time(), UTC))
+
+
+def by_window(result, asset: str) -> dict[date, dict]:
+    """Each window's materialisation metadata of the asset, in a run over one pattern."""
+    return {
+        date.fromisoformat(m.partition.split("|")[1]): m.metadata for m in result.asset_materializations_for_node(asset)
+    }
 
 
 def snapshot(engine) -> dict:
@@ -70,10 +77,11 @@ def test_every_asset_materialises_and_rematerialising_changes_nothing(loop, engi
     assert result.success
     for asset in LOOP_ASSETS:
         assert len(result.asset_materializations_for_node(asset)) == 3, asset
-    proposals = result.asset_materializations_for_node("improvement_proposals")[0].metadata
-    assert proposals["new_proposals"].value == 1
-    started = result.asset_materializations_for_node("experiments")[0].metadata["started"].value
-    assert started == 1
+    proposals = by_window(result, "improvement_proposals")
+    # Proposed once, on the first window, and seen again on the next ones.
+    assert [proposals[START + timedelta(days=d)]["new_proposals"].value for d in range(3)] == [1, 0, 0]
+    started = by_window(result, "experiments")
+    assert [started[START + timedelta(days=d)]["started"].value for d in range(3)] == [1, 0, 0]
     with engine.connect() as conn:
         experiment = conn.execute(sa.select(tables.experiments)).mappings().one()
     # Proposed on the first window, whose next window is complete by then: it starts in the open one.

@@ -6,14 +6,14 @@ import dagster as dg
 import pandas as pd
 
 from feedback_loop_dagster.defs.collect.assets import feedback_dataset
-from feedback_loop_dagster.defs.metadata import table_metadata
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions, run_partition_pairs
+from feedback_loop_dagster.defs.loop import each_pattern
+from feedback_loop_dagster.defs.metadata import report_partitions, table_metadata
+from feedback_loop_dagster.defs.partitions import pattern_window_partitions
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.lib.analyze.analysis import analyze_partitions
+from feedback_loop_dagster.lib.analyze.analysis import analyze_pattern
+from feedback_loop_dagster.lib.registry.policies import get_policy
 
 SHOWN_COLUMNS = [
-    "pattern_id",
-    "window_start",
     "version",
     "executions",
     "success_rate",
@@ -26,6 +26,28 @@ SHOWN_COLUMNS = [
     "retries_mean",
     "regressions",
 ]
+
+
+def _analyze(conn, partitions) -> list[pd.DataFrame]:
+    first = partitions[0]
+    windows = [p.window for p in partitions]
+    metrics = analyze_pattern(conn, first.key, first.pattern_id, windows, get_policy(conn, first.pattern_id))
+    return [metrics[metrics["window_start"] == window] for window in windows]
+
+
+def _figures(outcome) -> dict:
+    metrics: pd.DataFrame = outcome.value
+    regressions = [
+        f"{row.version}: {', '.join(json.loads(row.regressions))}" for row in metrics.itertuples() if json.loads(row.regressions)
+    ]
+    return {
+        "versions_analysed": len(metrics),
+        "executions": int(metrics["executions"].sum()),
+        "regressions": dg.MetadataValue.md(
+            "\n".join(f"- {r}" for r in regressions) if regressions else "No significant regressions."
+        ),
+        "metrics": table_metadata(metrics[SHOWN_COLUMNS]),
+    }
 
 
 @dg.asset(
@@ -41,21 +63,8 @@ def pattern_analysis(context: dg.AssetExecutionContext, databases: FeedbackDatab
     before; a metric is a regression only when the engine's test finds it significantly worse.
 
     Also refreshes the mergeable daily statistics (`daily_version_stats`) that A/B results add up.
+    Each pattern's windows are analysed from one read of its feedback.
     """
-    report = analyze_partitions(databases.warehouse, run_partition_pairs(context))
-    metrics = report.metrics
-    regressions = [
-        f"{row.pattern_id} {row.version} ({row.window_start}): {', '.join(json.loads(row.regressions))}"
-        for row in metrics.itertuples()
-        if json.loads(row.regressions)
-    ]
-    return dg.MaterializeResult(
-        metadata={
-            "versions_analysed": len(metrics),
-            "executions": int(metrics["executions"].sum()) if len(metrics) else 0,
-            "regressions": dg.MetadataValue.md(
-                "\n".join(f"- {r}" for r in regressions) if regressions else "No significant regressions."
-            ),
-            "metrics": table_metadata(metrics[SHOWN_COLUMNS] if len(metrics) else pd.DataFrame(columns=SHOWN_COLUMNS)),
-        }
-    )
+    outcomes = each_pattern(context, databases.warehouse, "pattern_analysis", _analyze)
+    report_partitions(context, outcomes, _figures)
+    return dg.MaterializeResult()

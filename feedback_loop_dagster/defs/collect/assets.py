@@ -1,15 +1,21 @@
 """`feedback_dataset`: each pattern's executions per window, normalised, validated, quarantined."""
 
+from collections import Counter
+
 import dagster as dg
 import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 from pydantic import Field
 
-from feedback_loop_dagster.defs.metadata import table_metadata
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions, run_partition_pairs
+from feedback_loop_dagster.defs.checks import PartitionCheck, partition_check_events, partition_check_spec
+from feedback_loop_dagster.defs.loop import Outcome, Partition, record_stage, run_partitions
+from feedback_loop_dagster.defs.metadata import report_partitions, table_metadata
+from feedback_loop_dagster.defs.partitions import pattern_window_partitions
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.lib.collect.collector import collect_feedback
+from feedback_loop_dagster.lib.collect.collector import PartitionCounts, collect_feedback
 from feedback_loop_dagster.lib.collect.schema import FeedbackSchema
+from feedback_loop_dagster.lib.partition_status import FAILED, OK
+from feedback_loop_dagster.lib.registry.policies import get_policies
 
 hook_executions = dg.AssetSpec(
     "hook_executions",
@@ -18,12 +24,21 @@ hook_executions = dg.AssetSpec(
     kinds={"sql"},
 )
 
+STAGE = "feedback_dataset"
 VALIDITY_CHECK = "feedback_validity_share"
+PREVIEW_COLUMNS_DROPPED = ["pattern_key", "pattern_id", "window_start"]
 
 
 class FeedbackDatasetConfig(dg.Config):
-    max_invalid_share: float = Field(
-        default=0.05, ge=0.0, le=1.0, description="Largest share of quarantined rows a partition may have."
+    max_invalid_share: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Largest share of quarantined rows a partition may have, for every pattern of this run; "
+            "default (null): each pattern's policy (`max_invalid_share`, 5% unless set with "
+            "`feedback-loop policies set PATTERN --set max_invalid_share=0.2`)."
+        ),
     )
 
 
@@ -36,73 +51,83 @@ class FeedbackDatasetConfig(dg.Config):
     kinds={"pandas", "sql"},
     metadata={"dagster/column_schema": pandera_schema_to_dagster_type(FeedbackSchema).metadata["schema"]},
     check_specs=[
-        dg.AssetCheckSpec(
+        partition_check_spec(
             VALIDITY_CHECK,
-            asset="feedback_dataset",
-            blocking=True,
-            description="Fails when a partition's share of quarantined rows exceeds max_invalid_share.",
+            "feedback_dataset",
+            "Fails a partition whose share of quarantined rows exceeds max_invalid_share (the run's config, "
+            "else the pattern's policy); every later stage skips that partition, the rest of the run goes on.",
         )
     ],
 )
-def feedback_dataset(
-    context: dg.AssetExecutionContext, config: FeedbackDatasetConfig, databases: FeedbackDatabases
-) -> dg.MaterializeResult:
+def feedback_dataset(context: dg.AssetExecutionContext, config: FeedbackDatasetConfig, databases: FeedbackDatabases):
     """Valid executions of a pattern in a window, in the warehouse table `feedback`.
 
     Rows that fail FeedbackSchema go to `feedback_quarantine` with a reason; valid + quarantined
     always equals the source rows of the partition. Re-materialising replaces the partition.
+    Each partition shows its own counts, reasons and first rows.
     """
-    report = collect_feedback(databases.source, databases.warehouse, run_partition_pairs(context))
-    partitions = pd.DataFrame(
-        [
-            {
-                "pattern_id": p.pattern_id,
-                "window": p.window_start.isoformat(),
-                "source_rows": p.source_rows,
-                "valid_rows": p.valid_rows,
-                "quarantined_rows": p.quarantined_rows,
-                "invalid_share": round(p.invalid_share, 4),
-            }
-            for p in report.partitions
+    warehouse = databases.warehouse
+    partitions = {p.pair: p for p in run_partitions(context, warehouse)}
+    report = collect_feedback(databases.source, warehouse, list(partitions))
+    with warehouse.begin() as conn:
+        policies = get_policies(conn, {p.pattern_id for p in partitions.values()})
+        outcomes = [
+            _verdict(partitions[(c.pattern_key, c.window_start)], c, _threshold(config, policies[c.pattern_id]))
+            for c in report.partitions
         ]
+        record_stage(conn, context, STAGE, outcomes)
+    report_partitions(context, outcomes, _figures)
+    yield dg.MaterializeResult()
+    yield from partition_check_events(context, VALIDITY_CHECK, (_check(o) for o in outcomes))
+
+
+def _threshold(config: FeedbackDatasetConfig, policy) -> float:
+    # The run's config, when set, overrides the pattern's policy (e.g. a backfill over history
+    # that tolerates more malformed rows than the live loop).
+    return policy.max_invalid_share if config.max_invalid_share is None else config.max_invalid_share
+
+
+def _verdict(partition: Partition, counts: PartitionCounts, threshold: float) -> Outcome[tuple[PartitionCounts, float]]:
+    if counts.invalid_share <= threshold:
+        return Outcome(partition, OK, value=(counts, threshold))
+    top = ", ".join(f"{reason} ({n})" for reason, n in counts.reasons.most_common(2))
+    reason = (
+        f"{counts.invalid_share:.1%} of rows invalid ({counts.quarantined_rows} of {counts.source_rows}), "
+        f"above max_invalid_share {threshold:.1%}; most common: {top}"
     )
-    failing = partitions[partitions["invalid_share"] > config.max_invalid_share]
-    reasons = pd.DataFrame(report.reasons.most_common(), columns=["reason", "rows"])
-    context.log.info(
-        f"{len(report.partitions)} partition(s): {report.valid_rows} valid, "
-        f"{report.quarantined_rows} quarantined of {report.source_rows} source rows"
+    return Outcome(partition, FAILED, reason, value=(counts, threshold))
+
+
+def _check(outcome: Outcome[tuple[PartitionCounts, float]]) -> PartitionCheck:
+    counts, threshold = outcome.value
+    return PartitionCheck(
+        outcome.partition.dagster_key,
+        outcome.ok,
+        (f"{counts.invalid_share:.1%} of {counts.source_rows} rows invalid, within max_invalid_share {threshold:.1%}"
+         if outcome.ok else f"{outcome.reason}: later stages skip this partition"),
+        {"invalid_share": round(counts.invalid_share, 4), "max_invalid_share": threshold,
+         "quarantined_rows": counts.quarantined_rows, "source_rows": counts.source_rows},
     )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": report.valid_rows,
-            "partitions": len(report.partitions),
-            "source_rows": report.source_rows,
-            "valid_rows": report.valid_rows,
-            "quarantined_rows": report.quarantined_rows,
-            "invalid_share": round(report.quarantined_rows / report.source_rows, 4) if report.source_rows else 0.0,
-            "invalid_by_reason": table_metadata(reasons),
-            "partition_counts": table_metadata(partitions.sort_values("invalid_share", ascending=False)),
-            "preview": table_metadata(report.preview_valid.drop(columns=["pattern_key"], errors="ignore")),
-            "quarantine_preview": table_metadata(
-                report.preview_quarantined[["pattern_id", "window_start", "execution_id", "reason", "details"]]
-                if not report.preview_quarantined.empty
-                else report.preview_quarantined
-            ),
-        },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=VALIDITY_CHECK,
-                passed=failing.empty,
-                description=(
-                    f"every partition has at most {config.max_invalid_share:.1%} invalid rows"
-                    if failing.empty
-                    else f"{len(failing)} partition(s) exceed {config.max_invalid_share:.1%} invalid rows"
-                ),
-                metadata={
-                    "max_invalid_share": config.max_invalid_share,
-                    "worst_invalid_share": float(partitions["invalid_share"].max()) if len(partitions) else 0.0,
-                    "failing_partitions": table_metadata(failing),
-                },
-            )
-        ],
-    )
+
+
+def _figures(outcome: Outcome) -> dict:
+    counts, threshold = outcome.value
+    figures = {
+        "dagster/row_count": counts.valid_rows,
+        "source_rows": counts.source_rows,
+        "valid_rows": counts.valid_rows,
+        "quarantined_rows": counts.quarantined_rows,
+        "invalid_share": round(counts.invalid_share, 4),
+        "max_invalid_share": threshold,
+        "preview": table_metadata(counts.preview_valid.drop(columns=PREVIEW_COLUMNS_DROPPED, errors="ignore")),
+    }
+    if counts.quarantined_rows:
+        figures["invalid_by_reason"] = table_metadata(_reason_table(counts.reasons))
+        figures["quarantine_preview"] = table_metadata(
+            counts.preview_quarantined[["execution_id", "reason", "details"]]
+        )
+    return figures
+
+
+def _reason_table(reasons: Counter) -> pd.DataFrame:
+    return pd.DataFrame(reasons.most_common(), columns=["reason", "rows"])

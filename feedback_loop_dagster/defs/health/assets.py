@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from feedback_loop_dagster.defs.health.plot import health_plot_markdown
 from feedback_loop_dagster.defs.lineage.assets import pattern_lineage
-from feedback_loop_dagster.defs.metadata import table_metadata
+from feedback_loop_dagster.defs.metadata import add_partition_metadata, table_metadata
 from feedback_loop_dagster.defs.plots import markdown_text
 from feedback_loop_dagster.defs.partitions import partition_key, pattern_window_partitions, run_partition_pairs
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
@@ -129,7 +129,6 @@ def loop_health(context: dg.AssetExecutionContext, databases: FeedbackDatabases)
             views[window] = loop_view(history, window, keys, with_plot=window == last)
         return health_metadata(history, ids[key], window, views[window], with_plot=window == latest[key])
 
-    # each partition's own metadata, in range runs too
-    for key, window in pairs:
-        context.add_asset_metadata(partition_metadata(key, window), partition_key=str(partition_key(key, window)))
+    # each partition's own metadata, in range runs too (at once: see add_partition_metadata)
+    add_partition_metadata(context, {str(partition_key(key, window)): partition_metadata(key, window) for key, window in pairs})
     return dg.MaterializeResult()

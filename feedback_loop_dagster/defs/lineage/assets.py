@@ -1,18 +1,16 @@
 """`pattern_lineage`: the version graph of each pattern as of the window's end."""
 
-from collections import defaultdict
-
 import dagster as dg
 import pandas as pd
 
 from feedback_loop_dagster.defs.apply.assets import applied_improvements
 from feedback_loop_dagster.defs.lineage.plot import lineage_png_markdown
-from feedback_loop_dagster.defs.metadata import table_metadata
+from feedback_loop_dagster.defs.loop import each_pattern
+from feedback_loop_dagster.defs.metadata import report_partitions, table_metadata
+from feedback_loop_dagster.defs.partitions import pattern_window_partitions
 from feedback_loop_dagster.defs.plots import markdown_text
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions, run_partition_pairs
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
 from feedback_loop_dagster.lib.lineage import STATUS_MEANINGS, LineageGraph, load_lineage, mermaid
-from feedback_loop_dagster.lib.storage.pattern_keys import pattern_ids_for_keys
 
 MERMAID_NOTE = (
     "Dagster shows Mermaid as its source; the picture in `graph` is the same graph. GitHub, GitLab and "
@@ -35,6 +33,21 @@ def lineage_picture_metadata(pattern_id: str, graph: LineageGraph) -> dict[str, 
     }
 
 
+def _graphs(conn, partitions) -> list[LineageGraph]:
+    # Read-only: one load per pattern serves every window of the run.
+    data = load_lineage(conn, [partitions[0].pattern_id])
+    return [data.graph(p.window) for p in partitions]
+
+
+def _drawn(graph: LineageGraph) -> tuple:
+    """What the pictures show (versions with their status, edges with their evidence): windows whose
+    graphs agree on it share one rendering."""
+    return (
+        tuple(sorted((n.id, n.version, n.status) for n in graph.nodes.values())),
+        tuple(sorted((e.from_id, e.to_id, e.edge_type, e.p_value, e.effect_brief or "") for e in graph.edges)),
+    )
+
+
 @dg.asset(
     deps=[applied_improvements],
     partitions_def=pattern_window_partitions,
@@ -47,49 +60,30 @@ def pattern_lineage(context: dg.AssetExecutionContext, databases: FeedbackDataba
     status (active, candidate, rolled_back, deprecated, archived), source, creation time and its
     executions and success rate in the window; every edge (derived_from, merged_from,
     inspired_by, promoted_over, rolled_back_to, replaced_by) with its evidence (experiment,
-    decision, p-value, lift). Shown as tables, a picture of each pattern's graph and its Mermaid
+    decision, p-value, lift). Shown as tables, a picture of the pattern's graph and its Mermaid
     source. Pattern keys like `agent-planner-v2-be1c686d5091` stand for ids that are not safe
     partition keys: `pattern_id` in each materialization (and `feedback-loop patterns list`)
-    gives the original id.
+    gives the original id."""
+    outcomes = each_pattern(context, databases.warehouse, "pattern_lineage", _graphs)
+    pictures: dict[tuple, dict[str, dg.MetadataValue]] = {}
 
-    Read-only: one load per pattern serves every window of a range run."""
-    pairs = run_partition_pairs(context)
-    ids = pattern_ids_for_keys(databases.warehouse, {k for k, _ in pairs})
-    windows = defaultdict(list)
-    for key, window in pairs:
-        windows[ids[key]].append(window)
-    summary, latest = [], {}
-    with databases.warehouse.connect() as conn:
-        for pattern_id in sorted(windows):
-            data = load_lineage(conn, [pattern_id])
-            for window in sorted(windows[pattern_id]):
-                graph = data.graph(window)
-                active = graph.get_active(pattern_id)
-                own = graph.versions(pattern_id)
-                summary.append(
-                    {
-                        "pattern_id": pattern_id,
-                        "window": window.isoformat(),
-                        "versions": len(own),
-                        "active": active.version if active else None,
-                        "candidates": ", ".join(n.version for n in own if n.status == "candidate"),
-                        "edges": len(graph.edges),
-                        "executions": sum(n.usage_count for n in own),
-                    }
-                )
-            latest[pattern_id] = graph
-    nodes = pd.DataFrame([{"window": str(g.as_of), **row} for g in latest.values() for row in g.node_rows()])
-    edges = pd.DataFrame([{"window": str(g.as_of), **row} for g in latest.values() for row in g.edge_rows()])
-    pictures = [lineage_picture_metadata(p, g) for p, g in latest.items()]
-    return dg.MaterializeResult(
-        metadata={
-            "patterns": len(latest),
-            "versions": int(sum(len(g.versions(p)) for p, g in latest.items())),
-            "summary": table_metadata(pd.DataFrame(summary), limit=100),
-            "nodes": table_metadata(nodes, limit=100),
-            "edges": table_metadata(edges, limit=100),
-            # one picture per pattern, each at its latest window in this run
-            "graph": dg.MetadataValue.md("\n\n".join(p["graph"].value for p in pictures)),
-            "mermaid": dg.MetadataValue.md("\n\n".join(p["mermaid"].value for p in pictures)),
+    def figures(outcome) -> dict:
+        graph: LineageGraph = outcome.value
+        pattern_id = outcome.partition.pattern_id
+        own = graph.versions(pattern_id)
+        active = graph.get_active(pattern_id)
+        drawn = (pattern_id, _drawn(graph))
+        if drawn not in pictures:
+            pictures[drawn] = lineage_picture_metadata(pattern_id, graph)
+        return {
+            "versions": len(own),
+            "active": active.version if active else "none",
+            "candidates": ", ".join(n.version for n in own if n.status == "candidate") or "none",
+            "executions": sum(n.usage_count for n in own),
+            "nodes": table_metadata(pd.DataFrame(graph.node_rows()), limit=100),
+            "edges": table_metadata(pd.DataFrame(graph.edge_rows()), limit=100),
+            **pictures[drawn],
         }
-    )
+
+    report_partitions(context, outcomes, figures)
+    return dg.MaterializeResult()

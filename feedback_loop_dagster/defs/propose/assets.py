@@ -5,16 +5,16 @@ import pandas as pd
 import sqlalchemy as sa
 
 from feedback_loop_dagster.defs.analyze.assets import pattern_analysis
-from feedback_loop_dagster.defs.loop import per_partition
-from feedback_loop_dagster.defs.metadata import table_metadata
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions, run_partition_pairs
+from feedback_loop_dagster.defs.loop import each_partition
+from feedback_loop_dagster.defs.metadata import report_partitions, table_metadata
+from feedback_loop_dagster.defs.partitions import pattern_window_partitions
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
 from feedback_loop_dagster.lib.propose.proposals import propose
 from feedback_loop_dagster.lib.registry.policies import get_policy
 from feedback_loop_dagster.lib.storage import tables
 
-SHOWN = ["id", "pattern_id", "kind", "title", "metric", "expected_delta", "expected_delta_low",
-         "expected_delta_high", "risk", "priority", "status", "patch"]
+SHOWN = ["id", "kind", "title", "metric", "expected_delta", "expected_delta_low", "expected_delta_high", "risk",
+         "priority", "status", "patch"]
 
 
 @dg.asset(
@@ -29,23 +29,29 @@ def improvement_proposals(context: dg.AssetExecutionContext, databases: Feedback
     with its evidence, expected delta and interval, risk, priority and, where the config has a
     knob for it, a JSON merge patch. An open proposal is not proposed again, nor one that an
     experiment rejected or rolled back on the same active version."""
-    outcomes = per_partition(
+    outcomes = each_partition(
+        context,
         databases.warehouse,
-        run_partition_pairs(context),
-        lambda conn, pattern_id, window: propose(conn, pattern_id, window, get_policy(conn, pattern_id)),
+        "improvement_proposals",
+        lambda conn, p: propose(conn, p.pattern_id, p.window, get_policy(conn, p.pattern_id)),
     )
-    ids = sorted({i for o in outcomes for i in o.created + o.seen_again})
+    ids = sorted({i for o in outcomes if o.ok for i in o.value.created + o.value.seen_again})
     with databases.warehouse.connect() as conn:
         shown = pd.DataFrame(
             conn.execute(sa.select(*(tables.proposals.c[c] for c in SHOWN)).where(tables.proposals.c.id.in_(ids))).all(),
             columns=SHOWN,
-        )
-    return dg.MaterializeResult(
-        metadata={
-            "new_proposals": sum(len(o.created) for o in outcomes),
-            "open_proposals_seen_again": sum(len(o.seen_again) for o in outcomes),
-            "superseded": sum(o.superseded for o in outcomes),
-            "already_tried": sum(len(o.already_tried) for o in outcomes),
-            "proposals": table_metadata(shown.sort_values("priority", ascending=False)),
+        ).set_index("id", drop=False)
+
+    def figures(outcome) -> dict:
+        proposed = outcome.value
+        mine = shown.loc[proposed.created + proposed.seen_again]
+        return {
+            "new_proposals": len(proposed.created),
+            "open_proposals_seen_again": len(proposed.seen_again),
+            "superseded": proposed.superseded,
+            "already_tried": len(proposed.already_tried),
+            "proposals": table_metadata(mine.sort_values("priority", ascending=False)),
         }
-    )
+
+    report_partitions(context, outcomes, figures)
+    return dg.MaterializeResult()

@@ -57,19 +57,19 @@ def analyze_partitions(warehouse: Engine, pairs: Sequence[tuple[str, date]]) -> 
         windows_by_key.setdefault(key, []).append(window)
     ids_by_key = pattern_ids_for_keys(warehouse, set(windows_by_key))
     policies: dict[str, Policy] = {}
-    records: list[dict] = []
+    frames: list[pd.DataFrame] = []
     with warehouse.begin() as conn:
         for key, windows in windows_by_key.items():
             pattern_id = ids_by_key[key]
-            policy = policies[pattern_id] = get_policy(conn, pattern_id)
-            records += _analyze_pattern(conn, key, pattern_id, windows, policy)
-        metrics = pd.DataFrame(records, columns=[c.name for c in tables.pattern_metrics.columns])
-        delete_partition_rows(conn, tables.pattern_metrics, sorted(set(pairs)))
-        bulk_insert(conn, tables.pattern_metrics, metrics)
+            policies[pattern_id] = get_policy(conn, pattern_id)
+            frames.append(analyze_pattern(conn, key, pattern_id, windows, policies[pattern_id]))
+    metrics = pd.concat(frames, ignore_index=True) if frames else _metrics_frame([])
     return AnalysisReport(metrics=metrics, policies=policies)
 
 
-def _analyze_pattern(conn: Connection, key: str, pattern_id: str, windows: list[date], policy: Policy) -> list[dict]:
+def analyze_pattern(conn: Connection, key: str, pattern_id: str, windows: list[date], policy: Policy) -> pd.DataFrame:
+    """Analyses one pattern's windows (oldest first) from one read of its feedback, and replaces
+    their `pattern_metrics` rows; returns those rows."""
     period = policy.time_window_days
     # every day a window's current or previous period looks at
     first_day = windows[0] - timedelta(days=2 * period - 1)
@@ -103,7 +103,14 @@ def _analyze_pattern(conn: Connection, key: str, pattern_id: str, windows: list[
                     "regressions": json.dumps(regressions),
                 }
             )
-    return records
+    metrics = _metrics_frame(records)
+    delete_partition_rows(conn, tables.pattern_metrics, [(key, window) for window in windows])
+    bulk_insert(conn, tables.pattern_metrics, metrics)
+    return metrics
+
+
+def _metrics_frame(records: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(records, columns=[c.name for c in tables.pattern_metrics.columns])
 
 
 def _read_feedback(conn: Connection, pattern_id: str, first: date, last: date) -> pd.DataFrame:

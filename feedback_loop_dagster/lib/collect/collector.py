@@ -32,7 +32,6 @@ from feedback_loop_dagster.lib.storage.writes import bulk_insert, upsert
 
 CHUNK_ROWS = 200_000
 PREVIEW_ROWS = 5  # per partition, valid and quarantined
-RUN_PREVIEW_ROWS = 10
 WINDOW = timedelta(days=1)
 SOURCE_COLUMNS = tuple(c.name for c in tables.hook_executions.columns)
 FEEDBACK_COLUMNS = tuple(c.name for c in tables.feedback.columns)
@@ -79,19 +78,6 @@ class CollectionReport:
     @property
     def reasons(self) -> Counter:
         return sum((p.reasons for p in self.partitions), Counter())
-
-    @property
-    def preview_valid(self) -> pd.DataFrame:
-        return _first_rows([p.preview_valid for p in self.partitions])
-
-    @property
-    def preview_quarantined(self) -> pd.DataFrame:
-        return _first_rows([p.preview_quarantined for p in self.partitions])
-
-
-def _first_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True).head(RUN_PREVIEW_ROWS) if frames else pd.DataFrame()
 
 
 def window_of(started_at: pd.Series) -> pd.Series:

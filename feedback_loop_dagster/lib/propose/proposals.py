@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -54,14 +55,19 @@ def gather_evidence(conn: Connection, pattern_id: str, window: date, policy: Pol
     version_filter = (
         f.c.pattern_version.is_(None) if active.version == IMPLICIT_VERSION else f.c.pattern_version == active.version
     )
-    scope = sa.and_(f.c.pattern_id == pattern_id, version_filter, f.c.window_start.between(first, window))
-    retried = conn.execute(
-        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((f.c.status == "success", 1), else_=0)), 0)).where(
-            scope, f.c.retry_count > 0
-        )
-    ).one()
-    units = conn.execute(sa.select(sa.func.count(f.c.unit_id), sa.func.count(sa.distinct(f.c.unit_id))).where(scope)).one()
-    durations = np.fromiter(conn.scalars(sa.select(f.c.duration_ms).where(scope, f.c.duration_ms > 0)), dtype=float)
+    # By partition key and window: the primary key's prefix, so one range of the index, not a scan.
+    key = sa.select(tables.patterns.c.partition_key).where(tables.patterns.c.pattern_id == pattern_id).scalar_subquery()
+    rows = pd.DataFrame(
+        conn.execute(
+            sa.select(f.c.status, f.c.retry_count, f.c.unit_id, f.c.duration_ms).where(
+                f.c.pattern_key == key, f.c.window_start.between(first, window), version_filter
+            )
+        ).all(),
+        columns=["status", "retry_count", "unit_id", "duration_ms"],
+    )
+    retried = rows[rows["retry_count"].fillna(0) > 0]
+    durations = pd.to_numeric(rows["duration_ms"]).to_numpy(dtype=float)
+    durations = durations[durations > 0]
     # the order statistic a sort would give, without sorting every duration
     k = int(0.05 * (len(durations) - 1))
     latency_p05 = float(np.partition(durations, k)[k]) if len(durations) else None
@@ -81,10 +87,10 @@ def gather_evidence(conn: Connection, pattern_id: str, window: date, policy: Pol
         stats=stats,
         previous_stats=previous,
         error_counts=dict(errors),
-        retried_executions=int(retried[0]),
-        retried_successes=int(retried[1]),
-        units=int(units[0]),
-        distinct_units=int(units[1]),
+        retried_executions=len(retried),
+        retried_successes=int((retried["status"] == "success").sum()),
+        units=int(rows["unit_id"].notna().sum()),
+        distinct_units=int(rows["unit_id"].nunique()),
         latency_p05=latency_p05,
         regressions=json.loads(metrics_row) if metrics_row else [],
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -23,8 +24,16 @@ def default_policy() -> Policy:
 
 
 def get_policy(conn: Connection, pattern_id: str) -> Policy:
-    stored = conn.scalar(sa.select(tables.pattern_policies.c.policy).where(tables.pattern_policies.c.pattern_id == pattern_id))
-    return Policy.model_validate(json.loads(stored)) if stored else default_policy()
+    return get_policies(conn, [pattern_id])[pattern_id]
+
+
+def get_policies(conn: Connection, pattern_ids: Iterable[str]) -> dict[str, Policy]:
+    """Each pattern's policy (its own, else the default), in one query."""
+    wanted = sorted(set(pattern_ids))
+    t = tables.pattern_policies
+    stored = dict(conn.execute(sa.select(t.c.pattern_id, t.c.policy).where(t.c.pattern_id.in_(wanted))).all()) if wanted else {}
+    default = default_policy()
+    return {p: Policy.model_validate(json.loads(stored[p])) if p in stored else default for p in wanted}
 
 
 def set_policy(conn: Connection, pattern_id: str, policy: Policy) -> None:

@@ -80,6 +80,8 @@ class Policy(BaseModel):
     * ``max_experiment_days`` / ``max_sample_per_arm``: an experiment that
       reaches either without a decision ends as ``inconclusive`` (control
       kept); ``None`` = no such limit.
+    * ``max_invalid_share``: largest share of a window's rows the collector may quarantine; a
+      partition above it fails its validity check and the later stages skip it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -102,6 +104,7 @@ class Policy(BaseModel):
     srm_threshold: float = Field(SRM_THRESHOLD, gt=0.0, lt=1.0)
     max_experiment_days: int | None = Field(14, ge=1)
     max_sample_per_arm: int | None = Field(None, ge=2)
+    max_invalid_share: float = Field(0.05, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _power_above_alpha(self) -> "Policy":

@@ -75,6 +75,7 @@ WAREHOUSE_MIGRATIONS: Sequence[Migration] = (
     ),
     Migration(3, "lineage: indexes for traversal and the cycle check", _create_indexes(*tables.LINEAGE_INDEXES)),
     Migration(4, "loop settings: the first day with data, where the daily partitions start", _create(tables.loop_settings)),
+    Migration(5, "partition status: each partition's outcome at each stage", _create(tables.partition_status)),
 )
 
 # Serialises concurrent migrators on PostgreSQL (any constant works; this one spells "FLDM").

@@ -116,6 +116,21 @@ feedback_partitions = sa.Table(
     sa.Column("collected_at", Timestamp, nullable=False),
 )
 
+# Each partition's outcome at each stage of the loop (lib/partition_status.py): ok, failed with
+# why, or skipped because an earlier stage failed it (migration 4).
+partition_status = sa.Table(
+    "partition_status",
+    warehouse_metadata,
+    sa.Column("pattern_key", sa.Text, primary_key=True),
+    sa.Column("window_start", sa.Date, primary_key=True),
+    sa.Column("stage", sa.Text, primary_key=True),
+    sa.Column("pattern_id", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),  # ok | failed | skipped
+    sa.Column("reason", sa.Text),
+    sa.Column("run_id", sa.Text),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
 # --- The improvement loop (DESIGN.md sections 1, 3 and 4) -----------------------------------
 
 JsonText = sa.Text  # JSON documents as text: portable across SQLite and PostgreSQL
