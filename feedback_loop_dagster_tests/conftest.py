@@ -1,4 +1,6 @@
-"""Shared fixtures: every database test runs on SQLite and on a real PostgreSQL.
+"""Shared fixtures: every database test runs on SQLite; those where the SQL dialect matters
+(storage, COPY, the collector's SQL, locking, concurrency, migrations; marker `both_dialects` on the
+test or its module) run on a real PostgreSQL as well.
 
 PostgreSQL comes from FEEDBACK_LOOP_TEST_POSTGRES_URL (an admin URL, e.g.
 postgresql+psycopg://postgres@127.0.0.1:5432/postgres), else the local default; when none
@@ -105,9 +107,26 @@ def drop_postgres_database(url: str) -> None:
     admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def pytest_generate_tests(metafunc):
+    """`database_url` (and what builds on it) is SQLite, and PostgreSQL too under `both_dialects`:
+    the PostgreSQL copy of a test pays only where the dialect can change the outcome."""
+    if "database_url" in metafunc.fixturenames:
+        kinds = ["sqlite"]
+        if metafunc.definition.get_closest_marker("both_dialects"):
+            kinds.append(pytest.param("postgresql", marks=pytest.mark.postgres))
+        metafunc.parametrize("database_url", kinds, indirect=True)
+
+
+def pytest_collection_modifyitems(items):
+    """Every integration test (daemon, webserver, browser) is end to end."""
+    for item in items:
+        if item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
 def database_url(request, tmp_path) -> str:
-    """A fresh, empty database of each kind, dropped afterwards."""
+    """A fresh, empty database of the kind the test is parametrised with, dropped afterwards."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'warehouse.db'}"
         yield url

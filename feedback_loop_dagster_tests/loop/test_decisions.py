@@ -1,4 +1,4 @@
-"""Decision paths on both databases: apply, reject, wait, review, rollback, invalid on SRM;
+"""Decision paths (SQLite): apply, reject, wait, review, rollback, invalid on SRM;
 idempotency, a process killed mid-promotion, and two concurrent promotions (PostgreSQL)."""
 
 from __future__ import annotations

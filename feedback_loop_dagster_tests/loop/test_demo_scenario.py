@@ -1,4 +1,4 @@
-"""End to end: the demo's scenario run through Dagster over simulated days, on SQLite and PostgreSQL.
+"""End to end: the demo's scenario run through Dagster over simulated days.
 
 Every simulated day's traffic follows the registry and the whole loop (collect -> ... -> apply)
 is materialised for that day before the next one is simulated; the planted truths must come out:
