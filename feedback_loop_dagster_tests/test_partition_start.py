@@ -24,6 +24,7 @@ from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.tables import hook_executions
 from feedback_loop_dagster_tests.cli_runner import cli
 from feedback_loop_dagster_tests.factories import execution, insert_executions
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the code location's daily partitions look like, loaded as the webserver loads it.
@@ -78,7 +79,7 @@ def _load_partitions(url: str | None, **env: str) -> tuple[str, int]:
     if url:
         environment[settings.DATABASE_URL_ENV] = url
     result = subprocess.run([sys.executable, "-c", LOAD_PARTITIONS], cwd=ROOT, env={**environment, **env},
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=CEILING_SECONDS)
     assert result.returncode == 0, result.stderr
     first, count = json.loads(result.stdout.strip().splitlines()[-1])
     return first, count

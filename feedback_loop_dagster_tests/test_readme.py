@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"<!-- readme-test: (sh|python) -->\n```(?:sh|python)\n(.*?)```", re.S)
 
@@ -29,7 +31,7 @@ def test_readme_examples_run_on_a_fresh_database(tmp_path):
     outputs = []
     for kind, code in readme_blocks():
         command = ["bash", "-euo", "pipefail", "-c", code] if kind == "sh" else [sys.executable, "-c", code]
-        result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=CEILING_SECONDS)
         assert result.returncode == 0, f"README {kind} block failed:\n{result.stdout}\n{result.stderr}"
         outputs.append(result.stdout)
     session, python = outputs
