@@ -36,6 +36,10 @@ atexit.register(shutil.rmtree, _TEST_DATA_DIR, ignore_errors=True)
 os.environ[settings.DATA_DIR_ENV] = _TEST_DATA_DIR
 for _name in (settings.DATABASE_URL_ENV, settings.SOURCE_URL_ENV, settings.START_DATE_ENV):
     os.environ.pop(_name, None)
+# Nor the developer's Dagster instance (`make test` exports DAGSTER_HOME=.dagster_home): whatever runs
+# in-process without a home of its own gets the session's, one per pytest-xdist worker.
+os.environ["DAGSTER_HOME"] = os.path.join(_TEST_DATA_DIR, "dagster_home")
+os.makedirs(os.environ["DAGSTER_HOME"])
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 _postgres_state: dict[str, str | None] = {}
@@ -118,10 +122,13 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_collection_modifyitems(items):
-    """Every integration test (daemon, webserver, browser) is end to end."""
+    """Every integration test (daemon, webserver, browser) is end to end; the end-to-end tests, the
+    longest by far, run first, so that pytest-xdist's workers share them out and finish together
+    instead of one worker starting a five-minute test while the other runs out of work."""
     for item in items:
         if item.get_closest_marker("integration"):
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: same order otherwise
 
 
 @pytest.fixture

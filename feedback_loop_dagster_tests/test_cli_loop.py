@@ -21,6 +21,9 @@ from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster_tests.cli_runner import cli, cli_error, cli_many
 from feedback_loop_dagster_tests.factories import execution, insert_executions, traffic
 
+# Backfills and runs of the whole loop, each through the command in its own process.
+pytestmark = pytest.mark.e2e
+
 TODAY = datetime.now(UTC).date()
 D1, D2 = TODAY - timedelta(days=3), TODAY - timedelta(days=2)
 

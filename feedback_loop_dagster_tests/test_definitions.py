@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from feedback_loop_dagster.definitions import defs
 from feedback_loop_dagster_tests.integration.harness import free_port
@@ -16,6 +17,7 @@ from feedback_loop_dagster_tests.processes import CEILING_SECONDS, session_proce
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.e2e
 def test_definitions_validate_from_the_workspace(tmp_path):
     env = dict(os.environ, DAGSTER_HOME=str(tmp_path))
     result = subprocess.run(
@@ -38,6 +40,7 @@ def test_definitions_hold_the_collect_stage():
     assert "feedback_validity_share" in checks
 
 
+@pytest.mark.e2e
 def test_the_code_location_loads_without_warnings_and_dg_finds_the_project(tmp_path):
     """`make ui` (`dg dev`) and `make demo` start quietly: no Beta/Preview/Supersession warnings from
     loading the definitions, and `dg` loads the project pyproject.toml's [tool.dg] describes."""
@@ -57,6 +60,7 @@ def test_the_code_location_loads_without_warnings_and_dg_finds_the_project(tmp_p
     assert "Warning" not in output and "WARNING" not in output, output
 
 
+@pytest.mark.e2e
 def test_make_ui_starts_without_a_warning(tmp_path):
     """`make ui` (dg dev from inside its DAGSTER_HOME, the repository's production dagster.yaml left
     where the deployment docs keep it) until the webserver serves: not one warning on the way."""

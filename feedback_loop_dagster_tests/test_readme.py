@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -24,6 +26,7 @@ def test_readme_has_the_executed_examples():
     assert kinds == ["sh", "python"]
 
 
+@pytest.mark.e2e
 def test_readme_examples_run_on_a_fresh_database(tmp_path):
     env = dict(os.environ, FEEDBACK_LOOP_DATABASE_URL=f"sqlite:///{tmp_path / 'readme.db'}",
                DAGSTER_HOME=str(tmp_path / "dagster_home"), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")

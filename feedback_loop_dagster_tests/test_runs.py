@@ -207,6 +207,7 @@ def _noop():
 # --- a parent that ignores SIGTERM ---------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_the_cli_under_a_parent_ignoring_sigterm_starts_nothing_that_outlives_it(tmp_path):
     """Dagster's default compute-log capture started two `tail -F` per run and ended them with
     SIGTERM, then waited 30 s for each: under a parent that ignores SIGTERM each run took a minute

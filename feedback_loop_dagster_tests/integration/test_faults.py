@@ -37,7 +37,8 @@ from feedback_loop_dagster_tests.integration.data import (
 from feedback_loop_dagster_tests.integration.harness import REPO, Deployment, PrivatePostgres
 from feedback_loop_dagster_tests.processes import start_blocking_run
 
-pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+# One private server and deployment for the module: its tests stay on one pytest-xdist worker.
+pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.xdist_group("faults")]
 
 SOURCE_TIMEOUT_MS = 1500
 PATTERN_TAG = "feedback_loop/pattern"
