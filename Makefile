@@ -19,11 +19,11 @@ install: $(STAMP)
 
 # The local instance of `make demo` and `make ui`: SQLite in .dagster_home. The production one is
 # dagster.yaml (PostgreSQL). Run monitoring through the project's launcher marks failed the
-# runs of a CLI process that died (defs/run_workers.py) while `make ui`'s daemon runs.
+# runs of a CLI process that died (defs/in_process_runs/run_workers.py) while `make ui`'s daemon runs.
 $(DAGSTER_HOME)/dagster.yaml: | $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	printf '%s\n' 'telemetry:' '  enabled: false' \
-	  'run_launcher:' '  module: feedback_loop_dagster.defs.run_workers' '  class: RunWorkerAwareLauncher' \
+	  'run_launcher:' '  module: feedback_loop_dagster.defs.in_process_runs.run_workers' '  class: RunWorkerAwareLauncher' \
 	  'run_monitoring:' '  enabled: true' '  poll_interval_seconds: 30' > $@
 
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml

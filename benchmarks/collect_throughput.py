@@ -221,9 +221,9 @@ def dagster_range_run(url: str, keys: list[str], first: date, last: date) -> int
     import dagster as dg
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+    from feedback_loop_dagster.defs.code_location.partitions import partition_key, patterns_partitions
+    from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
     from feedback_loop_dagster.defs.collect.assets import feedback_dataset, hook_executions
-    from feedback_loop_dagster.defs.partitions import partition_key, patterns_partitions
-    from feedback_loop_dagster.defs.resources import FeedbackDatabases
 
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(patterns_partitions.name, keys)

@@ -10,7 +10,7 @@ Prints, side by side:
   (c) peak memory (max RSS) of a backfill run over M executions (default 10,000,000);
   (d) what a run launched by the CLI costs, one partition of the whole graph, three ways: Dagster's
       `execute_in_process` (the baseline: no code location origin, compute logs mirrored through
-      `tail -F`), our in-process launch linked to the code location (defs/runs.py), and a launch
+      `tail -F`), our in-process launch linked to the code location (defs/in_process_runs/runs.py), and a launch
       through the workspace (submitted to the webserver, run by the daemon's code server).
 Aims (the issue's): (a) at least 50x faster, (b) under 60 s at a 30 s interval, (c) under 2 GiB.
 
@@ -45,17 +45,18 @@ import sqlalchemy as sa  # noqa: E402
 from dagster._core.execution.backfill import BulkActionStatus  # noqa: E402
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG  # noqa: E402
 
-from feedback_loop_dagster.defs.jobs import PATTERN_TAG  # noqa: E402
-from feedback_loop_dagster.defs.partitions import patterns_partitions  # noqa: E402
-from feedback_loop_dagster.defs.resources import FeedbackDatabases  # noqa: E402
-from feedback_loop_dagster.defs.runs import (  # noqa: E402
+from feedback_loop_dagster.defs.code_location.jobs import PATTERN_TAG  # noqa: E402
+from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions  # noqa: E402
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases  # noqa: E402
+from feedback_loop_dagster.defs.in_process_runs.runs import (  # noqa: E402
     add_pattern_partitions,
     launch_in_process,
     materialize_windows,
+    quiet_run_config,
     range_run_requests,
     range_run_tags,
 )
-from feedback_loop_dagster.definitions import defs  # noqa: E402
+from feedback_loop_dagster.definitions import build_definitions  # noqa: E402
 from feedback_loop_dagster.lib.storage import tables  # noqa: E402
 from feedback_loop_dagster.lib.storage.database import get_engine  # noqa: E402
 from feedback_loop_dagster.lib.storage.migrations import init_databases  # noqa: E402
@@ -141,7 +142,7 @@ def bench_backfill(d: Deployment, patterns: int, days: int, per_day: int, single
         log("(a) Dagster's UI backfill of the same set (single_run policy, split by Dagster)")
         names = [f"{k}|{first + timedelta(days=i)}" for k in keys for i in range(days)]
         started = time.time()
-        backfill_id = d.launch_backfill(names, sorted(loop_asset_keys(defs)), title="benchmark")
+        backfill_id = d.launch_backfill(names, sorted(loop_asset_keys(build_definitions())), title="benchmark")
 
         def finished():
             backfill = d.instance.get_backfill(backfill_id)
@@ -162,15 +163,11 @@ def bench_reaction(d: Deployment, trials: int, rows: int, interval: int) -> dict
     engine = get_engine(d.warehouse_url)
     pattern = "bench-reaction"
     today = datetime.now(UTC).date()
-    local = dg.Definitions(
-        assets=defs.assets, jobs=defs.jobs, executor=dg.in_process_executor,
-        resources={"databases": FeedbackDatabases(database_url=d.warehouse_url)},
-    )
+    local = build_definitions(FeedbackDatabases(database_url=d.warehouse_url))
     add_pattern_partitions(d.instance, [pattern])
     log("(b) two days of history so the pattern has a running A/B experiment")
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     for day in experiment_history(engine, pattern, today - timedelta(days=3), 2, per_day=600):
-        materialize_windows(local, d.instance, [pattern], day, day, run_config=quiet)
+        materialize_windows(local, d.instance, [pattern], day, day, run_config=quiet_run_config())
     with engine.connect() as conn:
         experiment_id = conn.execute(
             sa.select(tables.experiments.c.id).where(
@@ -217,14 +214,11 @@ MEMORY_RUNNER = r"""
 import json, resource, sys, time
 from datetime import date
 import dagster as dg
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.runs import launch_in_process, range_run_requests
-from feedback_loop_dagster.definitions import defs
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.in_process_runs.runs import launch_in_process, quiet_run_config, range_run_requests
 args = json.loads(sys.argv[1])
-local = dg.Definitions(assets=defs.assets, jobs=defs.jobs, executor=dg.in_process_executor,
-                       resources={"databases": FeedbackDatabases(database_url=args["url"])})
-job = local.resolve_job_def("feedback_loop_job")
-quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+job = build_definitions(FeedbackDatabases(database_url=args["url"])).resolve_job_def("feedback_loop_job")
 first, last = date.fromisoformat(args["first"]), date.fromisoformat(args["last"])
 started = time.time()
 runs = 0
@@ -234,7 +228,7 @@ with dg.DagsterInstance.get() as instance:
     while day <= last:
         end = min(last, date.fromordinal(day.toordinal() + step - 1))
         for request in range_run_requests(args["keys"], day, end):
-            result = launch_in_process(job, instance, request.tags, run_config=quiet)
+            result = launch_in_process(job, instance, request.tags, run_config=quiet_run_config())
             assert result.success
             runs += 1
         day = date.fromordinal(end.toordinal() + 1)
@@ -297,13 +291,9 @@ def bench_launch(d: Deployment, rounds: int) -> dict:
     insert(engine, executions(pattern, day, 200, tag="launch"))
     register_pattern_ids(engine, [pattern])
     add_pattern_partitions(d.instance, [pattern])
-    local = dg.Definitions(
-        assets=defs.assets, jobs=defs.jobs, executor=dg.in_process_executor,
-        resources={"databases": FeedbackDatabases(database_url=d.warehouse_url)},
-    )
-    job = local.resolve_job_def("feedback_loop_job")
+    job = build_definitions(FeedbackDatabases(database_url=d.warehouse_url)).resolve_job_def("feedback_loop_job")
     tags = range_run_tags([pattern], day, day)
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    quiet = quiet_run_config()
     client = d.client()
 
     def baseline():

@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 # One in-process run at a time per process (see the module docstring).
 RUN_LOCK = threading.RLock()
 # The callers (CLI, demo, Python API) report what failed themselves, one line per failed
-# partition (defs/failures.py); the run's own log keeps every line for the UI.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# partition (defs/in_process_runs/failures.py); the run's own log keeps every line for the UI.
+CONSOLE_LOG_LEVEL = "CRITICAL"
 # How a stage's outcome for a partition reads in the output contract's workflow_stages.
 STAGE_STATES = {"ok": "completed", "failed": "failed", "skipped": "skipped"}
 
@@ -125,7 +125,7 @@ class LoopRunner:
     database_url: str | None = None
     source_url: str | None = None
     instance: Any = None  # dagster.DagsterInstance; default: the one in $DAGSTER_HOME
-    # The moment the loop acts at (see defs/clock.py); None: the real clock. Only simulations
+    # The moment the loop acts at (see defs/code_location/clock.py); None: the real clock. Only simulations
     # replaying past days set it.
     now: datetime | None = None
 
@@ -157,27 +157,19 @@ class LoopRunner:
 
     def definitions(self):
         if self._defs is None:
-            import dagster as dg
+            from feedback_loop_dagster.definitions import build_definitions
+            from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 
-            from feedback_loop_dagster.definitions import defs
-            from feedback_loop_dagster.defs.resources import FeedbackDatabases
-
-            if (self.database_url, self.source_url) == (settings.database_url(), settings.source_url()):
-                # The environment's databases: the code location's own definitions, so the runs
-                # have its job snapshot and the UI re-executes them without a "changed" warning.
-                self._defs = defs
-            else:
-                self._defs = dg.Definitions(
-                    assets=defs.assets,
-                    jobs=defs.jobs,
-                    resources={"databases": FeedbackDatabases(database_url=self.database_url, source_url=self.source_url)},
-                    executor=defs.executor,
-                )
+            # The environment's databases as the code location names them, so the runs have its
+            # job snapshot and the UI re-executes them without a "changed" warning.
+            environment = (self.database_url, self.source_url) == (settings.database_url(), settings.source_url())
+            databases = None if environment else FeedbackDatabases(database_url=self.database_url, source_url=self.source_url)
+            self._defs = build_definitions(databases=databases)
         return self._defs
 
     def register(self, pattern_ids: Sequence[str]) -> dict[str, str]:
         """Partition keys of the patterns, registered in the warehouse and the instance."""
-        from feedback_loop_dagster.defs.runs import add_pattern_partitions
+        from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions
         from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
 
         keys = register_pattern_ids(self.warehouse, list(pattern_ids))
@@ -189,17 +181,16 @@ class LoopRunner:
     ) -> tuple[set[str], list[str]]:
         """Range runs over [first, last] of the whole graph (or of the assets `only`); returns
         (assets materialised, run ids). A failed run does not stop the next ones: see
-        defs/failures.run_failures for what failed."""
+        defs/in_process_runs/failures.run_failures for what failed."""
         import dagster as dg
 
-        from feedback_loop_dagster.defs.clock import clock_run_config
-        from feedback_loop_dagster.defs.runs import materialize_windows
+        from feedback_loop_dagster.defs.in_process_runs.runs import materialize_windows, quiet_run_config
 
         selection = [dg.AssetKey(name) for name in only] if only else None
         with RUN_LOCK:
             results = materialize_windows(
                 self.definitions(), self.dagster_instance(), list(pattern_keys), first, last,
-                run_config=clock_run_config(self.now, QUIET_RUN_CONFIG, only), asset_selection=selection,
+                run_config=quiet_run_config(self.now, CONSOLE_LOG_LEVEL), asset_selection=selection,
                 raise_on_error=False,
             )
         materialised = set()
@@ -230,7 +221,7 @@ def run_loop(
     Errors of the run are reported in the output (success=False), never raised; only bad input
     raises ValueError.
     """
-    from feedback_loop_dagster.defs.failures import run_failures
+    from feedback_loop_dagster.defs.in_process_runs.failures import run_failures
     from feedback_loop_dagster.lib.experiment.experiments import open_window
     from feedback_loop_dagster.lib.partition_status import stage_outcomes
     from feedback_loop_dagster.lib.registry.policies import get_policy, set_policy

@@ -21,7 +21,7 @@ EVENT_LEVERS = {
     # One planned event per asset and run, with the run's partition subset, instead of one per
     # partition. The cost: Dagster then no longer paints the partitions of a run in progress, or
     # of a run that failed as a whole, on the asset's partition bar (the run itself shows both);
-    # a partition that fails alone is shown by its own check and metadata (defs/loop.py).
+    # a partition that fails alone is shown by its own check and metadata (defs/per_partition/loop.py).
     "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
 }
 
