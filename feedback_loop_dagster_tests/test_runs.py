@@ -35,7 +35,7 @@ from feedback_loop_dagster.defs.runs import (
 )
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster.simulator.demo import demo_definitions
 from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
 from feedback_loop_dagster_tests.factories import execution, insert_executions

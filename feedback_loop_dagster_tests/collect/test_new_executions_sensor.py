@@ -16,8 +16,8 @@ from feedback_loop_dagster.defs.partitions import patterns_partitions
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.runs import materialize_windows
 from feedback_loop_dagster.lib.collect.new_executions import SourceCursor, _advance
-from feedback_loop_dagster.lib.partition_keys import safe_partition_key
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.safe_partition_key import safe_partition_key
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster.simulator.demo import demo_definitions
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 

@@ -10,7 +10,7 @@ import dagster as dg
 from feedback_loop_dagster import definitions
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.lineage.test_lineage import W0, W1, W2, W3, P, family  # noqa: F401  (fixture)
 
 
