@@ -82,8 +82,9 @@ METHOD = "msprt_normal_mixture"
 
 def msprt_log_likelihood_ratio(delta: float, variance: float, tau2: float) -> float:
     """``log Lambda`` of the normal-mixture SPRT (Johari et al. 2017, Section 4; see module doc)."""
-    s = variance + tau2
-    return 0.5 * math.log(variance / s) + tau2 * delta * delta / (2.0 * variance * s)
+    # -1/2 log(1 + r) + (delta^2 / V) r / (2 (1 + r)),  r = tau^2 / V: the closed form rearranged
+    r = tau2 / variance
+    return 0.5 * (delta * delta / variance * r / (1.0 + r) - math.log1p(r))
 
 
 def msprt_multiplier(variance: float, tau2: float, alpha: float) -> float:
@@ -139,12 +140,9 @@ def msprt_update(
         p = 1.0 if delta == 0.0 else 0.0
         note = "zero variance in both arms"
     else:
-        # log Lambda = -1/2 log(1 + r) + (delta^2 / V) r / (2 (1 + r)),  r = tau^2 / V
-        # (the closed form of the module doc, rearranged; msprt_log_likelihood_ratio)
-        lg = math.log1p(r)
-        llr = 0.5 * (delta * delta / variance * r / (1.0 + r) - lg)
+        llr = msprt_log_likelihood_ratio(delta, variance, tau2)
         p = math.exp(-llr) if llr > 0.0 else 1.0
-        mult = math.sqrt((1.0 + r) / r * (lg - 2.0 * math.log(alpha)))  # msprt_multiplier
+        mult = msprt_multiplier(variance, tau2, alpha)
         half = mult * math.sqrt(variance)
         lo, hi = delta - half, delta + half
     if previous_p is not None and previous_p < p:
