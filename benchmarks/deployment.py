@@ -60,7 +60,7 @@ from feedback_loop_dagster.definitions import build_definitions  # noqa: E402
 from feedback_loop_dagster.lib.storage import tables  # noqa: E402
 from feedback_loop_dagster.lib.storage.database import get_engine  # noqa: E402
 from feedback_loop_dagster.lib.storage.migrations import init_databases  # noqa: E402
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids  # noqa: E402
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids  # noqa: E402
 from feedback_loop_dagster_tests.integration.data import (  # noqa: E402
     assigned_executions,
     executions,

@@ -155,7 +155,7 @@ def _sync_patterns() -> dict[str, str]:
 
     from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions
     from feedback_loop_dagster.lib.collect.collector import source_columns
-    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+    from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
     warehouse, source = _engines()
     source_columns(source)
