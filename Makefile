@@ -29,8 +29,10 @@ $(DAGSTER_HOME)/dagster.yaml: | $(STAMP)
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/feedback-loop demo
 
+# The whole suite, on every core (pytest-xdist): a module's shared deployment stays on one worker
+# (--dist loadgroup, marker xdist_group), the end-to-end tests start first (conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadgroup
 
 # `dg dev` (dagster-dg-cli), which Dagster 1.13 recommends over `dagster dev`, on workspace.yaml
 # (the code location the daemon and the webserver of a deployment load). It starts inside

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from feedback_loop_dagster.cli import main
 from feedback_loop_dagster.deploy_check import env_references
 from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_VARIABLES = ["DAGSTER_PG_DB", "DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME"]
@@ -114,7 +115,7 @@ def test_dagster_daemon_refuses_to_start_without_the_postgres_host(home, monkeyp
     result = subprocess.run(
         [str(daemon), "run", "-w", str(ROOT / "workspace.yaml")],
         cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=CEILING_SECONDS,
     )
     assert result.returncode != 0
     assert 'environment variable "DAGSTER_PG_HOST" which is not set' in result.stdout + result.stderr

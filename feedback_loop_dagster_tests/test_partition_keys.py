@@ -66,6 +66,7 @@ def test_empty_id_is_rejected():
         safe_partition_key("")
 
 
+@pytest.mark.both_dialects
 def test_mapping_is_stored_and_read_back(engine):
     keys = register_pattern_ids(engine, NASTY_IDS + ["code-review"])
     assert register_pattern_ids(engine, NASTY_IDS) == {i: keys[i] for i in NASTY_IDS}  # idempotent

@@ -14,6 +14,9 @@ from feedback_loop_dagster.lib.storage.database import StorageError, get_engine
 from feedback_loop_dagster.lib.storage.pattern_keys import UnknownPartitionKey, register_pattern_ids
 from feedback_loop_dagster_tests.factories import DAY, execution, insert_executions
 
+# The collector is SQL compiled for each dialect (lib/collect/rules.py, `Dialect`).
+pytestmark = pytest.mark.both_dialects
+
 BAD_ROWS = {
     "status: not an allowed value": dict(status="exploded"),
     "duration_ms: must be >= 0": dict(duration_ms=-5.0),

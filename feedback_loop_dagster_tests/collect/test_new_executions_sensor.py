@@ -69,6 +69,7 @@ class Ticks:
         return pairs
 
 
+@pytest.mark.both_dialects
 def test_new_pattern_is_added_and_each_touched_window_is_requested(instance, engine, migrated_url):
     nasty = "agent|planner, v2"
     insert_executions(engine, [execution(pattern_id=nasty, day=YESTERDAY), execution(pattern_id=nasty, day=TODAY)])

@@ -1,4 +1,4 @@
-"""End to end: the demo's scenario run through Dagster over simulated days, on SQLite and PostgreSQL.
+"""End to end: the demo's scenario run through Dagster over simulated days.
 
 Every simulated day's traffic follows the registry and the whole loop (collect -> ... -> apply)
 is materialised for that day before the next one is simulated; the planted truths must come out:
@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
 from feedback_loop_dagster.definitions import build_definitions
@@ -54,6 +55,7 @@ def _edges(conn, pattern_id: str) -> list[str]:
     return list(conn.scalars(sa.select(e.c.edge_type).where(e.c.pattern_id == pattern_id).order_by(e.c.id)))
 
 
+@pytest.mark.e2e
 def test_demo_scenario_end_to_end(migrated_url):
     engine = get_engine(migrated_url)
     progress: list[str] = []

@@ -1,4 +1,4 @@
-"""Loop health on SQLite and PostgreSQL from a constructed history whose figures are known: every
+"""Loop health from a constructed history whose figures are known: every
 change written by the loop's own functions (start, promote, watch, roll back, reject, review,
 stop), the effects of the promotions stored as the A/B engine stores them."""
 

@@ -1,4 +1,4 @@
-"""The whole graph through Dagster on both databases: every asset materialises, a range run
+"""The whole graph through Dagster (its first test on PostgreSQL too): every asset materialises, a range run
 matches partition-by-partition runs, and re-materialising changes nothing (idempotency)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
 from feedback_loop_dagster_tests.factories import insert_executions
-from feedback_loop_dagster_tests.loop.test_analysis_and_proposals import PATTERN, START, traffic
+from feedback_loop_dagster_tests.loop.traffic import PATTERN, START, traffic
 
 LOOP_ASSETS = ["feedback_dataset", "pattern_analysis", "improvement_proposals", "experiments",
                "ab_test_results", "applied_improvements"]
@@ -65,6 +65,7 @@ def loop(engine, migrated_url):
         yield defs, instance
 
 
+@pytest.mark.both_dialects
 def test_every_asset_materialises_and_rematerialising_changes_nothing(loop, engine):
     defs, instance = loop
     # The three days' executions all exist, so the run is at (after) the midnight ending the last.

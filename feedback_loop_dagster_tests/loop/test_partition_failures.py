@@ -1,4 +1,4 @@
-"""A range run over several patterns and windows, on both databases: every partition shows its own
+"""A range run over several patterns and windows: every partition shows its own
 figures, and a partition that fails (its validity check, or an error in a later stage) fails alone:
 it records why, the later stages skip exactly it, every other partition goes through every stage."""
 
@@ -170,6 +170,7 @@ def _write_then_fail_on(failing: str):
     return stage
 
 
+@pytest.mark.both_dialects
 def test_a_failing_partition_keeps_none_of_its_changes_and_the_others_keep_theirs(loaded, engine, migrated_url):
     _, instance, keys = loaded
     WRITTEN.create(engine)

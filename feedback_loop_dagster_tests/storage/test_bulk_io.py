@@ -24,6 +24,9 @@ from feedback_loop_dagster.lib.storage import pg_copy, reads, tables, writes
 from feedback_loop_dagster.lib.storage.database import get_engine, is_postgres
 from feedback_loop_dagster_tests.factories import DAY, execution
 
+# The codecs are dialect-specific: COPY BINARY on PostgreSQL, executemany on SQLite.
+pytestmark = pytest.mark.both_dialects
+
 # --- Writer ----------------------------------------------------------------------------------
 
 STRINGS = [
