@@ -53,57 +53,6 @@ CONSOLE_LOG_LEVEL = "CRITICAL"
 STAGE_STATES = {"ok": "completed", "failed": "failed", "skipped": "skipped"}
 
 
-def _source_filter(pattern_id: str, lo: datetime | None, hi: datetime):
-    """WHERE clause on the source by raw column names, as the collector reads it (a view works)."""
-    import sqlalchemy as sa
-
-    from feedback_loop_dagster.lib.storage import tables
-
-    started = sa.literal_column('"started_at"')
-    kind = tables.hook_executions.c.started_at.type
-    clauses = [sa.literal_column('"pattern_id"') == sa.bindparam("p", pattern_id), started < sa.bindparam("hi", hi, type_=kind)]
-    if lo is not None:
-        clauses.append(started >= sa.bindparam("lo", lo, type_=kind))
-    return sa.and_(*clauses)
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, datetime.min.time(), UTC)
-
-
-def latest_complete_window(source, pattern_id: str, today: date | None = None) -> date | None:
-    """The newest UTC day before today with executions of the pattern (None: it has none)."""
-    import pandas as pd
-    import sqlalchemy as sa
-
-    today = today or datetime.now(UTC).date()
-    query = (
-        sa.select(sa.func.max(sa.literal_column('"started_at"')))
-        .select_from(sa.table(settings.SOURCE_TABLE))
-        .where(_source_filter(pattern_id, None, _midnight(today)))
-    )
-    with source.connect() as conn:
-        latest = conn.scalar(query)
-    if latest is None:
-        return None
-    stamp = pd.Timestamp(latest)
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC")
-    return stamp.date()
-
-
-def count_source_executions(source, pattern_id: str, first: date, last: date) -> int:
-    import sqlalchemy as sa
-
-    query = (
-        sa.select(sa.func.count())
-        .select_from(sa.table(settings.SOURCE_TABLE))
-        .where(_source_filter(pattern_id, _midnight(first), _midnight(last + timedelta(days=1))))
-    )
-    with source.connect() as conn:
-        return int(conn.scalar(query))
-
-
 def first_uncollected_window(conn, pattern_id: str, first: date, window: date) -> date:
     """The oldest window of [first, window) not collected yet for the pattern (else `window`)."""
     import sqlalchemy as sa
@@ -222,6 +171,7 @@ def run_loop(
     raises ValueError.
     """
     from feedback_loop_dagster.defs.in_process_runs.failures import run_failures
+    from feedback_loop_dagster.lib.collect.source import count_executions, latest_day_with_executions
     from feedback_loop_dagster.lib.experiment.experiments import open_window
     from feedback_loop_dagster.lib.partition_status import stage_outcomes
     from feedback_loop_dagster.lib.registry.policies import get_policy, set_policy
@@ -245,7 +195,7 @@ def run_loop(
         warehouse, source = runner.warehouse, runner.source
         init_databases(warehouse, source)
         today = open_window(runner.now)
-        window = window or latest_complete_window(source, pattern_id, today) or today - timedelta(days=1)
+        window = window or latest_day_with_executions(source, pattern_id, before=today) or today - timedelta(days=1)
         with warehouse.begin() as conn:
             policy = get_policy(conn, pattern_id)
             if contract is not None:
@@ -262,7 +212,7 @@ def run_loop(
         output.metadata.update(window=window.isoformat(), first_window=first.isoformat(), policy=policy.model_dump(mode="json"))
         needed = policy.min_sample_size
 
-        in_source = count_source_executions(source, pattern_id, first, window)
+        in_source = count_executions(source, pattern_id, first, window)
         if gate_on_samples and in_source < needed:
             output.feedback_collected = in_source
             output.warnings.append(
