@@ -219,7 +219,7 @@ SENSOR_TICK = r"""
 import json, resource, sys, time
 import dagster as dg
 from feedback_loop_dagster.defs.collect.sensors import new_executions_sensor
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 args = json.loads(sys.argv[1])
 with dg.DagsterInstance.get() as instance:
     context = dg.build_sensor_context(instance=instance, cursor=args["cursor"],
