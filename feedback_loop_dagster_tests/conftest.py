@@ -121,22 +121,15 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("database_url", kinds, indirect=True)
 
 
-# Fixtures that start a deployment (daemon, webserver, run workers) shared by several tests: the tests
-# using one stay on one pytest-xdist worker (`--dist loadgroup`), which starts it once.
-SHARED_DEPLOYMENTS = ("deployment", "faulty")
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
     """Every integration test (daemon, webserver, browser) is end to end; the end-to-end tests, the
     longest by far, run first, so that pytest-xdist's workers share them out and finish together
-    instead of one worker starting a five-minute test while the other runs out of work."""
+    instead of one worker starting a five-minute test while the other runs out of work. (`make test`
+    hands out whole modules in this order, `--dist loadscope --no-loadscope-reorder`, so that a
+    module's shared deployment starts once.)"""
     for item in items:
         if item.get_closest_marker("integration"):
             item.add_marker(pytest.mark.e2e)
-        for fixture in SHARED_DEPLOYMENTS:
-            if fixture in item.fixturenames:
-                item.add_marker(pytest.mark.xdist_group(fixture))
     items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: same order otherwise
 
 
