@@ -45,6 +45,7 @@ import sqlalchemy as sa  # noqa: E402
 from dagster._core.execution.backfill import BulkActionStatus  # noqa: E402
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG  # noqa: E402
 
+from feedback_loop_dagster.definitions import defs  # noqa: E402
 from feedback_loop_dagster.defs.jobs import PATTERN_TAG  # noqa: E402
 from feedback_loop_dagster.defs.partitions import patterns_partitions  # noqa: E402
 from feedback_loop_dagster.defs.resources import FeedbackDatabases  # noqa: E402
@@ -55,7 +56,6 @@ from feedback_loop_dagster.defs.runs import (  # noqa: E402
     range_run_requests,
     range_run_tags,
 )
-from feedback_loop_dagster.definitions import defs  # noqa: E402
 from feedback_loop_dagster.lib.storage import tables  # noqa: E402
 from feedback_loop_dagster.lib.storage.database import get_engine  # noqa: E402
 from feedback_loop_dagster.lib.storage.migrations import init_databases  # noqa: E402

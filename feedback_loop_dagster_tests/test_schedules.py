@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from feedback_loop_dagster.definitions import defs
 from feedback_loop_dagster.defs.jobs import BATCH_TAG, PATTERN_TAG
 from feedback_loop_dagster.defs.partitions import patterns_partitions
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
@@ -17,7 +18,6 @@ from feedback_loop_dagster.defs.schedules import (
     daily_loop_schedule,
     range_run_requests,
 )
-from feedback_loop_dagster.definitions import defs
 from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 

@@ -22,8 +22,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from feedback_loop_dagster.lib.errors import ConfigError
 from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib.errors import ConfigError
 from feedback_loop_dagster.lib.settings import SOURCE_TABLE
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern
 from feedback_loop_dagster.simulator.demo import demo_definitions
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 
-
 TODAY = datetime.now(UTC).date()
 YESTERDAY = TODAY - timedelta(days=1)
 
@@ -64,7 +63,8 @@ class Ticks:
     def requested(self, result) -> set[tuple[str, str]]:
         pairs = set()
         for keys, first, last in self.rectangles(result):
-            days = (date.fromisoformat(first) + timedelta(days=d) for d in range((date.fromisoformat(last) - date.fromisoformat(first)).days + 1))
+            start, end = date.fromisoformat(first), date.fromisoformat(last)
+            days = (start + timedelta(days=d) for d in range((end - start).days + 1))
             pairs |= {(k, day.isoformat()) for day in days for k in keys}
         return pairs
 

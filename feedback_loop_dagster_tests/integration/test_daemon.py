@@ -21,12 +21,11 @@ from dagster._core.storage.tags import (
 )
 from dagster_graphql import DagsterGraphQLClientError
 
-from feedback_loop_dagster.defs.jobs import PATTERN_TAG
+from feedback_loop_dagster.definitions import defs
+from feedback_loop_dagster.defs.jobs import BATCH_TAG, PATTERN_TAG
 from feedback_loop_dagster.defs.partitions import patterns_partitions
 from feedback_loop_dagster.defs.runs import add_pattern_partitions
-from feedback_loop_dagster.defs.jobs import BATCH_TAG
 from feedback_loop_dagster.defs.schedules import range_run_requests
-from feedback_loop_dagster.definitions import defs
 from feedback_loop_dagster.lib.partition_status import STAGES
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine

@@ -17,11 +17,11 @@ from urllib.parse import quote
 import dagster as dg
 import pytest
 
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.definitions import defs
 from feedback_loop_dagster.defs.clock import clock_run_config, midnight_after
 from feedback_loop_dagster.defs.jobs import PATTERN_TAG
+from feedback_loop_dagster.defs.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
-from feedback_loop_dagster.definitions import defs
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster_tests.integration.data import experiment_history
 from feedback_loop_dagster_tests.integration.harness import DESIGN_ASSETS, REPO

@@ -3,8 +3,8 @@
 import dagster as dg
 import pandas as pd
 
-from feedback_loop_dagster.defs.experiment.assets import experiments
 from feedback_loop_dagster.defs.checks import PartitionCheck, partition_check_events, partition_check_spec
+from feedback_loop_dagster.defs.experiment.assets import experiments
 from feedback_loop_dagster.defs.loop import each_partition
 from feedback_loop_dagster.defs.metadata import report_partitions, table_metadata
 from feedback_loop_dagster.defs.partitions import pattern_window_partitions
