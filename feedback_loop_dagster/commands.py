@@ -125,8 +125,8 @@ def _ensure_warehouse() -> None:
 def _pattern(name: str, create: bool = False) -> str:
     """The original id of the pattern NAME names (its id or its partition key); with `create`, an
     unknown NAME is a new pattern's id (`_register_pattern` it once its first change is written).
-    One rule for every command (lib/registry/patterns.py)."""
-    from feedback_loop_dagster.lib.registry.patterns import resolve_pattern
+    One rule for every command (lib/operator_actions/patterns.py)."""
+    from feedback_loop_dagster.lib.operator_actions.patterns import resolve_pattern
 
     _ensure_warehouse()
     return resolve_pattern(_warehouse(), name, source=_source(), create=create)
@@ -201,7 +201,7 @@ def backfill_command(start: date, end: date, pattern_ids: tuple[str, ...], chunk
     with a progress bar on stderr. Days are YYYY-MM-DD, `today`, `yesterday` or `today-N`.
     A partition that fails (e.g. too many invalid rows) fails alone and the backfill goes on; it
     ends with a table of what failed and why, and exits with status 2."""
-    from feedback_loop_dagster.defs.failures import run_failures
+    from feedback_loop_dagster.defs.in_process_runs.failures import run_failures
     from feedback_loop_dagster.orchestrator import LoopRunner
 
     first, last = start, end
@@ -779,7 +779,7 @@ def health_command(pattern: str | None, as_of: date | None, plot_path: str | Non
         per_pattern = [health_as_of(history, as_of, pattern_id)]
     if plot_path:
         from feedback_loop_dagster.defs.health.plot import health_figure
-        from feedback_loop_dagster.defs.plots import figure_png
+        from feedback_loop_dagster.defs.per_partition.plots import figure_png
 
         title = f"{pattern_id if pattern_id is not None else 'all patterns'}: loop health as of {as_of}"
         png = figure_png(health_figure(title, health_over_time(history, as_of, pattern_id)))

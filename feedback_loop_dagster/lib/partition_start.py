@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib.collect.source import earliest_starts
 from feedback_loop_dagster.lib.errors import ConfigError
-from feedback_loop_dagster.lib.settings import SOURCE_TABLE
 
 log = logging.getLogger(__name__)
 FIRST_WINDOW = "first_window"
@@ -35,13 +35,7 @@ def earliest_window(source: Engine) -> date | None:
 
     The minimum is taken per pattern, which the (pattern_id, started_at) index answers, and the
     per-pattern minima are parsed as the collector parses them (a view or text column works)."""
-    query = (
-        sa.select(sa.func.min(sa.literal_column('"started_at"')))
-        .select_from(sa.table(SOURCE_TABLE))
-        .group_by(sa.literal_column('"pattern_id"'))
-    )
-    with source.connect() as conn:
-        minima = conn.scalars(query).all()
+    minima = earliest_starts(source)
     parsed = pd.to_datetime(pd.Series(minima, dtype=object), errors="coerce", utc=True, format="ISO8601").dropna()
     return None if parsed.empty else parsed.min().date()
 

@@ -21,11 +21,11 @@ from dagster._core.storage.tags import (
 )
 from dagster_graphql import DagsterGraphQLClientError
 
-from feedback_loop_dagster.definitions import defs
-from feedback_loop_dagster.defs.jobs import BATCH_TAG, PATTERN_TAG
-from feedback_loop_dagster.defs.partitions import patterns_partitions
-from feedback_loop_dagster.defs.runs import add_pattern_partitions
-from feedback_loop_dagster.defs.schedules import range_run_requests
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.jobs import BATCH_TAG, PATTERN_TAG
+from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions
+from feedback_loop_dagster.defs.code_location.schedules import range_run_requests
+from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions
 from feedback_loop_dagster.lib.partition_status import STAGES
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
@@ -44,7 +44,7 @@ from feedback_loop_dagster_tests.integration.harness import DESIGN_ASSETS
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
-LOOP_ASSETS = loop_asset_keys(defs)
+LOOP_ASSETS = loop_asset_keys(build_definitions())
 
 
 def _successful_run(d, tags: dict[str, str], what: str) -> dg.DagsterRun:

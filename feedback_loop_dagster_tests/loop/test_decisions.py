@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from feedback_loop_dagster.defs.clock import midnight_after
+from feedback_loop_dagster.defs.code_location.clock import midnight_after
 from feedback_loop_dagster.lib.apply.decisions import act_on_result
 from feedback_loop_dagster.lib.experiment.experiments import get_experiment, running_experiment
 from feedback_loop_dagster.lib.operator_actions.reviews import approve, dismiss

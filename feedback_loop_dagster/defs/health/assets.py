@@ -14,12 +14,12 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+from feedback_loop_dagster.defs.code_location.partitions import partition_key, pattern_window_partitions, run_partition_pairs
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.health.plot import health_plot_markdown
 from feedback_loop_dagster.defs.lineage.assets import pattern_lineage
-from feedback_loop_dagster.defs.metadata import add_partition_metadata, table_metadata
-from feedback_loop_dagster.defs.partitions import partition_key, pattern_window_partitions, run_partition_pairs
-from feedback_loop_dagster.defs.plots import markdown_text
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.per_partition.metadata import add_partition_metadata, table_metadata
+from feedback_loop_dagster.defs.per_partition.plots import markdown_text
 from feedback_loop_dagster.lib.report.health import (
     ACCURACY_TARGET,
     FALSE_POSITIVE_TARGET,
@@ -96,7 +96,7 @@ def loop_view(history: HealthHistory, window: date, keys: dict[str, str], with_p
     return view
 
 
-# The daily schedule (defs/schedules.py, 00:30 UTC) closes the loop for the window that ended at
+# The daily schedule (defs/code_location/schedules.py, 00:30 UTC) closes the loop for the window that ended at
 # midnight. `loop_health` is the loop's last stage, so by 03:00 UTC it must have materialized since
 # midnight, or the loop did not close for the latest window. Dagster evaluates the policy per asset,
 # not per partition (dagster discussion #34023): a range run of old windows after midnight counts
