@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ import sqlalchemy as sa  # noqa: E402
 from dagster._core.execution.backfill import BulkActionStatus  # noqa: E402
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG  # noqa: E402
 
+from feedback_loop_dagster.definitions import build_definitions  # noqa: E402
 from feedback_loop_dagster.defs.code_location.jobs import PATTERN_TAG  # noqa: E402
 from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions  # noqa: E402
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases  # noqa: E402
@@ -74,7 +74,6 @@ from feedback_loop_dagster.defs.in_process_runs.runs import (  # noqa: E402
     range_run_requests,
     range_run_tags,
 )
-from feedback_loop_dagster.definitions import build_definitions  # noqa: E402
 from feedback_loop_dagster.lib.storage import tables  # noqa: E402
 from feedback_loop_dagster.lib.storage.database import get_engine  # noqa: E402
 from feedback_loop_dagster.lib.storage.migrations import init_databases  # noqa: E402
@@ -602,7 +601,8 @@ def report(parts: dict, load: dict) -> None:
                   f"{a['ui_seconds']:.0f} s measured, {a['ui_status']} -> {ui:,.0f}x faster")
     if sched:
         per = sched["seconds"] / sched["patterns"]
-        line = f"(g) the daily schedule's day: {sched['runs']} range run(s) over {sched['patterns']:,} partitions in {sched['seconds']:.0f} s"
+        line = (f"(g) the daily schedule's day: {sched['runs']} range run(s) over {sched['patterns']:,} partitions "
+                f"in {sched['seconds']:.0f} s")
         if a:
             single = a["single_seconds"] / a["single_runs"]
             line += f" = {per:.3f} s/partition; baseline one run per partition {single:.1f} s -> {single / per:,.0f}x"

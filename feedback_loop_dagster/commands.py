@@ -22,6 +22,7 @@ import click
 from feedback_loop_dagster.lib import partition_start, settings
 from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
 
+
 class Day(click.ParamType):
     """A UTC day: YYYY-MM-DD, `today`, `yesterday` or `today-N` (N days ago)."""
 
@@ -117,14 +118,15 @@ def _ensure_warehouse() -> None:
 
     engine = _warehouse()
     if not sa.inspect(engine).has_table("pattern_versions"):
-        raise StorageError(f"the warehouse at {engine.url.render_as_string(hide_password=True)} has no loop tables: run `feedback-loop init-db`")
+        where = engine.url.render_as_string(hide_password=True)
+        raise StorageError(f"the warehouse at {where} has no loop tables: run `feedback-loop init-db`")
 
 
 def _pattern(name: str, create: bool = False) -> str:
     """The original id of the pattern NAME names (its id or its partition key); with `create`, an
     unknown NAME is a new pattern's id (`_register_pattern` it once its first change is written).
-    One rule for every command (lib/registry/patterns.py)."""
-    from feedback_loop_dagster.lib.registry.patterns import resolve_pattern
+    One rule for every command (lib/operator_actions/patterns.py)."""
+    from feedback_loop_dagster.lib.operator_actions.patterns import resolve_pattern
 
     _ensure_warehouse()
     return resolve_pattern(_warehouse(), name, source=_source(), create=create)
@@ -189,7 +191,8 @@ def run_command(pattern_id: str, window: date | None, as_json: bool) -> None:
 @click.command("backfill")
 @click.option("--start", "start", type=DATE, required=True, help="First window (UTC day).")
 @click.option("--end", "end", type=DATE, required=True, help="Last window (UTC day), inclusive.")
-@click.option("--pattern", "pattern_ids", multiple=True, help="Pattern id or partition key; repeat for several [default: every pattern in the source].")
+@click.option("--pattern", "pattern_ids", multiple=True,
+              help="Pattern id or partition key; repeat for several [default: every pattern in the source].")
 @click.option("--chunk-days", default=7, show_default=True, type=click.IntRange(min=1),
               help="Windows per range run (set-based: a run costs about the same for 1 or 30 windows).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -271,7 +274,8 @@ def patterns_list(as_json: bool) -> None:
     _ensure_warehouse()
     with _warehouse().connect() as conn:
         patterns = conn.execute(sa.select(t.patterns.c.pattern_id, t.patterns.c.partition_key).order_by(t.patterns.c.pattern_id)).all()
-        counts = dict(conn.execute(sa.select(t.pattern_versions.c.pattern_id, sa.func.count()).group_by(t.pattern_versions.c.pattern_id)).all())
+        pv = t.pattern_versions
+        counts = dict(conn.execute(sa.select(pv.c.pattern_id, sa.func.count()).group_by(pv.c.pattern_id)).all())
         labels = {
             (p, label): v
             for p, label, v in conn.execute(
@@ -282,9 +286,11 @@ def patterns_list(as_json: bool) -> None:
         }
         running = {p: f"#{i} ({k})" for i, p, k in conn.execute(
             sa.select(t.experiments.c.id, t.experiments.c.pattern_id, t.experiments.c.kind).where(t.experiments.c.status == "running"))}
-        policies = {p: json.loads(text).get("name") for p, text in conn.execute(sa.select(t.pattern_policies.c.pattern_id, t.pattern_policies.c.policy))}
+        pp = t.pattern_policies
+        policies = {p: json.loads(text).get("name") for p, text in conn.execute(sa.select(pp.c.pattern_id, pp.c.policy))}
         collected = dict(conn.execute(
-            sa.select(t.feedback_partitions.c.pattern_id, sa.func.max(t.feedback_partitions.c.window_start)).group_by(t.feedback_partitions.c.pattern_id)).all())
+            sa.select(t.feedback_partitions.c.pattern_id, sa.func.max(t.feedback_partitions.c.window_start))
+            .group_by(t.feedback_partitions.c.pattern_id)).all())
     default = default_policy().name
     rows = [
         {
