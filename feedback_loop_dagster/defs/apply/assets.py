@@ -15,7 +15,6 @@ from feedback_loop_dagster.lib.apply.decisions import act_on_result
 from feedback_loop_dagster.lib.experiment.experiments import experiments_as_of
 from feedback_loop_dagster.lib.validate.ab_results import stored_result
 
-
 CHANGES = ("promoted", "rejected", "inconclusive", "rolled_back", "queued_for_review", "confirmed")
 
 
