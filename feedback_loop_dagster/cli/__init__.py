@@ -15,16 +15,7 @@ from __future__ import annotations
 
 import click
 
-from feedback_loop_dagster.cli.databases import init_db, simulate
-from feedback_loop_dagster.cli.demo import demo
 from feedback_loop_dagster.cli.errors import LoopGroup
-from feedback_loop_dagster.cli.experiments import approve_command, experiments, reject_command, rollback_command
-from feedback_loop_dagster.cli.health import health_command
-from feedback_loop_dagster.cli.patterns import patterns
-from feedback_loop_dagster.cli.policies import policies
-from feedback_loop_dagster.cli.runs import backfill_command, run_command
-from feedback_loop_dagster.cli.versions import lineage_command, versions
-from feedback_loop_dagster.deploy_check import check_config
 
 
 @click.group(cls=LoopGroup)
@@ -34,6 +25,17 @@ def main(debug: bool) -> None:
     """Feedback loop for patterns, on Dagster."""
 
 
-for _command in (init_db, simulate, patterns, demo, run_command, backfill_command, policies, versions, experiments,
-                 approve_command, reject_command, rollback_command, lineage_command, health_command, check_config):
-    main.add_command(_command)
+def _add_commands() -> None:
+    # Inside a function, so that `feedback_loop_dagster.cli.policies` (and the other groups) stay the
+    # modules: a command imported at package level would shadow its module of the same name.
+    from feedback_loop_dagster.cli import databases, demo, experiments, health, patterns, policies, runs, versions
+    from feedback_loop_dagster.deploy_check import check_config
+
+    for command in (databases.init_db, databases.simulate, patterns.patterns, demo.demo, runs.run_command,
+                    runs.backfill_command, policies.policies, versions.versions, versions.lineage_command,
+                    experiments.experiments, experiments.approve_command, experiments.reject_command,
+                    experiments.rollback_command, health.health_command, check_config):
+        main.add_command(command)
+
+
+_add_commands()
