@@ -42,7 +42,7 @@ from feedback_loop_dagster.lib.registry.versions import ACTIVE, register_version
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster.simulator import SimulationConfig, simulate_rows, simulate_to_database, write_executions
 
 warnings.filterwarnings("ignore")

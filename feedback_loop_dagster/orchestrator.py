@@ -40,7 +40,7 @@ from feedback_loop_dagster.contracts import (
     ModelFeedbackLoopOutput,
     ModelResult,
 )
-from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib import partition_start, settings
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class LoopRunner:
     def register(self, pattern_ids: Sequence[str]) -> dict[str, str]:
         """Partition keys of the patterns, registered in the warehouse and the instance."""
         from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions
-        from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+        from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
         keys = register_pattern_ids(self.warehouse, list(pattern_ids))
         add_pattern_partitions(self.dagster_instance(), sorted(keys.values()))
@@ -202,7 +202,7 @@ def run_loop(
                 policy = contract.policy(policy)
         days = policy.time_window_days
         first = window - timedelta(days=days - 1)
-        first_partition = date.fromisoformat(settings.window_start_date())
+        first_partition = date.fromisoformat(partition_start.window_start_date())
         if window < first_partition:
             raise ValueError(
                 f"window {window} is before the first daily partition {first_partition} "

@@ -37,7 +37,7 @@ from feedback_loop_dagster.definitions import build_definitions
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 from feedback_loop_dagster_tests.processes import (

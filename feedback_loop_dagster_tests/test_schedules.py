@@ -18,7 +18,7 @@ from feedback_loop_dagster.defs.code_location.schedules import (
     range_run_requests,
 )
 from feedback_loop_dagster.definitions import build_definitions
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 
 WINDOW = date(2026, 3, 9)

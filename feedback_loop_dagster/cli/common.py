@@ -131,6 +131,6 @@ def pattern_named(name: str, create: bool = False) -> str:
 
 def register_pattern(pattern_id: str) -> None:
     """List the pattern in the registry (`patterns list`) with its partition key (idempotent)."""
-    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+    from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
     register_pattern_ids(warehouse_engine(), [pattern_id])

@@ -56,7 +56,7 @@ def experiments_start(pattern: str, version: str, split: float | None, start: da
     """Start an A/B experiment of VERSION (registered with `versions register`) against the active
     version of PATTERN (an id or a partition key), under the pattern's policy. Route traffic with
     feedback_loop_dagster.lib.experiment.assignment.assign_variant."""
-    from feedback_loop_dagster.lib.registry.manual import start_manual_experiment
+    from feedback_loop_dagster.lib.operator_actions.experiments import start_manual_experiment
 
     pattern_id = pattern_named(pattern)
     with warehouse_engine().begin() as conn:
@@ -101,8 +101,8 @@ def experiments_stop(experiment_id: int | None, pattern: str | None, reason: str
 
 
 def _review(decision_id: int, reviewer: str | None, as_json: bool, approve: bool) -> None:
-    from feedback_loop_dagster.lib.apply.decisions import approve as do_approve
-    from feedback_loop_dagster.lib.apply.decisions import dismiss
+    from feedback_loop_dagster.lib.operator_actions.reviews import approve as do_approve
+    from feedback_loop_dagster.lib.operator_actions.reviews import dismiss
 
     ensure_warehouse()
     with warehouse_engine().begin() as conn:
@@ -143,7 +143,7 @@ def reject_command(decision_id: int, reviewer: str | None, as_json: bool) -> Non
 def rollback_command(pattern: str, reason: str, user: str | None, as_json: bool) -> None:
     """Roll back the promotion under watch of PATTERN (an id or a partition key): `active` returns
     to the version it replaced (recorded as `rolled_back_to`)."""
-    from feedback_loop_dagster.lib.apply.decisions import manual_rollback
+    from feedback_loop_dagster.lib.operator_actions.reviews import manual_rollback
 
     pattern_id = pattern_named(pattern)
     with warehouse_engine().begin() as conn:

@@ -24,7 +24,7 @@ def patterns_sync() -> None:
 def _sync_patterns() -> dict[str, str]:
     from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions
     from feedback_loop_dagster.lib.collect.source import pattern_ids
-    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+    from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
     warehouse, source = engines()
     keys = register_pattern_ids(warehouse, pattern_ids(source))

@@ -20,7 +20,7 @@ from feedback_loop_dagster.cli.common import (
     source_engine,
     today,
 )
-from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib import partition_start, settings
 from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
 
 
@@ -89,8 +89,8 @@ def backfill_command(start: date, end: date, pattern_ids: tuple[str, ...], chunk
     first, last = start, end
     if last < first:
         raise InvalidInput(f"--end {last} is before --start {first}")
-    if first < date.fromisoformat(settings.window_start_date()):
-        raise InvalidInput(f"--start {first} is before the first window {settings.window_start_date()} ({settings.START_DATE_ENV})")
+    if first < date.fromisoformat(partition_start.window_start_date()):
+        raise InvalidInput(f"--start {first} is before the first window {partition_start.window_start_date()} ({settings.START_DATE_ENV})")
     if last > today():
         raise InvalidInput(f"--end {last} is in the future (today is {today()})")
     ensure_warehouse()

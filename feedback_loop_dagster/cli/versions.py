@@ -120,7 +120,7 @@ def versions_register(pattern, version, config_text, patch_text, parent, activat
     (the same name with another config is refused); a name is 1-64 letters, digits and `._+-`,
     starting with a letter or digit. Start an experiment with it (`experiments start`) or
     `--activate` it directly."""
-    from feedback_loop_dagster.lib.registry.manual import activate_version, register_manual_version
+    from feedback_loop_dagster.lib.operator_actions.versions import activate_version, register_manual_version
 
     config, patch = _json_object(config_text, "--config"), _json_object(patch_text, "--patch")
     pattern_id = pattern_named(pattern, create=create)

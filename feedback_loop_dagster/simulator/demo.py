@@ -42,7 +42,7 @@ from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, get_label, get_version, register_version, set_label
 from feedback_loop_dagster.lib.stats.units import format_effect
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster.lib.storage.writes import bulk_insert
 from feedback_loop_dagster.simulator.scenario import PatternTruth, Routing, demo_patterns, simulate_day, window_days
 

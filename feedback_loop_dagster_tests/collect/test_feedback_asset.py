@@ -15,7 +15,7 @@ from feedback_loop_dagster.defs.collect.assets import feedback_dataset, hook_exe
 from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import DAY, execution, insert_executions
 
 PATTERNS = ["code-review", "agent|planner, v2"]

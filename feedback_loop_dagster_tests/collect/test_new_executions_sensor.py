@@ -17,8 +17,8 @@ from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.collect.sensors import new_executions_sensor
 from feedback_loop_dagster.defs.in_process_runs.runs import materialize_windows
 from feedback_loop_dagster.lib.collect.new_executions import SourceCursor, _advance
-from feedback_loop_dagster.lib.partition_keys import safe_partition_key
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.safe_partition_key import safe_partition_key
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 
 

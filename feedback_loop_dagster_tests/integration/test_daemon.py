@@ -30,7 +30,7 @@ from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitio
 from feedback_loop_dagster.lib.partition_status import STAGES
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.integration.data import (
     collected_rows,
     executions,

@@ -10,7 +10,7 @@ import dagster as dg
 from feedback_loop_dagster.definitions import build_definitions
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.lineage.builders import W0, W1, W2, W3, P
 
 

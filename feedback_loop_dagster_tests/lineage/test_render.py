@@ -21,7 +21,7 @@ from feedback_loop_dagster.lib.lineage import lineage_graph, mermaid
 from feedback_loop_dagster.lib.lineage.render import mermaid_ids, mermaid_text, visible_text
 from feedback_loop_dagster.lib.registry.edges import add_edge
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, register_version, set_label
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
 W = date(2026, 3, 2)
 # Names that came from a source's pattern_version (kept as they are) and must not leak into Mermaid.

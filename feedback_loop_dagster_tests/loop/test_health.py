@@ -154,7 +154,7 @@ def _loop_health(engine, url: str, keys: list[str], first: date, last: date) -> 
     from feedback_loop_dagster.definitions import build_definitions
     from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
     from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows
-    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+    from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
     register_pattern_ids(engine, ["a", "b", "c"])
     defs = build_definitions(FeedbackDatabases(database_url=url))

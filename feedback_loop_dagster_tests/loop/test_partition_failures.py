@@ -20,7 +20,7 @@ from feedback_loop_dagster.lib.propose import analyzers as analyzer_registry
 from feedback_loop_dagster.lib.propose.analyzers import analyzer
 from feedback_loop_dagster.lib.registry.versions import register_version
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 
 W1 = date(2026, 3, 2)

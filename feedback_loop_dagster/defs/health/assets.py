@@ -32,7 +32,7 @@ from feedback_loop_dagster.lib.report.health import (
     load_history,
 )
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import pattern_ids_for_keys
+from feedback_loop_dagster.lib.storage.partition_key_map import pattern_ids_for_keys
 
 # Patterns listed in each partition's `loop` table (`feedback-loop health` lists every one).
 LOOP_TABLE_PATTERNS = 50

@@ -26,7 +26,7 @@ from feedback_loop_dagster.lib.collect.source import relation as source_relation
 from feedback_loop_dagster.lib.collect.source import rows_query as source_rows_query
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.partition_rows import delete_partition_rows
-from feedback_loop_dagster.lib.storage.pattern_keys import pattern_ids_for_keys
+from feedback_loop_dagster.lib.storage.partition_key_map import pattern_ids_for_keys
 from feedback_loop_dagster.lib.storage.reads import read_frames
 from feedback_loop_dagster.lib.storage.writes import bulk_insert, upsert
 
