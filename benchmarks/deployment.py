@@ -1,21 +1,37 @@
 """Deployment benchmark on PostgreSQL, with a real dagster-daemon and dagster-webserver (not a test).
 
-Prints, side by side:
-  (a) a backfill of P patterns x D days (default 100 x 30) with our policy (range runs over blocks of
-      patterns, submitted through the webserver and run by the daemon) against one run per partition
-      (N single-partition runs measured, default 30, and extrapolated to P x D: said so in the output);
-      optionally also Dagster's own UI backfill of the same set (--ui-backfill);
-  (b) sensor reaction time: rows inserted -> their A/B result updated, at the daemon's sensor interval
-      (default 30 s, printed);
-  (c) peak memory (max RSS) of a backfill run over M executions (default 10,000,000);
-  (d) what a run launched by the CLI costs, one partition of the whole graph, three ways: Dagster's
-      `execute_in_process` (the baseline: no code location origin, compute logs mirrored through
-      `tail -F`), our in-process launch linked to the code location (defs/runs.py), and a launch
-      through the workspace (submitted to the webserver, run by the daemon's code server).
-Aims (the issue's): (a) at least 50x faster, (b) under 60 s at a 30 s interval, (c) under 2 GiB.
+Over a simulated history of P patterns x D days ending yesterday (feedback_loop_dagster.simulator,
+realistic profiles, 2% malformed rows; default 200 x 14 x 20 executions a day), it prints:
+  (e) `feedback-loop patterns sync` of the P new patterns: seconds and peak RSS of its process,
+      against the SELECT DISTINCT it cannot avoid and the CLI's start;
+  (f) one sensor tick with new rows in all P patterns, evaluated in its own process as the code
+      server does: seconds and peak RSS, against reading the new rows;
+  (a) a backfill of P x D with our policy (range runs over blocks of 500 patterns, submitted through
+      the webserver and run by the daemon; measured over the first --backfill-days days and
+      EXTRAPOLATED to D, said so in the output) against one run per partition (N single-partition
+      runs measured, EXTRAPOLATED to P x D); optionally Dagster's own UI backfill (--ui-backfill);
+  (g) the daily schedule's runs for one day (yesterday, every pattern), through the daemon's queue;
+  (i) scale-out: range runs over disjoint blocks of --block-patterns x --block-days (default 50 x 7),
+      two one after the other (one worker) against two at once (the QueuedRunCoordinator runs both:
+      `feedback_loop/batch` allows two): the throughput ratio, and seconds per partition of a 50 x 7
+      range run;
+  (h) the load time of feedback_dataset's partitions page (P x D+1 partitions) in headless Chromium,
+      against the asset catalog page;
+  (b) sensor reaction time: rows inserted -> their A/B result updated, at the daemon's sensor interval;
+  (d) one partition of the whole graph, three launch paths (execute_in_process, our linked
+      in-process launch, through the workspace);
+  (c) peak memory (max RSS) of a backfill run over M executions (default 1,000,000) in its own database.
+Peak memory of the daemon-run parts is the largest RSS one process of the deployment reached (run
+workers, code servers, daemon, webserver), sampled every 0.5 s. Each part prints its figures as it
+ends, with the load average; the table at the end repeats them.
+Aims (the issue's): (a) at least 50x faster than one run per partition; (i) a 50 x 7 range run under
+0.1 s per partition; (d) one partition through the whole graph under 1 s; (b) under 60 s at a 30 s
+interval; (c) under 2 GiB.
 
-    .venv/bin/python benchmarks/deployment.py                       # full sizes
-    .venv/bin/python benchmarks/deployment.py --memory-executions 1000000 --skip b
+    .venv/bin/python benchmarks/deployment.py        # default sizes: about 15-20 min on a quiet 2-core machine
+    .venv/bin/python benchmarks/deployment.py --patterns 1000 --days 90 --per-day 50 \
+        --backfill-days 1 --skip b,c,d               # 1,000 patterns x 90 days (4.5 M executions)
+    .venv/bin/python benchmarks/deployment.py --skip a,e,f,g,h,i   # only (b), (c), (d)
 
 PostgreSQL from FEEDBACK_LOOP_TEST_POSTGRES_URL (admin URL; default postgres@127.0.0.1:5432). Every
 database it makes is dropped at the end; every process it starts is stopped by pid.
@@ -190,6 +206,24 @@ def submit_and_wait(d: Deployment, requests: list[dg.RunRequest]) -> tuple[float
     return max(r.end_time for r in records) - started, records
 
 
+def step_seconds(d: Deployment, run_id: str) -> dict[str, float]:
+    """Seconds each step (asset) of a run took, from its event log: where a range run's time goes."""
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    types = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+    for record in d.instance.all_logs(run_id, of_type=types):
+        event = record.dagster_event
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = record.timestamp
+        elif event.step_key in started:
+            seconds[event.step_key] = record.timestamp - started[event.step_key]
+    return seconds
+
+
+def steps_line(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{step} {value:.0f} s" for step, value in seconds.items())
+
+
 def pattern_order(d: Deployment) -> list[str]:
     return d.instance.get_dynamic_partitions(patterns_partitions.name)
 
@@ -293,6 +327,7 @@ def bench_backfill(d: Deployment, days: int, backfill_days: int | None, single_r
     result["range_measured_seconds"] = seconds
     result["range_seconds"] = seconds * days / measured_days
     result["rss"], result["rss_process"] = memory.peak, memory.name
+    result["steps"] = step_seconds(d, records[0].dagster_run.run_id)
 
     if ui_backfill:
         log("(a) Dagster's UI backfill of the same set (single_run policy, split by Dagster)")
@@ -326,7 +361,8 @@ def bench_schedule_day(d: Deployment) -> dict:
     log(f"(g) the daily schedule's {len(requests)} run(s) over {patterns} patterns x 1 window")
     with PeakMemory(d) as memory:
         seconds, records = submit_and_wait(d, requests)
-    return {"patterns": patterns, "runs": len(records), "seconds": seconds, "rss": memory.peak, "rss_process": memory.name}
+    return {"patterns": patterns, "runs": len(records), "seconds": seconds, "rss": memory.peak, "rss_process": memory.name,
+            "steps": step_seconds(d, records[0].dagster_run.run_id)}
 
 
 # --- (i) scale-out: range runs over disjoint blocks, 1 worker against 2 --------------------
@@ -573,14 +609,16 @@ def aim(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def report(parts: dict, load: dict) -> None:
+def report(parts: dict, load: dict, header: bool = True) -> None:
+    """The figures of `parts`; without the header, as each part ends (a run cut short keeps them)."""
     a, b, c, e = (parts.get(k) for k in "abcd")
     h, sync, tick, sched, page, out = (parts.get(k) for k in ("history", "e", "f", "g", "h", "i"))
-    print("\n" + "=" * 100)
-    print("Deployment benchmark on PostgreSQL (dagster-daemon + dagster-webserver, repository dagster.yaml)")
-    print(f"machine: {os.cpu_count()} CPUs; Dagster {dg.__version__}; load average (1 min) at each part's end:"
-          f" {', '.join(f'{k} {v:.2f}' for k, v in load.items())}")
-    print("=" * 100)
+    if header:
+        print("\n" + "=" * 100)
+        print("Deployment benchmark on PostgreSQL (dagster-daemon + dagster-webserver, repository dagster.yaml)")
+        print(f"machine: {os.cpu_count()} CPUs; Dagster {dg.__version__}; load average (1 min) at each part's end:"
+              f" {', '.join(f'{k} {v:.2f}' for k, v in load.items())}")
+        print("=" * 100)
     if h:
         print(f"history: {h['rows']:,} simulated executions written in {h['seconds']:.0f} s")
     if sync:
@@ -606,6 +644,7 @@ def report(parts: dict, load: dict) -> None:
               f"{a['range_measured_seconds']:.0f} s measured ({a['range_measured_seconds'] / measured:.3f} s/partition)"
               f"{extrapolated} -> {speedup:,.0f}x faster  [aim >= 50x: {aim(speedup >= 50)}]")
         print(f"    peak RSS of one process {gib(a['rss'])} ({a['rss_process']})")
+        print(f"    steps of its first run: {steps_line(a['steps'])}")
         if "ui_runs" in a:
             ui = a["per_partition_extrapolated"] / a["ui_seconds"]
             print(f"    Dagster UI backfill   : {a['ui_runs']} runs (single_run policy, split per day by Dagster), "
@@ -613,10 +652,11 @@ def report(parts: dict, load: dict) -> None:
     if sched:
         per = sched["seconds"] / sched["patterns"]
         line = f"(g) the daily schedule's day: {sched['runs']} range run(s) over {sched['patterns']:,} partitions in {sched['seconds']:.0f} s"
-        if a:
-            single = a["single_seconds"] / a["single_runs"]
+        if sched.get("single_seconds"):
+            single = sched["single_seconds"]
             line += f" = {per:.3f} s/partition; baseline one run per partition {single:.1f} s -> {single / per:,.0f}x"
         print(line + f"; peak RSS of one process {gib(sched['rss'])} ({sched['rss_process']})")
+        print(f"    steps of its first run: {steps_line(sched['steps'])}")
     if out:
         per = out["run_seconds"][0] / out["partitions"]
         ratio = 2 * out["partitions"] / out["together_seconds"] / (2 * out["partitions"] / out["serial_seconds"])
@@ -648,7 +688,8 @@ def report(parts: dict, load: dict) -> None:
             print(f"    {name:<22}: {value:6.2f} s  {value / base:5.2f}x")
         linked = e["medians"]["linked in-process"]
         print(f"    one partition through the whole graph (linked in-process, the CLI's path) [aim < 1 s: {aim(linked < 1)}]")
-    print("=" * 100)
+    if header:
+        print("=" * 100)
 
 
 def main() -> None:
@@ -688,6 +729,8 @@ def main() -> None:
         if name not in skip:
             parts[name] = measure()
             load[name] = os.getloadavg()[0]
+            report({name: parts[name]}, load, header=False)
+            log(f"({name}) done; load average {os.getloadavg()}")
 
     started = time.time()
     with Deployment(Path(tempfile.mkdtemp(prefix="fld-bench-")), admin_url, sensor_interval_seconds=options.sensor_interval,
@@ -697,11 +740,13 @@ def main() -> None:
         log(f"deployment up: {d.url}, logs in {d.logs}")
         if not set("aefghi") <= skip:  # they share the simulated history and need its patterns synced
             parts["history"] = write_history(d, options.patterns, options.days, options.per_day)
+            report({"history": parts["history"]}, load, header=False)
             skip.discard("e")
         part("e", lambda: bench_sync(d))
         part("f", lambda: bench_sensor_tick(d, options.patterns, options.tick_rows))
         part("a", lambda: bench_backfill(d, options.days, options.backfill_days, options.single_runs, options.ui_backfill))
-        part("g", lambda: bench_schedule_day(d))
+        part("g", lambda: {**bench_schedule_day(d),
+                           "single_seconds": parts["a"]["single_seconds"] / parts["a"]["single_runs"] if "a" in parts else None})
         part("i", lambda: bench_scale_out(d, options.days, options.block_patterns, options.block_days))
         part("h", lambda: bench_partitions_page(d, options.chromium))
         part("b", lambda: bench_reaction(d, options.reaction_trials, options.reaction_rows, options.sensor_interval))
