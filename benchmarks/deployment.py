@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -78,22 +77,23 @@ import sqlalchemy as sa  # noqa: E402
 from dagster._core.execution.backfill import BulkActionStatus  # noqa: E402
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG  # noqa: E402
 
-from feedback_loop_dagster.defs.jobs import PATTERN_TAG  # noqa: E402
-from feedback_loop_dagster.defs.partitions import patterns_partitions  # noqa: E402
-from feedback_loop_dagster.defs.resources import FeedbackDatabases  # noqa: E402
-from feedback_loop_dagster.defs.schedules import daily_loop_schedule  # noqa: E402
-from feedback_loop_dagster.defs.runs import (  # noqa: E402
+from feedback_loop_dagster.definitions import build_definitions  # noqa: E402
+from feedback_loop_dagster.defs.code_location.jobs import PATTERN_TAG  # noqa: E402
+from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions  # noqa: E402
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases  # noqa: E402
+from feedback_loop_dagster.defs.code_location.schedules import daily_loop_schedule  # noqa: E402
+from feedback_loop_dagster.defs.in_process_runs.runs import (  # noqa: E402
     add_pattern_partitions,
     launch_in_process,
     materialize_windows,
+    quiet_run_config,
     range_run_requests,
     range_run_tags,
 )
-from feedback_loop_dagster.definitions import defs  # noqa: E402
 from feedback_loop_dagster.lib.storage import tables  # noqa: E402
 from feedback_loop_dagster.lib.storage.database import get_engine  # noqa: E402
 from feedback_loop_dagster.lib.storage.migrations import init_databases  # noqa: E402
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids  # noqa: E402
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids  # noqa: E402
 from feedback_loop_dagster.simulator import SimulationConfig, simulate_to_database  # noqa: E402
 from feedback_loop_dagster_tests.integration.data import (  # noqa: E402
     assigned_executions,
@@ -252,7 +252,7 @@ SENSOR_TICK = r"""
 import json, resource, sys, time
 import dagster as dg
 from feedback_loop_dagster.defs.collect.sensors import new_executions_sensor
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 args = json.loads(sys.argv[1])
 with dg.DagsterInstance.get() as instance:
     context = dg.build_sensor_context(instance=instance, cursor=args["cursor"],
@@ -333,7 +333,7 @@ def bench_backfill(d: Deployment, days: int, backfill_days: int | None, single_r
         log("(a) Dagster's UI backfill of the same set (single_run policy, split by Dagster)")
         names = [f"{k}|{first + timedelta(days=i)}" for k in keys for i in range(days)]
         started = time.time()
-        backfill_id = d.launch_backfill(names, sorted(loop_asset_keys(defs)), title="benchmark")
+        backfill_id = d.launch_backfill(names, sorted(loop_asset_keys(build_definitions())), title="benchmark")
 
         def finished():
             backfill = d.instance.get_backfill(backfill_id)
@@ -431,15 +431,11 @@ def bench_reaction(d: Deployment, trials: int, rows: int, interval: int) -> dict
     engine = get_engine(d.warehouse_url)
     pattern = "bench-reaction"
     today = datetime.now(UTC).date()
-    local = dg.Definitions(
-        assets=defs.assets, jobs=defs.jobs, executor=dg.in_process_executor,
-        resources={"databases": FeedbackDatabases(database_url=d.warehouse_url)},
-    )
+    local = build_definitions(FeedbackDatabases(database_url=d.warehouse_url))
     add_pattern_partitions(d.instance, [pattern])
     log("(b) two days of history so the pattern has a running A/B experiment")
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     for day in experiment_history(engine, pattern, today - timedelta(days=3), 2, per_day=600):
-        materialize_windows(local, d.instance, [pattern], day, day, run_config=quiet)
+        materialize_windows(local, d.instance, [pattern], day, day, run_config=quiet_run_config())
     with engine.connect() as conn:
         experiment_id = conn.execute(
             sa.select(tables.experiments.c.id).where(
@@ -486,14 +482,11 @@ MEMORY_RUNNER = r"""
 import json, resource, sys, time
 from datetime import date
 import dagster as dg
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.runs import launch_in_process, range_run_requests
-from feedback_loop_dagster.definitions import defs
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.in_process_runs.runs import launch_in_process, quiet_run_config, range_run_requests
 args = json.loads(sys.argv[1])
-local = dg.Definitions(assets=defs.assets, jobs=defs.jobs, executor=dg.in_process_executor,
-                       resources={"databases": FeedbackDatabases(database_url=args["url"])})
-job = local.resolve_job_def("feedback_loop_job")
-quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+job = build_definitions(FeedbackDatabases(database_url=args["url"])).resolve_job_def("feedback_loop_job")
 first, last = date.fromisoformat(args["first"]), date.fromisoformat(args["last"])
 started = time.time()
 runs = 0
@@ -503,7 +496,7 @@ with dg.DagsterInstance.get() as instance:
     while day <= last:
         end = min(last, date.fromordinal(day.toordinal() + step - 1))
         for request in range_run_requests(args["keys"], day, end):
-            result = launch_in_process(job, instance, request.tags, run_config=quiet)
+            result = launch_in_process(job, instance, request.tags, run_config=quiet_run_config())
             assert result.success
             runs += 1
         day = date.fromordinal(end.toordinal() + 1)
@@ -567,13 +560,9 @@ def bench_launch(d: Deployment, rounds: int) -> dict:
     insert(engine, executions(pattern, day, 200, tag="launch"))
     register_pattern_ids(engine, [pattern])
     add_pattern_partitions(d.instance, [pattern])
-    local = dg.Definitions(
-        assets=defs.assets, jobs=defs.jobs, executor=dg.in_process_executor,
-        resources={"databases": FeedbackDatabases(database_url=d.warehouse_url)},
-    )
-    job = local.resolve_job_def("feedback_loop_job")
+    job = build_definitions(FeedbackDatabases(database_url=d.warehouse_url)).resolve_job_def("feedback_loop_job")
     tags = range_run_tags([pattern], day, day)
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    quiet = quiet_run_config()
     client = d.client()
 
     def baseline():
@@ -609,85 +598,121 @@ def aim(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def print_history(h: dict) -> None:
+    print(f"history: {h['rows']:,} simulated executions written in {h['seconds']:.0f} s")
+
+
+def print_sync(sync: dict) -> None:
+    print(f"(e) patterns sync of {sync['patterns']:,} new patterns: {sync['seconds']:.1f} s, peak RSS {gib(sync['rss'])}; "
+          f"baseline: the SELECT DISTINCT it runs {sync['query_seconds']:.2f} s, the CLI's start "
+          f"{sync['start_seconds']:.1f} s -> {sync['seconds'] / sync['start_seconds']:.1f}x the start")
+
+
+def print_tick(tick: dict) -> None:
+    print(f"(f) sensor tick, {tick['rows']:,} new rows in {tick['patterns']:,} patterns: evaluation "
+          f"{tick['evaluation_seconds']:.1f} s ({tick['process_seconds']:.1f} s with the process start), "
+          f"{tick['runs']} range run(s) requested, peak RSS {gib(tick['rss'])}; baseline: reading the new rows "
+          f"{tick['query_seconds']:.2f} s -> {tick['evaluation_seconds'] / tick['query_seconds']:.1f}x")
+
+
+def print_backfill(a: dict) -> None:
+    per = a["single_seconds"] / a["single_runs"]
+    speedup = a["per_partition_extrapolated"] / a["range_seconds"]
+    print(f"(a) backfill {a['patterns']} patterns x {a['days']} days = {a['partitions']:,} partitions "
+          f"({a['rows']:,} executions)")
+    print(f"    one run per partition : {a['single_runs']} single-partition runs measured in {a['single_seconds']:.0f} s "
+          f"= {per:.1f} s/partition; EXTRAPOLATED to {a['partitions']:,}: {a['per_partition_extrapolated']:,.0f} s")
+    measured = a["patterns"] * a["measured_days"]
+    extrapolated = (f"; EXTRAPOLATED to {a['days']} days: {a['range_seconds']:,.0f} s"
+                    if a["measured_days"] < a["days"] else "")
+    print(f"    our policy (range runs): {a['range_runs']} run(s) over {a['measured_days']} day(s) = {measured:,} partitions, "
+          f"{a['range_measured_seconds']:.0f} s measured ({a['range_measured_seconds'] / measured:.3f} s/partition)"
+          f"{extrapolated} -> {speedup:,.0f}x faster  [aim >= 50x: {aim(speedup >= 50)}]")
+    print(f"    peak RSS of one process {gib(a['rss'])} ({a['rss_process']})")
+    print(f"    steps of its first run: {steps_line(a['steps'])}")
+    if "ui_runs" in a:
+        ui = a["per_partition_extrapolated"] / a["ui_seconds"]
+        print(f"    Dagster UI backfill   : {a['ui_runs']} runs (single_run policy, split per day by Dagster), "
+              f"{a['ui_seconds']:.0f} s measured, {a['ui_status']} -> {ui:,.0f}x faster")
+
+
+def print_schedule_day(sched: dict) -> None:
+    per = sched["seconds"] / sched["patterns"]
+    line = f"(g) the daily schedule's day: {sched['runs']} range run(s) over {sched['patterns']:,} partitions in {sched['seconds']:.0f} s"
+    if sched.get("single_seconds"):
+        single = sched["single_seconds"]
+        line += f" = {per:.3f} s/partition; baseline one run per partition {single:.1f} s -> {single / per:,.0f}x"
+    print(line + f"; peak RSS of one process {gib(sched['rss'])} ({sched['rss_process']})")
+    print(f"    steps of its first run: {steps_line(sched['steps'])}")
+
+
+def print_scale_out(out: dict) -> None:
+    per = out["run_seconds"][0] / out["partitions"]
+    ratio = 2 * out["partitions"] / out["together_seconds"] / (2 * out["partitions"] / out["serial_seconds"])
+    print(f"(i) scale-out, range runs of {out['block_patterns']} patterns x {out['block_days']} days over disjoint blocks:")
+    print(f"    1 worker : 2 runs one after the other {', '.join(f'{x:.0f}' for x in out['run_seconds'])} s "
+          f"= {out['serial_seconds']:.0f} s; {per:.3f} s/partition in a {out['block_patterns']} x {out['block_days']} "
+          f"range run [aim < 0.1 s: {aim(per < 0.1)}]")
+    print(f"    2 workers: 2 runs at once (QueuedRunCoordinator, feedback_loop/batch limit 2) {out['together_seconds']:.0f} s, "
+          f"overlapping {out['overlap_seconds']:.0f} s, both succeeded -> throughput {ratio:.2f}x one worker's")
+
+
+def print_partitions_page(page: dict) -> None:
+    print(f"(h) partitions page of feedback_dataset in Chromium (median of 3): {page['partitions']:.1f} s; "
+          f"baseline the asset catalog {page['catalog']:.1f} s -> {page['partitions'] / page['catalog']:.1f}x")
+
+
+def print_reaction(b: dict) -> None:
+    r = b["reactions"]
+    print(f"(b) sensor reaction, rows inserted -> A/B result updated; sensor interval {b['interval']} s, "
+          f"{b['rows']} rows per trial")
+    print(f"    trials: {', '.join(f'{x:.1f}' for x in r)} s; median {statistics.median(r):.1f} s, max {max(r):.1f} s "
+          f"[aim < 60 s: {aim(max(r) < 60)}]")
+
+
+def print_memory(c: dict) -> None:
+    size = c["max_rss_kib"] * 1024
+    print(f"(c) backfill over {c['executions']:,} executions ({c['collected']:,} collected; {c['patterns']} patterns x "
+          f"{c['days']} days) in {c['runs']} range run(s) of {c['days_per_run']} day(s): {c['seconds']:.0f} s")
+    print(f"    peak memory (max RSS of the run process) {gib(size)} [aim < 2 GiB: {aim(size < 2 * 2**30)}]; "
+          f"data written by PostgreSQL generate_series in {c['write_seconds']:.0f} s")
+
+
+def print_launch(e: dict) -> None:
+    base = e["medians"]["execute_in_process"]
+    print(f"(d) one-partition run of the whole graph by launch path, median of {e['rounds']}")
+    for name, value in e["medians"].items():
+        print(f"    {name:<22}: {value:6.2f} s  {value / base:5.2f}x")
+    linked = e["medians"]["linked in-process"]
+    print(f"    one partition through the whole graph (linked in-process, the CLI's path) [aim < 1 s: {aim(linked < 1)}]")
+
+
+# In the order the parts run.
+PRINTERS = {
+    "history": print_history,
+    "e": print_sync,
+    "f": print_tick,
+    "a": print_backfill,
+    "g": print_schedule_day,
+    "i": print_scale_out,
+    "h": print_partitions_page,
+    "b": print_reaction,
+    "c": print_memory,
+    "d": print_launch,
+}
+
+
 def report(parts: dict, load: dict, header: bool = True) -> None:
     """The figures of `parts`; without the header, as each part ends (a run cut short keeps them)."""
-    a, b, c, e = (parts.get(k) for k in "abcd")
-    h, sync, tick, sched, page, out = (parts.get(k) for k in ("history", "e", "f", "g", "h", "i"))
     if header:
         print("\n" + "=" * 100)
         print("Deployment benchmark on PostgreSQL (dagster-daemon + dagster-webserver, repository dagster.yaml)")
         print(f"machine: {os.cpu_count()} CPUs; Dagster {dg.__version__}; load average (1 min) at each part's end:"
               f" {', '.join(f'{k} {v:.2f}' for k, v in load.items())}")
         print("=" * 100)
-    if h:
-        print(f"history: {h['rows']:,} simulated executions written in {h['seconds']:.0f} s")
-    if sync:
-        print(f"(e) patterns sync of {sync['patterns']:,} new patterns: {sync['seconds']:.1f} s, peak RSS {gib(sync['rss'])}; "
-              f"baseline: the SELECT DISTINCT it runs {sync['query_seconds']:.2f} s, the CLI's start "
-              f"{sync['start_seconds']:.1f} s -> {sync['seconds'] / sync['start_seconds']:.1f}x the start")
-    if tick:
-        print(f"(f) sensor tick, {tick['rows']:,} new rows in {tick['patterns']:,} patterns: evaluation "
-              f"{tick['evaluation_seconds']:.1f} s ({tick['process_seconds']:.1f} s with the process start), "
-              f"{tick['runs']} range run(s) requested, peak RSS {gib(tick['rss'])}; baseline: reading the new rows "
-              f"{tick['query_seconds']:.2f} s -> {tick['evaluation_seconds'] / tick['query_seconds']:.1f}x")
-    if a:
-        per = a["single_seconds"] / a["single_runs"]
-        speedup = a["per_partition_extrapolated"] / a["range_seconds"]
-        print(f"(a) backfill {a['patterns']} patterns x {a['days']} days = {a['partitions']:,} partitions "
-              f"({a['rows']:,} executions)")
-        print(f"    one run per partition : {a['single_runs']} single-partition runs measured in {a['single_seconds']:.0f} s "
-              f"= {per:.1f} s/partition; EXTRAPOLATED to {a['partitions']:,}: {a['per_partition_extrapolated']:,.0f} s")
-        measured = a["patterns"] * a["measured_days"]
-        extrapolated = (f"; EXTRAPOLATED to {a['days']} days: {a['range_seconds']:,.0f} s"
-                        if a["measured_days"] < a["days"] else "")
-        print(f"    our policy (range runs): {a['range_runs']} run(s) over {a['measured_days']} day(s) = {measured:,} partitions, "
-              f"{a['range_measured_seconds']:.0f} s measured ({a['range_measured_seconds'] / measured:.3f} s/partition)"
-              f"{extrapolated} -> {speedup:,.0f}x faster  [aim >= 50x: {aim(speedup >= 50)}]")
-        print(f"    peak RSS of one process {gib(a['rss'])} ({a['rss_process']})")
-        print(f"    steps of its first run: {steps_line(a['steps'])}")
-        if "ui_runs" in a:
-            ui = a["per_partition_extrapolated"] / a["ui_seconds"]
-            print(f"    Dagster UI backfill   : {a['ui_runs']} runs (single_run policy, split per day by Dagster), "
-                  f"{a['ui_seconds']:.0f} s measured, {a['ui_status']} -> {ui:,.0f}x faster")
-    if sched:
-        per = sched["seconds"] / sched["patterns"]
-        line = f"(g) the daily schedule's day: {sched['runs']} range run(s) over {sched['patterns']:,} partitions in {sched['seconds']:.0f} s"
-        if sched.get("single_seconds"):
-            single = sched["single_seconds"]
-            line += f" = {per:.3f} s/partition; baseline one run per partition {single:.1f} s -> {single / per:,.0f}x"
-        print(line + f"; peak RSS of one process {gib(sched['rss'])} ({sched['rss_process']})")
-        print(f"    steps of its first run: {steps_line(sched['steps'])}")
-    if out:
-        per = out["run_seconds"][0] / out["partitions"]
-        ratio = 2 * out["partitions"] / out["together_seconds"] / (2 * out["partitions"] / out["serial_seconds"])
-        print(f"(i) scale-out, range runs of {out['block_patterns']} patterns x {out['block_days']} days over disjoint blocks:")
-        print(f"    1 worker : 2 runs one after the other {', '.join(f'{x:.0f}' for x in out['run_seconds'])} s "
-              f"= {out['serial_seconds']:.0f} s; {per:.3f} s/partition in a {out['block_patterns']} x {out['block_days']} "
-              f"range run [aim < 0.1 s: {aim(per < 0.1)}]")
-        print(f"    2 workers: 2 runs at once (QueuedRunCoordinator, feedback_loop/batch limit 2) {out['together_seconds']:.0f} s, "
-              f"overlapping {out['overlap_seconds']:.0f} s, both succeeded -> throughput {ratio:.2f}x one worker's")
-    if page:
-        print(f"(h) partitions page of feedback_dataset in Chromium (median of 3): {page['partitions']:.1f} s; "
-              f"baseline the asset catalog {page['catalog']:.1f} s -> {page['partitions'] / page['catalog']:.1f}x")
-    if b:
-        r = b["reactions"]
-        print(f"(b) sensor reaction, rows inserted -> A/B result updated; sensor interval {b['interval']} s, "
-              f"{b['rows']} rows per trial")
-        print(f"    trials: {', '.join(f'{x:.1f}' for x in r)} s; median {statistics.median(r):.1f} s, max {max(r):.1f} s "
-              f"[aim < 60 s: {aim(max(r) < 60)}]")
-    if c:
-        size = c["max_rss_kib"] * 1024
-        print(f"(c) backfill over {c['executions']:,} executions ({c['collected']:,} collected; {c['patterns']} patterns x "
-              f"{c['days']} days) in {c['runs']} range run(s) of {c['days_per_run']} day(s): {c['seconds']:.0f} s")
-        print(f"    peak memory (max RSS of the run process) {gib(size)} [aim < 2 GiB: {aim(size < 2 * 2**30)}]; "
-              f"data written by PostgreSQL generate_series in {c['write_seconds']:.0f} s")
-    if e:
-        base = e["medians"]["execute_in_process"]
-        print(f"(d) one-partition run of the whole graph by launch path, median of {e['rounds']}")
-        for name, value in e["medians"].items():
-            print(f"    {name:<22}: {value:6.2f} s  {value / base:5.2f}x")
-        linked = e["medians"]["linked in-process"]
-        print(f"    one partition through the whole graph (linked in-process, the CLI's path) [aim < 1 s: {aim(linked < 1)}]")
+    for key, printer in PRINTERS.items():
+        if parts.get(key):
+            printer(parts[key])
     if header:
         print("=" * 100)
 

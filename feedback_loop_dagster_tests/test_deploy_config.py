@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from feedback_loop_dagster.cli import main
 from feedback_loop_dagster.deploy_check import env_references
 from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_VARIABLES = ["DAGSTER_PG_DB", "DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME"]
@@ -116,7 +117,7 @@ def test_dagster_daemon_refuses_to_start_without_the_postgres_host(home, monkeyp
     result = subprocess.run(
         [str(daemon), "run", "-w", str(ROOT / "workspace.yaml")],
         cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=CEILING_SECONDS,
     )
     assert result.returncode != 0
     assert 'environment variable "DAGSTER_PG_HOST" which is not set' in result.stdout + result.stderr
@@ -218,7 +219,7 @@ def test_helm_values_fit_the_dagster_chart_schema_and_a_wrong_key_is_refused():
 
 def test_daemon_and_webserver_get_the_code_locations_event_levers_everywhere():
     """They create runs and write their planned events without importing the code location."""
-    from feedback_loop_dagster.defs.event_levers import EVENT_LEVERS
+    from feedback_loop_dagster.defs.code_location.event_levers import EVENT_LEVERS
 
     values = yaml.safe_load((ROOT / "deploy" / "helm-values.yaml").read_text())
     assert values["dagsterDaemon"]["env"] == EVENT_LEVERS

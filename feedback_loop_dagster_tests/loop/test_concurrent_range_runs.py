@@ -17,12 +17,12 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from feedback_loop_dagster.defs.partitions import patterns_partitions
-from feedback_loop_dagster.defs.runs import add_pattern_partitions
+from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions
+from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster.simulator import SimulationConfig, pattern_ids, simulate_to_database
 from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
 
@@ -39,13 +39,11 @@ import json, sys, time
 from datetime import date
 from pathlib import Path
 import dagster as dg
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.runs import launch_in_process, range_run_tags
-from feedback_loop_dagster.definitions import defs
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.in_process_runs.runs import launch_in_process, range_run_tags
 args = json.loads(sys.argv[1])
-local = dg.Definitions(assets=defs.assets, jobs=defs.jobs, executor=dg.in_process_executor,
-                       resources={"databases": FeedbackDatabases(database_url=args["url"])})
-job = local.resolve_job_def("feedback_loop_job")
+job = build_definitions(FeedbackDatabases(database_url=args["url"])).resolve_job_def("feedback_loop_job")
 tags = range_run_tags(args["keys"], date.fromisoformat(args["first"]), date.fromisoformat(args["last"]))
 Path(args["ready"]).touch()
 while not Path(args["go"]).exists():
