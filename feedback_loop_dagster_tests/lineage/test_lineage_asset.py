@@ -46,4 +46,4 @@ def test_pattern_lineage_as_of_each_window_of_a_range_run(engine, migrated_url, 
     # every version, every status in the legend, the label moves with their p-values
     assert alt == markdown_text(P) and shown[0] == P and {"v1", "v2", "v3", "v4"} <= set(shown)
     assert {"active", "candidate", "rolled back", "deprecated", "archived"} <= set(shown)
-    assert {"promoted, p=0.003", "rolled back, p=0.001"} <= set(shown)
+    assert {"promoted", "p=0.003", "rolled back", "p=0.001"} <= set(shown)

@@ -2,7 +2,7 @@
 
 The UI shows a markdown image at its natural size in a dialog at most 80% of the window wide
 (about 1,250 px on a 1,600 px screen), so names are 16 px (12 pt) and labels 13 px (10 pt), and the
-picture is 640 px wide or more, a column per generation.
+picture is 640-1,400 px wide (wider only when names need it), a column per generation.
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ def _edge(edge: LineageEdge, start: tuple[float, float], end: tuple[float, float
     line = svg.path(f"M{a[0]:.1f} {a[1]:.1f}Q{control[0]:.1f} {control[1]:.1f} {b[0]:.1f} {b[1]:.1f}", colour, 2.2, "7 4",
                     extra=f' marker-end="url(#arrow-{colour[1:]})"')
     apex = (a[0] / 4 + control[0] / 2 + b[0] / 4, a[1] / 4 + control[1] / 2 + b[1] / 4)
-    lines = [EVENT_NAMES[edge.edge_type] + (f", p={edge.p_value:.2g}" if edge.p_value is not None else "")]
-    lines += [edge.effect_brief] if edge.effect_brief else []
+    # short lines: a label fits over a narrow column
+    lines = [EVENT_NAMES[edge.edge_type], *([f"p={edge.p_value:.2g}"] if edge.p_value is not None else []),
+             *([edge.effect_brief] if edge.effect_brief else [])]
     above = apex[1] <= my  # the label sits outside the arc
     first = apex[1] - 6 - (len(lines) - 1) * (LABEL_SIZE + 3) if above else apex[1] + 6 + LABEL_SIZE
     label = "".join(svg.text(apex[0], first + i * (LABEL_SIZE + 3), line_text, LABEL_SIZE, "middle", colour, HALO)
@@ -64,7 +65,9 @@ def lineage_svg(title: str, graph: LineageGraph, max_nodes: int = 30) -> str:
     positions = layered_layout(graph, nodes)
     widths = {n.id: max(44.0, svg.text_width(visible_text(n.version), NAME_SIZE) + 20) for n in nodes}
     columns = int(max((x for x, _ in positions.values()), default=0)) + 1
-    column_width = max(200.0, max(widths.values(), default=0) + 110)
+    # 200 px a generation leaves room for a label move's label; past 1,400 px in all, columns
+    # narrow down to their widest name plus an arrow's length.
+    column_width = max(min(200.0, 1360 / columns), max(widths.values(), default=0) + 40)
     ys = [y for _, y in positions.values()] or [0.0]
     width = max(640.0, 40 + columns * column_width)
     height = TOP + (max(ys) - min(ys) + 2) * ROW_HEIGHT + BOTTOM
