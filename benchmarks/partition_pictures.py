@@ -3,7 +3,7 @@ lineage tests: branches, a merge, a promotion, a rollback, a running candidate) 
 over 90 windows. Both are drawn once per partition of a run, so at 1,000 patterns they are the
 per-pattern cost of `pattern_lineage` and `loop_health`.
 
-    .venv/bin/python benchmarks/partition_pictures.py [--repeat 20]
+    .venv/bin/python -m benchmarks.partition_pictures [--repeat 20]
 
 Timings depend on the machine's load: note `uptime` with them.
 """
