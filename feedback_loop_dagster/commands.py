@@ -14,12 +14,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import click
 
 from feedback_loop_dagster.lib import partition_start, settings
+from feedback_loop_dagster.lib.clock import utc_today
 from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
 
 
@@ -32,7 +33,7 @@ class Day(click.ParamType):
         if isinstance(value, date):
             return value
         text = str(value).strip().lower()
-        today = datetime.now(UTC).date()
+        today = utc_today()
         if text == "today":
             return today
         if text == "yesterday":
@@ -76,7 +77,7 @@ def _user(value: str | None) -> str:
 
 
 def _today() -> date:
-    return datetime.now(UTC).date()
+    return utc_today()
 
 
 def _cell(value: Any) -> str:

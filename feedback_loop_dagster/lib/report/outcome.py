@@ -22,11 +22,11 @@ Field meanings (all over the windows [first, window]):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, get_label, get_version
@@ -36,26 +36,34 @@ OUTCOME_METRIC_COLUMNS = ("executions", "success_rate", "latency_p50", "latency_
                  "quality_mean", "rating_mean", "retries_mean")
 
 
-@dataclass
-class LoopOutcome:
+class LoopReport(BaseModel):
+    """The figures of the original output contract over [first, window] (meanings: module doc).
+    The output model, `contracts.ModelFeedbackLoopOutput`, is this plus the run's own fields."""
+
     feedback_collected: int = 0
     executions_analyzed: int = 0
-    quarantined: int = 0
     improvements_identified: int = 0
-    improvement_opportunities: list[dict[str, Any]] = field(default_factory=list)
+    improvement_opportunities: list[dict[str, Any]] = Field(default_factory=list)
     improvements_validated: int = 0
-    validation_results: list[dict[str, Any]] = field(default_factory=list)
+    validation_results: list[dict[str, Any]] = Field(default_factory=list)
     improvements_applied: int = 0
     improvements_rejected: int = 0
     performance_delta: float = 0.0
-    baseline_metrics: dict[str, float] = field(default_factory=dict)
-    improved_metrics: dict[str, float] = field(default_factory=dict)
-    confidence_score: float = 0.0
+    baseline_metrics: dict[str, float] = Field(default_factory=dict)
+    improved_metrics: dict[str, float] = Field(default_factory=dict)
+    confidence_score: float = Field(default=0.0, ge=0.0, le=1.0)
     p_value: float | None = None
     statistically_significant: bool = False
     next_review_date: datetime | None = None
-    warnings: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class LoopOutcome(LoopReport):
+    """`loop_outcome`'s answer: the contract's figures, plus what the caller files elsewhere
+    (the quarantined count, and `details` for the output's metadata)."""
+
+    quarantined: int = 0
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 def collected_counts(conn: Connection, pattern_id: str, first: date, window: date) -> tuple[int, int, int]:
