@@ -30,19 +30,20 @@ $(DAGSTER_HOME)/dagster.yaml: | $(STAMP)
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/feedback-loop demo
 
-# The whole suite, on every core (pytest-xdist): a module's shared deployment stays on one worker
-# (--dist loadgroup, marker xdist_group), the end-to-end tests start first (conftest.py).
+# The whole suite, on every core (pytest-xdist). Each worker takes whole modules, so a module's shared
+# deployment (integration/) starts once, in collection order, where conftest.py puts the end-to-end
+# tests first. (Not --dist loadgroup: with pytest 9.2 it silently stops grouping, pytest-xdist #1386.)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadgroup
+	$(BIN)/python -m pytest -n auto --dist loadscope --no-loadscope-reorder
 
 # `dg dev` (dagster-dg-cli), which Dagster 1.13 recommends over `dagster dev`, on workspace.yaml
 # (the code location the daemon and the webserver of a deployment load). It starts inside
 # $(DAGSTER_HOME): from the repository's root, Dagster would find the production dagster.yaml in its
 # working folder and warn that it is ignored. Its daemon and webserver, which create runs without
-# importing the code location, get the code location's event levers (defs/event_levers.py).
+# importing the code location, get the code location's event levers (defs/code_location/event_levers.py).
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	cd $(DAGSTER_HOME) && VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH \
-	  env $$($(CURDIR)/$(BIN)/python -m feedback_loop_dagster.defs.event_levers) \
+	  env $$($(CURDIR)/$(BIN)/python -m feedback_loop_dagster.defs.code_location.event_levers) \
 	  $(CURDIR)/$(BIN)/dg dev -h 127.0.0.1 -p $(UI_PORT) -w $(CURDIR)/workspace.yaml
 
 clean:
