@@ -7,12 +7,13 @@ import getpass
 import json
 import os
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import click
 
 from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib.clock import utc_today
 from feedback_loop_dagster.lib.storage.database import get_engine
 
 
@@ -25,7 +26,7 @@ class Day(click.ParamType):
         if isinstance(value, date):
             return value
         text = str(value).strip().lower()
-        today = datetime.now(UTC).date()
+        today = utc_today()
         if text == "today":
             return today
         if text == "yesterday":
@@ -74,7 +75,7 @@ def user_name(value: str | None) -> str:
 
 
 def today() -> date:
-    return datetime.now(UTC).date()
+    return utc_today()
 
 
 def cell(value: Any) -> str:
@@ -116,7 +117,8 @@ def ensure_warehouse() -> None:
 
     engine = warehouse_engine()
     if not sa.inspect(engine).has_table("pattern_versions"):
-        raise StorageError(f"the warehouse at {engine.url.render_as_string(hide_password=True)} has no loop tables: run `feedback-loop init-db`")
+        where = engine.url.render_as_string(hide_password=True)
+        raise StorageError(f"the warehouse at {where} has no loop tables: run `feedback-loop init-db`")
 
 
 def pattern_named(name: str, create: bool = False) -> str:
