@@ -46,21 +46,22 @@ class _Panel:
     def steps(self, values: Sequence[float | None]) -> str:
         """Path data of `values` as steps; a gap where a value is None."""
         d, drawing = [], False
-        for i, v in enumerate(values):
+        for start, end, v in _runs(values):
             if v is None:
                 drawing = False
                 continue
-            start, end = self.x(self.first + timedelta(days=i)), self.x(self.first + timedelta(days=i + 1))
-            d.append(f"{'L' if drawing else 'M'}{start:.1f} {self.y(v):.1f}H{end:.1f}")
+            d.append(f"{'L' if drawing else 'M'}{self._x(start):.1f} {self.y(v):.1f}H{self._x(end):.1f}")
             drawing = True
         return "".join(d)
 
     def area(self, base: Sequence[float], top: Sequence[float], colour: str) -> str:
         """The band between two step series."""
-        xs = [self.x(self.first + timedelta(days=i)) for i in range(len(top) + 1)]
-        upper = [f"{xs[i]:.1f} {self.y(v):.1f} {xs[i + 1]:.1f} {self.y(v):.1f}" for i, v in enumerate(top)]
-        lower = [f"{xs[i + 1]:.1f} {self.y(v):.1f} {xs[i]:.1f} {self.y(v):.1f}" for i, v in reversed(list(enumerate(base)))]
+        upper = [f"{self._x(s):.1f} {self.y(v):.1f} {self._x(e):.1f} {self.y(v):.1f}" for s, e, v in _runs(top)]
+        lower = [f"{self._x(e):.1f} {self.y(v):.1f} {self._x(s):.1f} {self.y(v):.1f}" for s, e, v in reversed(_runs(base))]
         return f'<polygon points="{" ".join(upper + lower)}" fill="{colour}"/>'
+
+    def _x(self, window_index: int) -> float:
+        return self.x(self.first + timedelta(days=window_index))
 
     def axis(self, ticks: Sequence[float], tick_text, title: str) -> list[str]:
         """Grid lines with their values at the left, the frame, and the panel's name along it."""
@@ -83,6 +84,18 @@ class _Panel:
                 parts.append(svg.path(f"M{RIGHT + 14} {y - 4}h22", colour, 2, dash or None))
             parts.append(svg.text(RIGHT + 42, y, label, LABEL))
         return parts
+
+
+def _runs(values: Sequence) -> list[tuple[int, int, object]]:
+    """(first index, index after the last, value) of each run of equal values: a step changes only
+    there, so a picture of 90 windows holds a point per change, not per window."""
+    runs: list[tuple[int, int, object]] = []
+    for i, v in enumerate(values):
+        if runs and runs[-1][2] == v:
+            runs[-1] = (runs[-1][0], i + 1, v)
+        else:
+            runs.append((i, i + 1, v))
+    return runs
 
 
 def _count_ticks(high: float) -> list[int]:
