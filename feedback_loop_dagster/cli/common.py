@@ -122,8 +122,8 @@ def ensure_warehouse() -> None:
 def pattern_named(name: str, create: bool = False) -> str:
     """The original id of the pattern NAME names (its id or its partition key); with `create`, an
     unknown NAME is a new pattern's id (`register_pattern` it once its first change is written).
-    One rule for every command (lib/registry/patterns.py)."""
-    from feedback_loop_dagster.lib.registry.patterns import resolve_pattern
+    One rule for every command (lib/operator_actions/patterns.py)."""
+    from feedback_loop_dagster.lib.operator_actions.patterns import resolve_pattern
 
     ensure_warehouse()
     return resolve_pattern(warehouse_engine(), name, source=source_engine(), create=create)
