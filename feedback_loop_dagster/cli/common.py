@@ -116,7 +116,8 @@ def ensure_warehouse() -> None:
 
     engine = warehouse_engine()
     if not sa.inspect(engine).has_table("pattern_versions"):
-        raise StorageError(f"the warehouse at {engine.url.render_as_string(hide_password=True)} has no loop tables: run `feedback-loop init-db`")
+        where = engine.url.render_as_string(hide_password=True)
+        raise StorageError(f"the warehouse at {where} has no loop tables: run `feedback-loop init-db`")
 
 
 def pattern_named(name: str, create: bool = False) -> str:

@@ -73,7 +73,8 @@ def run_command(pattern_id: str, window: date | None, as_json: bool) -> None:
 @click.command("backfill")
 @click.option("--start", "start", type=DATE, required=True, help="First window (UTC day).")
 @click.option("--end", "end", type=DATE, required=True, help="Last window (UTC day), inclusive.")
-@click.option("--pattern", "pattern_ids", multiple=True, help="Pattern id or partition key; repeat for several [default: every pattern in the source].")
+@click.option("--pattern", "pattern_ids", multiple=True,
+              help="Pattern id or partition key; repeat for several [default: every pattern in the source].")
 @click.option("--chunk-days", default=7, show_default=True, type=click.IntRange(min=1),
               help="Windows per range run (set-based: a run costs about the same for 1 or 30 windows).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

@@ -27,9 +27,9 @@ def pattern_rows(conn: Connection) -> list[dict]:
     }
     running = {p: f"#{i} ({k})" for i, p, k in conn.execute(
         sa.select(t.experiments.c.id, t.experiments.c.pattern_id, t.experiments.c.kind).where(t.experiments.c.status == "running"))}
-    policies = {p: json.loads(text).get("name") for p, text in conn.execute(sa.select(t.pattern_policies.c.pattern_id, t.pattern_policies.c.policy))}
-    collected = dict(conn.execute(
-        sa.select(t.feedback_partitions.c.pattern_id, sa.func.max(t.feedback_partitions.c.window_start)).group_by(t.feedback_partitions.c.pattern_id)).all())
+    pp, fp = t.pattern_policies, t.feedback_partitions
+    policies = {p: json.loads(text).get("name") for p, text in conn.execute(sa.select(pp.c.pattern_id, pp.c.policy))}
+    collected = dict(conn.execute(sa.select(fp.c.pattern_id, sa.func.max(fp.c.window_start)).group_by(fp.c.pattern_id)).all())
     default = default_policy().name
     return [
         {
