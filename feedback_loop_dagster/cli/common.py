@@ -7,12 +7,13 @@ import getpass
 import json
 import os
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import click
 
 from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib.clock import utc_today
 from feedback_loop_dagster.lib.storage.database import get_engine
 
 
@@ -25,7 +26,7 @@ class Day(click.ParamType):
         if isinstance(value, date):
             return value
         text = str(value).strip().lower()
-        today = datetime.now(UTC).date()
+        today = utc_today()
         if text == "today":
             return today
         if text == "yesterday":
@@ -71,10 +72,6 @@ def user_name(value: str | None) -> str:
         return os.environ.get("USER") or getpass.getuser()
     except Exception:  # no user name in a container: still say who did it
         return "cli"
-
-
-def today() -> date:
-    return datetime.now(UTC).date()
 
 
 def cell(value: Any) -> str:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 
 import click
 
 from feedback_loop_dagster.cli.common import engines
+from feedback_loop_dagster.lib.clock import utc_today
 
 
 @click.command("init-db")
@@ -53,7 +53,7 @@ def simulate(patterns: int, days: int, per_day: int, seed: int, malformed_share:
         per_day=per_day,
         seed=seed,
         malformed_share=malformed_share,
-        end_date=end_date.date() if end_date else datetime.now(UTC).date(),
+        end_date=end_date.date() if end_date else utc_today(),
     )
     with click.progressbar(length=config.total_rows, label="simulating", file=sys.stderr) as bar:
         written = simulate_to_database(source, config, progress=bar.update)
