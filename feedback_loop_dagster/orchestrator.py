@@ -60,20 +60,6 @@ OUTCOME_FIELDS = (
 )
 
 
-def first_uncollected_window(conn, pattern_id: str, first: date, window: date) -> date:
-    """The oldest window of [first, window) not collected yet for the pattern (else `window`)."""
-    import sqlalchemy as sa
-
-    from feedback_loop_dagster.lib.storage import tables
-
-    fp = tables.feedback_partitions
-    done = set(conn.scalars(sa.select(fp.c.window_start).where(fp.c.pattern_id == pattern_id, fp.c.window_start.between(first, window))))
-    day = first
-    while day < window and day in done:
-        day += timedelta(days=1)
-    return day
-
-
 @dataclass
 class LoopRunner:
     """Runs the loop's job in-process against one warehouse and one Dagster instance."""
@@ -189,6 +175,8 @@ def _run_partition(
 ) -> tuple[set[str], list[str]]:
     """Runs the whole graph for (key, window), after collecting the period's earlier windows not
     collected yet when `collect_period`; returns (assets materialised in the last run, run ids)."""
+    from feedback_loop_dagster.lib.collect.collector import first_uncollected_window
+
     run_ids: list[str] = []
     if collect_period:
         with runner.warehouse.connect() as conn:
