@@ -26,7 +26,7 @@ BLOCKING_RUN = textwrap.dedent(
     """
     import sys, time
     import dagster as dg
-    from feedback_loop_dagster.defs.runs import launch_in_process
+    from feedback_loop_dagster.defs.in_process_runs.runs import launch_in_process
 
     @dg.asset
     def waits_forever():

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from feedback_loop_dagster.cli import main
 from feedback_loop_dagster.lib.registry.versions import register_version, set_label
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 

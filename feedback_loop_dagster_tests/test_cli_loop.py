@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from feedback_loop_dagster.lib.apply.decisions import queue_for_review
-from feedback_loop_dagster.lib.registry.manual import start_manual_experiment
+from feedback_loop_dagster.lib.operator_actions.experiments import start_manual_experiment
 from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.registry.versions import register_version, set_label
 from feedback_loop_dagster.lib.stats import get_preset

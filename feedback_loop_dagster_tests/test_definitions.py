@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from feedback_loop_dagster.definitions import defs
+from feedback_loop_dagster.definitions import build_definitions, defs
+from feedback_loop_dagster.defs.code_location.clock import clock_run_config, midnight_after
 from feedback_loop_dagster_tests.integration.harness import free_port
 from feedback_loop_dagster_tests.processes import CEILING_SECONDS, session_processes, wait_for
 
@@ -32,8 +34,9 @@ def test_definitions_validate_from_the_workspace(tmp_path):
 
 
 def test_definitions_hold_the_collect_stage():
-    dg.Definitions.validate_loadable(defs)
-    repository = defs.get_repository_def()
+    loaded = defs()
+    dg.Definitions.validate_loadable(loaded)
+    repository = loaded.get_repository_def()
     assert {k.to_user_string() for k in repository.assets_defs_by_key} >= {"hook_executions", "feedback_dataset"}
     assert repository.has_sensor_def("new_executions_sensor")
     checks = {key.name for key in repository.asset_graph.asset_check_keys}
@@ -48,7 +51,7 @@ def test_the_code_location_loads_without_warnings_and_dg_finds_the_project(tmp_p
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = dict(os.environ, DAGSTER_HOME=str(home), VIRTUAL_ENV=str(Path(sys.executable).parents[1]))
-    loaded = subprocess.run([sys.executable, "-W", "always", "-c", "import feedback_loop_dagster.definitions"],
+    loaded = subprocess.run([sys.executable, "-W", "always", "-c", "from feedback_loop_dagster.definitions import defs; defs()"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=CEILING_SECONDS)
     assert loaded.returncode == 0 and "Warning" not in loaded.stderr, loaded.stderr
 
@@ -80,3 +83,16 @@ def test_make_ui_starts_without_a_warning(tmp_path):
     text = log.read_text()
     assert "Serving dagster-webserver" in text, text
     assert "arning" not in text and "WARNING" not in text, text
+
+
+def test_the_clock_is_one_resource_the_clocked_assets_share():
+    """`now` is set once, on the `clock` resource (bound by build_definitions, or per run by its run
+    config), not per asset: exactly the assets that start experiments or watches use it."""
+    moment = midnight_after(date(2026, 1, 5))
+    built = build_definitions(clock=moment)
+    repository = built.get_repository_def()
+    users = {key.to_user_string() for key, node in repository.assets_defs_by_key.items() if "clock" in node.required_resource_keys}
+    assert users == {"experiments", "applied_improvements"}
+    assert built.resources["clock"].simulated_now() == moment
+    assert build_definitions().resources["clock"].simulated_now() is None
+    assert clock_run_config(moment) == {"resources": {"clock": {"config": {"now": moment.isoformat()}}}}

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from feedback_loop_dagster import ModelFeedbackLoopInput, NodeFeedbackLoopOrchestrator
-from feedback_loop_dagster.defs.clock import midnight_after
 from feedback_loop_dagster.contracts import ModelFeedbackLoopOutput
+from feedback_loop_dagster.defs.code_location.clock import midnight_after
 from feedback_loop_dagster.lib.experiment.assignment import experiment_salt, in_treatment
 from feedback_loop_dagster.lib.experiment.experiments import running_experiment
 from feedback_loop_dagster.lib.registry.policies import get_policy

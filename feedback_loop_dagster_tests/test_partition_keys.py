@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from feedback_loop_dagster.defs.partitions import pairs_from_keys, partition_key, patterns_partitions
-from feedback_loop_dagster.lib.partition_keys import is_safe_partition_key, safe_partition_key
-from feedback_loop_dagster.lib.storage.pattern_keys import pattern_ids_for_keys, register_pattern_ids
+from feedback_loop_dagster.defs.code_location.partitions import pairs_from_keys, partition_key, patterns_partitions
+from feedback_loop_dagster.lib.safe_partition_key import is_safe_partition_key, safe_partition_key
+from feedback_loop_dagster.lib.storage.partition_key_map import pattern_ids_for_keys, register_pattern_ids
 from feedback_loop_dagster_tests.factories import DAY
 
 NASTY_IDS = [

@@ -29,7 +29,7 @@ from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 ROOT = Path(__file__).resolve().parents[1]
 # What the code location's daily partitions look like, loaded as the webserver loads it.
 LOAD_PARTITIONS = (
-    "import json; from feedback_loop_dagster.defs.partitions import window_partitions as w; "
+    "import json; from feedback_loop_dagster.defs.code_location.partitions import window_partitions as w; "
     "print(json.dumps([w.start.date().isoformat(), len(w.get_partition_keys())]))"
 )
 

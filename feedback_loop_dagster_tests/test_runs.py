@@ -19,24 +19,25 @@ from dagster._core.launcher import WorkerStatus
 from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 
-from feedback_loop_dagster.defs.partitions import patterns_partitions
-from feedback_loop_dagster.defs.run_workers import (
+from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions
+from feedback_loop_dagster.defs.in_process_runs.run_workers import (
     RUN_WORKER_TAG,
     RunWorker,
     RunWorkerAwareLauncher,
     fail_dead_runs,
 )
-from feedback_loop_dagster.defs.runs import (
+from feedback_loop_dagster.defs.in_process_runs.runs import (
     CODE_LOCATION,
     CODE_LOCATION_MODULE,
     materialize_windows,
     partition_rectangles,
     window_ranges,
 )
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
-from feedback_loop_dagster.simulator.demo import demo_definitions
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 from feedback_loop_dagster_tests.processes import (
@@ -63,7 +64,7 @@ def _collect_one_day(instance, url, engine):
     keys = register_pattern_ids(engine, ["code-review"])
     instance.add_dynamic_partitions(patterns_partitions.name, list(keys.values()))
     (result,) = materialize_windows(
-        demo_definitions(url), instance, list(keys.values()), DAY, DAY, asset_selection=[dg.AssetKey("feedback_dataset")]
+        build_definitions(FeedbackDatabases(database_url=url)), instance, list(keys.values()), DAY, DAY, asset_selection=[dg.AssetKey("feedback_dataset")]
     )
     return instance.get_run_by_id(result.run_id)
 
@@ -239,7 +240,7 @@ def test_the_cli_under_a_parent_ignoring_sigterm_starts_nothing_that_outlives_it
     # The CLI ran the code location's own job: its runs have the snapshot the UI loads.
     snapshot = subprocess.run(
         [sys.executable, "-c", "from feedback_loop_dagster.definitions import defs; "
-         "print(defs.resolve_job_def('feedback_loop_job').get_job_snapshot_id())"],
+         "print(defs().resolve_job_def('feedback_loop_job').get_job_snapshot_id())"],
         env=env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=CEILING_SECONDS,
     ).stdout.split()[-1]
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -22,7 +22,7 @@ from feedback_loop_dagster.lib.collect.collector import collect_feedback
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster.lib.validate.ab_results import evaluate_as_of
 from feedback_loop_dagster_tests.factories import DAY, QUALITY_JSON, execution, insert_executions
 from feedback_loop_dagster_tests.loop.builders import pattern_with_candidate

@@ -25,7 +25,7 @@ from feedback_loop_dagster.lib.collect.schema import STATUSES, feedback_schema
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
 from feedback_loop_dagster_tests.factories import DAY, QUALITY_JSON, execution, insert_executions
 

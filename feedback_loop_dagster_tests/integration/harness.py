@@ -258,7 +258,12 @@ class Deployment:
         (self.home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
         pg = make_url(self.instance_url)
+        # The daemon and the webserver create runs (and their planned events) without importing the
+        # code location: they get its event levers as a deployment does (defs/code_location/event_levers.py).
+        from feedback_loop_dagster.defs.code_location.event_levers import unset_event_levers
+
         self.env = {
+            **unset_event_levers(),
             "DAGSTER_HOME": str(self.home),
             "DAGSTER_PG_HOST": pg.host or "127.0.0.1",
             "DAGSTER_PG_PORT": str(pg.port or 5432),

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import yaml
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
-from feedback_loop_dagster.defs.run_workers import RUN_WORKER_TAG, RunWorker
+from feedback_loop_dagster.defs.in_process_runs.run_workers import RUN_WORKER_TAG, RunWorker
 from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine
 from feedback_loop_dagster.lib.storage.tables import hook_executions
 from feedback_loop_dagster_tests.integration.data import (
@@ -192,7 +192,7 @@ def test_locked_source_table_fails_ticks_fast_and_loses_nothing(faulty):
 
 def test_an_in_process_run_whose_process_was_killed_is_failed_by_run_monitoring(faulty, tmp_path):
     """A CLI run on the deployment's instance whose process dies: nobody else will ever end it, so
-    the daemon's run monitoring does, through the launcher's health check (defs/run_workers.py)."""
+    the daemon's run monitoring does, through the launcher's health check (defs/in_process_runs/run_workers.py)."""
     d = faulty
     proc, inside = start_blocking_run(d.home, tmp_path, env=dict(os.environ))  # the deployment's DAGSTER_PG_*
     try:

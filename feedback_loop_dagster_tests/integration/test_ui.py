@@ -17,11 +17,11 @@ from urllib.parse import quote
 import dagster as dg
 import pytest
 
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.clock import clock_run_config, midnight_after
-from feedback_loop_dagster.defs.jobs import PATTERN_TAG
-from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
-from feedback_loop_dagster.definitions import defs
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.clock import midnight_after
+from feedback_loop_dagster.defs.code_location.jobs import PATTERN_TAG
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows, quiet_run_config
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster_tests.integration.data import experiment_history
 from feedback_loop_dagster_tests.integration.harness import DESIGN_ASSETS, REPO
@@ -52,18 +52,12 @@ def experiment_data(deployment):
     """Three days of a pattern whose A/B experiment runs from the first day, materialised in-process
     into the instance the webserver reads (as the CLI and the demo do)."""
     engine = get_engine(deployment.warehouse_url)
-    local = dg.Definitions(
-        assets=defs.assets,
-        jobs=defs.jobs,
-        resources={"databases": FeedbackDatabases(database_url=deployment.warehouse_url)},
-        executor=dg.in_process_executor,
-    )
+    local = build_definitions(FeedbackDatabases(database_url=deployment.warehouse_url))
     add_pattern_partitions(deployment.instance, [PATTERN])
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     for day in experiment_history(engine, PATTERN, DAYS[0], len(DAYS)):
-        # each day's run replayed at the midnight closing it, as the demo does (defs/clock.py)
+        # each day's run replayed at the midnight closing it, as the demo does (defs/code_location/clock.py)
         materialize_windows(
-            local, deployment.instance, [PATTERN], day, day, run_config=clock_run_config(midnight_after(day), quiet)
+            local, deployment.instance, [PATTERN], day, day, run_config=quiet_run_config(midnight_after(day))
         )
     return PATTERN
 
@@ -263,7 +257,7 @@ def test_the_health_page_shows_the_loops_figures(deployment, page, experiment_da
 
 def test_runs_launched_in_process_are_the_jobs_runs_with_working_links(deployment, page, experiment_data):
     """The fixture's runs were executed in-process, as the CLI and the demo execute theirs
-    (defs/runs.py): the UI files them under the job of the code location, not under /guess/."""
+    (defs/in_process_runs/runs.py): the UI files them under the job of the code location, not under /guess/."""
     ours = deployment.instance.get_runs(dg.RunsFilter(tags={PATTERN_TAG: experiment_data}))
     assert len(ours) == len(DAYS)
     _open(page, deployment, "/locations/feedback_loop_dagster/jobs/feedback_loop_job/runs", "feedback_loop_job")

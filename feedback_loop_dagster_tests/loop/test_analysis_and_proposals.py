@@ -20,7 +20,7 @@ from feedback_loop_dagster.lib.propose.proposals import propose
 from feedback_loop_dagster.lib.registry.versions import register_version
 from feedback_loop_dagster.lib.stats import ArmStats
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import insert_executions
 from feedback_loop_dagster_tests.loop.traffic import PATTERN, POLICY, START, load, traffic
 

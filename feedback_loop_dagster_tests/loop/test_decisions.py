@@ -15,8 +15,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from feedback_loop_dagster.defs.clock import midnight_after
-from feedback_loop_dagster.lib.apply.decisions import act_on_result, approve, dismiss
+from feedback_loop_dagster.defs.code_location.clock import midnight_after
+from feedback_loop_dagster.lib.apply.decisions import act_on_result
+from feedback_loop_dagster.lib.operator_actions.reviews import approve, dismiss
 from feedback_loop_dagster.lib.experiment.experiments import get_experiment, running_experiment
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, CANDIDATE, get_label
 from feedback_loop_dagster.lib.stats import get_preset

@@ -9,16 +9,16 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from feedback_loop_dagster import definitions
-from feedback_loop_dagster.defs.clock import clock_run_config
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.clock import clock_run_config
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows
 from feedback_loop_dagster.lib.experiment.assignment import assign_variant
 from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.registry.versions import register_version
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import insert_executions
 from feedback_loop_dagster_tests.loop.traffic import PATTERN, START, traffic
 
@@ -59,11 +59,7 @@ def loop(engine, migrated_url):
         set_policy(conn, PATTERN, get_preset("production", feedback_type="reliability", time_window_days=2))
     for d in range(3):
         insert_executions(engine, traffic(START + timedelta(days=d), 200, 0.85, timeout_rate=0.10, seed=d))
-    defs = dg.Definitions(
-        assets=definitions.defs.assets,
-        jobs=definitions.defs.jobs,
-        resources={"databases": FeedbackDatabases(database_url=migrated_url)},
-    )
+    defs = build_definitions(FeedbackDatabases(database_url=migrated_url))
     with dg.instance_for_test() as instance:
         add_pattern_partitions(instance, [PATTERN])
         yield defs, instance

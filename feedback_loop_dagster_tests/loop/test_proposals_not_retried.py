@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from feedback_loop_dagster.defs.clock import midnight_after
+from feedback_loop_dagster.defs.code_location.clock import midnight_after
 from feedback_loop_dagster.lib.analyze.analysis import analyze_partitions
 from feedback_loop_dagster.lib.apply.decisions import end_inconclusive
 from feedback_loop_dagster.lib.experiment.experiments import start_from_proposal

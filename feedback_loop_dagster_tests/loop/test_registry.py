@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from feedback_loop_dagster.lib.experiment.assignment import assign_variant, in_treatment, unit_bucket
-from feedback_loop_dagster.lib.propose.patch import diff_patch, merge_patch
+from feedback_loop_dagster.lib.registry.patch import diff_patch, merge_patch
 from feedback_loop_dagster.lib.registry.policies import get_policy, set_policy
 from feedback_loop_dagster.lib.registry.versions import (
     ACTIVE,

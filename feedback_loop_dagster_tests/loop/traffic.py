@@ -11,7 +11,7 @@ from feedback_loop_dagster.lib.collect.collector import collect_feedback
 from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.registry.versions import register_version
 from feedback_loop_dagster.lib.stats import get_preset
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 
 START = datetime(2026, 3, 2).date()
