@@ -24,7 +24,8 @@ $(DAGSTER_HOME)/dagster.yaml: | $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	printf '%s\n' 'telemetry:' '  enabled: false' \
 	  'run_launcher:' '  module: feedback_loop_dagster.defs.in_process_runs.run_workers' '  class: RunWorkerAwareLauncher' \
-	  'run_monitoring:' '  enabled: true' '  poll_interval_seconds: 30' > $@
+	  'run_monitoring:' '  enabled: true' '  poll_interval_seconds: 30' \
+	  'freshness:' '  enabled: true' > $@
 
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/feedback-loop demo

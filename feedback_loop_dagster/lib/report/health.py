@@ -41,8 +41,8 @@ from sqlalchemy.engine import Connection
 from feedback_loop_dagster.lib.stats.metrics import METRICS
 from feedback_loop_dagster.lib.stats.units import effect_in_unit, format_in_unit, unit_of
 from feedback_loop_dagster.lib.storage import tables
+from feedback_loop_dagster.lib.storage.vocabulary import ExperimentKind
 
-AB, WATCH = "ab", "watch"
 ACCURACY_TARGET = 0.90
 FALSE_POSITIVE_TARGET = 0.05
 
@@ -176,10 +176,10 @@ def load_history(conn: Connection, pattern_ids: Iterable[str] | None = None) -> 
             )
         )
     }
-    watches = [e for e in experiments if e.kind == WATCH]
+    watches = [e for e in experiments if e.kind == ExperimentKind.WATCH]
     promotions = []
     for experiment in experiments:
-        if experiment.kind != AB or experiment.outcome != "promoted" or experiment.concluded_window is None:
+        if experiment.kind != ExperimentKind.AB or experiment.outcome != "promoted" or experiment.concluded_window is None:
             continue
         # promote() starts the watch with the same two versions, right after the promotion
         watch = next((w for w in watches if w.id > experiment.id and w.pattern_id == experiment.pattern_id
@@ -238,7 +238,7 @@ def health_as_of(history: HealthHistory, as_of: date, pattern_id: str | None = N
     health.days_between_improvements = _mean_gap([p.window for p in promotions])
     health.days_since_last_improvement = (as_of - max(p.window for p in promotions)).days if promotions else None
 
-    ab_tests = [e for e in history.experiments if e.kind == AB]
+    ab_tests = [e for e in history.experiments if e.kind == ExperimentKind.AB]
     ended = [e for e in ab_tests if e.ended_by(as_of)]
     verdicts = [e for e in ended if e.outcome in ("promoted", "rejected", "inconclusive")]
     health.ab_ended = len(verdicts)

@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, get_label, get_version
 from feedback_loop_dagster.lib.storage import tables
 
-METRIC_FIELDS = ("executions", "success_rate", "latency_p50", "latency_p95", "latency_p99", "latency_geomean",
+OUTCOME_METRIC_COLUMNS = ("executions", "success_rate", "latency_p50", "latency_p95", "latency_p99", "latency_geomean",
                  "quality_mean", "rating_mean", "retries_mean")
 
 
@@ -74,7 +74,7 @@ def collected_counts(conn: Connection, pattern_id: str, first: date, window: dat
 def _metrics(conn: Connection, pattern_id: str, window: date, version: str) -> dict[str, float]:
     m = tables.pattern_metrics
     row = conn.execute(
-        sa.select(*(m.c[f] for f in METRIC_FIELDS)).where(
+        sa.select(*(m.c[f] for f in OUTCOME_METRIC_COLUMNS)).where(
             m.c.pattern_id == pattern_id, m.c.window_start == window, m.c.version == version
         )
     ).mappings().first()
