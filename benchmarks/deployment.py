@@ -28,7 +28,7 @@ Aims (the issue's): (a) at least 50x faster than one run per partition; (i) a 50
 0.1 s per partition; (d) one partition through the whole graph under 1 s; (b) under 60 s at a 30 s
 interval; (c) under 2 GiB.
 
-    .venv/bin/python benchmarks/deployment.py        # default sizes: about 15-20 min on a quiet 2-core machine
+    .venv/bin/python benchmarks/deployment.py        # default sizes (not timed on a quiet machine; estimate 15-25 min)
     .venv/bin/python benchmarks/deployment.py --patterns 1000 --days 90 --per-day 50 \
         --backfill-days 1 --skip b,c,d               # 1,000 patterns x 90 days (4.5 M executions)
     .venv/bin/python benchmarks/deployment.py --skip a,e,f,g,h,i   # only (b), (c), (d)
