@@ -176,6 +176,7 @@ def run_loop(
     from feedback_loop_dagster.lib.partition_status import stage_outcomes
     from feedback_loop_dagster.lib.registry.policies import get_policy, set_policy
     from feedback_loop_dagster.lib.report import loop_outcome
+    from feedback_loop_dagster.lib.report.outcome import LoopReport
     from feedback_loop_dagster.lib.storage.migrations import init_databases
 
     started = time.perf_counter()
@@ -250,11 +251,9 @@ def run_loop(
                 stages[stage] = "failed" if any(f.stage == asset for f in failures) else "skipped"
         with warehouse.connect() as conn:
             outcome = loop_outcome(conn, pattern_id, first, window, days)
-        for name in ("feedback_collected", "executions_analyzed", "improvements_identified", "improvement_opportunities",
-                     "improvements_validated", "validation_results", "improvements_applied", "improvements_rejected",
-                     "performance_delta", "baseline_metrics", "improved_metrics", "confidence_score", "p_value",
-                     "statistically_significant", "next_review_date"):
-            setattr(output, name, getattr(outcome, name))
+        for name in LoopReport.model_fields:  # the figures the output shares with the report
+            if name != "warnings":
+                setattr(output, name, getattr(outcome, name))
         output.warnings += outcome.warnings
         enough = outcome.executions_analyzed >= needed
         if not enough:

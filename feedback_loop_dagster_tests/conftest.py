@@ -124,7 +124,9 @@ def pytest_generate_tests(metafunc):
 def pytest_collection_modifyitems(items):
     """Every integration test (daemon, webserver, browser) is end to end; the end-to-end tests, the
     longest by far, run first, so that pytest-xdist's workers share them out and finish together
-    instead of one worker starting a five-minute test while the other runs out of work."""
+    instead of one worker starting a five-minute test while the other runs out of work. (`make test`
+    hands out whole modules in this order, `--dist loadscope --no-loadscope-reorder`, so that a
+    module's shared deployment starts once.)"""
     for item in items:
         if item.get_closest_marker("integration"):
             item.add_marker(pytest.mark.e2e)

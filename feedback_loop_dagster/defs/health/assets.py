@@ -8,7 +8,7 @@ same from the same core.
 """
 
 
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -96,12 +96,21 @@ def loop_view(history: HealthHistory, window: date, keys: dict[str, str], with_p
     return view
 
 
+# The daily schedule (defs/code_location/schedules.py, 00:30 UTC) closes the loop for the window that ended at
+# midnight. `loop_health` is the loop's last stage, so by 03:00 UTC it must have materialized since
+# midnight, or the loop did not close for the latest window. Dagster evaluates the policy per asset,
+# not per partition (dagster discussion #34023): a range run of old windows after midnight counts
+# too. The daemon evaluates it when the instance enables freshness (dagster.yaml `freshness:`).
+LATEST_WINDOW_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron="0 3 * * *", lower_bound_delta=timedelta(hours=3))
+
+
 @dg.asset(
     deps=[pattern_lineage],
     partitions_def=pattern_window_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="health",
     kinds={"python", "sql"},
+    freshness_policy=LATEST_WINDOW_FRESHNESS,
 )
 def loop_health(context: dg.AssetExecutionContext, databases: FeedbackDatabases) -> dg.MaterializeResult:
     """The loop's health as of the end of the window (the original design's Monitoring section),
