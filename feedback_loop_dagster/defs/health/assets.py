@@ -12,7 +12,6 @@ from datetime import date, timedelta
 
 import dagster as dg
 import pandas as pd
-import sqlalchemy as sa
 
 from feedback_loop_dagster.defs.code_location.partitions import partition_key, pattern_window_partitions, run_partition_pairs
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
@@ -31,8 +30,7 @@ from feedback_loop_dagster.lib.report.health import (
     health_row,
     load_history,
 )
-from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.partition_key_map import pattern_ids_for_keys
+from feedback_loop_dagster.lib.storage.partition_key_map import partition_keys_by_id, pattern_ids_for_keys
 
 # Patterns listed in each partition's `loop` table (`feedback-loop health` lists every one).
 LOOP_TABLE_PATTERNS = 50
@@ -127,7 +125,7 @@ def loop_health(context: dg.AssetExecutionContext, databases: FeedbackDatabases)
     ids = pattern_ids_for_keys(databases.warehouse, {k for k, _ in pairs})
     with databases.warehouse.connect() as conn:
         history = load_history(conn)
-        keys = dict(conn.execute(sa.select(tables.patterns.c.pattern_id, tables.patterns.c.partition_key)).all())
+        keys = partition_keys_by_id(conn)
     last = pairs[-1][1]
     latest = {key: window for key, window in pairs}  # pairs run oldest first: each pattern's last window
 

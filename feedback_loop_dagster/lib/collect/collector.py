@@ -511,3 +511,13 @@ def _read_source(
     with source.connect() as conn:
         query = source_rows_query(columns, pattern_ids, min(w for _, w in pairs), max(w for _, w in pairs))
         yield from read_frames(conn, query, list(columns), chunk_rows)
+
+
+def first_uncollected_window(conn: Connection, pattern_id: str, first: date, window: date) -> date:
+    """The oldest window of [first, window) not collected yet for the pattern (else `window`)."""
+    fp = tables.feedback_partitions
+    done = set(conn.scalars(sa.select(fp.c.window_start).where(fp.c.pattern_id == pattern_id, fp.c.window_start.between(first, window))))
+    day = first
+    while day < window and day in done:
+        day += timedelta(days=1)
+    return day
