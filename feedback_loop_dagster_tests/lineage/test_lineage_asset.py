@@ -19,7 +19,7 @@ def test_pattern_lineage_as_of_each_window_of_a_range_run(engine, migrated_url, 
     defs = dg.Definitions(assets=definitions.defs.assets, jobs=definitions.defs.jobs,
                           resources={"databases": FeedbackDatabases(database_url=migrated_url)})
     node = definitions.defs.resolve_assets_def("pattern_lineage")
-    assert node.group_names_by_key[dg.AssetKey("pattern_lineage")] == "lineage"
+    assert node.group_names_by_key[dg.AssetKey("pattern_lineage")] == "track"
     assert node.backfill_policy == dg.BackfillPolicy.single_run()
     with dg.instance_for_test() as instance:
         add_pattern_partitions(instance, [P])

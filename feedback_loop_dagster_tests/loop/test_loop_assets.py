@@ -3,6 +3,7 @@ matches partition-by-partition runs, and re-materialising changes nothing (idemp
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 
 from feedback_loop_dagster import definitions
 from feedback_loop_dagster.defs.clock import clock_run_config
+from feedback_loop_dagster.defs.plots import INLINE_MARKDOWN_LIMIT
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
 from feedback_loop_dagster.lib.experiment.assignment import assign_variant
@@ -133,8 +135,15 @@ def test_ab_results_show_a_table_a_plot_and_a_passing_srm_check(loop, engine):
     )
     metadata = result.asset_materializations_for_node("ab_test_results")[-1].metadata
     assert metadata["experiments_evaluated"].value == 1
-    assert "data:image/png;base64," in metadata["lift_over_time"].value
-    assert {"metric", "improvement", "p_value", "guardrail"} <= {c.name for c in metadata["metrics"].schema.columns}
+    (experiment_id,) = [k.removeprefix("lift #") for k in metadata if k.startswith("lift #")]
+    # the verdict first, the lead effect with its interval in the metric's unit, then p and n, and the patch
+    assert re.search(rf"#{experiment_id} ab \S+ vs \S+: \S+; success rate [+-]?\d+\.\d pts \[[+-]?\d+\.\d, [+-]?\d+\.\d\]",
+                     metadata["verdict"].value.replace("\\", "")), metadata["verdict"].value
+    assert "; p=" in metadata["verdict"].value and "patch `{" in metadata["verdict"].value
+    # the lift plot is short enough for the UI to show it inline (defs/plots.py)
+    plot = metadata[f"lift #{experiment_id}"].value
+    assert "data:image/svg+xml," in plot and len(plot) < INLINE_MARKDOWN_LIMIT
+    assert [c.name for c in metadata["metrics"].schema.columns] == ["experiment", "metric", "role", "effect", "p", "n", "guardrail"]
     checks = [
         e.event_specific_data for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == "sample_ratio_mismatch"

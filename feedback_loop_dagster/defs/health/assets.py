@@ -100,7 +100,7 @@ def loop_view(history: HealthHistory, window: date, keys: dict[str, str], with_p
     deps=[pattern_lineage],
     partitions_def=pattern_window_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="health",
+    group_name="track",
     kinds={"python", "sql"},
 )
 def loop_health(context: dg.AssetExecutionContext, databases: FeedbackDatabases) -> dg.MaterializeResult:

@@ -21,7 +21,7 @@ SHOWN = ["id", "kind", "title", "metric", "expected_delta", "expected_delta_low"
     deps=[pattern_analysis],
     partitions_def=pattern_window_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="propose",
+    group_name="analyze",
     kinds={"python", "sql"},
 )
 def improvement_proposals(context: dg.AssetExecutionContext, databases: FeedbackDatabases) -> dg.MaterializeResult:
