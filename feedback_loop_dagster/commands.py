@@ -155,11 +155,11 @@ def _print_output(output) -> None:
             click.echo(f"  {name}  " + ", ".join(f"{k}={_cell(v)}" for k, v in data[name].items()))
     if data["improvement_opportunities"]:
         click.echo("\nimprovements identified:")
-        echo_table(data["improvement_opportunities"], ["id", "type", "description", "expected_delta", "risk", "status"])
+        echo_table(data["improvement_opportunities"], ["id", "type", "description", "expected", "risk", "status"])
     if data["validation_results"]:
         click.echo("\nA/B results:")
-        echo_table(data["validation_results"], ["experiment_id", "kind", "window", "verdict", "p_value", "performance_delta",
-                                                "n_control", "n_treatment"])
+        echo_table(data["validation_results"], ["experiment_id", "kind", "window", "verdict", "effect", "p_value",
+                                                "n_control", "n_treatment"], cut=None)
     for warning in data["warnings"]:
         click.echo(f"warning: {warning}")
     for error in data["errors"]:
@@ -541,6 +541,7 @@ def experiments_list(pattern: str | None, status: str, as_json: bool) -> None:
     interval, p-value, arm sizes) and any decision waiting for review (`approve ID` / `reject ID`)."""
     import sqlalchemy as sa
 
+    from feedback_loop_dagster.lib.report.experiment import lead_effect
     from feedback_loop_dagster.lib.storage import tables as t
 
     _ensure_warehouse()
@@ -580,7 +581,7 @@ def experiments_list(pattern: str | None, status: str, as_json: bool) -> None:
         r["last_look"] = look["window_start"].isoformat() if look else None
         r["verdict"] = look["decision"] if look else None
         r["p_value"] = look["p_value"] if look else None
-        r["effect"] = _lead_effect(look["result"]) if look else None
+        r["effect"] = lead_effect(json.loads(look["result"])) if look else None
         r["performance_delta"] = look["performance_delta"] if look else None  # the seed contract's field
         r["n"] = f"{look['control_n']}/{look['treatment_n']}" if look else None
         decision = decisions.get(r["id"])
@@ -590,15 +591,6 @@ def experiments_list(pattern: str | None, status: str, as_json: bool) -> None:
     else:
         echo_table(rows, ["id", "pattern_id", "kind", "control", "treatment", "status", "outcome", "start_window",
                           "last_look", "verdict", "effect", "p_value", "n", "decision"], empty="no experiments")
-
-
-def _lead_effect(result_json: str) -> str | None:
-    """The lead metric's effect in a stored A/B result, as units.format_effect writes it."""
-    from feedback_loop_dagster.lib.stats.units import format_effect, verdict_of
-
-    result = json.loads(result_json)
-    lead = (result.get("metrics") or {}).get(result.get("lead_metric"))
-    return format_effect(lead, label=True, verdict=verdict_of(lead)) if lead else None
 
 
 @experiments.command("show")

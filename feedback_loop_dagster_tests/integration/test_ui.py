@@ -25,6 +25,8 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 
+from feedback_loop_dagster.definitions import defs
+
 from feedback_loop_dagster.lib.experiment.experiments import experiments_as_of, list_experiments
 from feedback_loop_dagster.lib.partition_keys import safe_partition_key
 from feedback_loop_dagster.lib.report.experiment import headline
@@ -240,29 +242,25 @@ def test_the_partition_bar_is_mostly_materialised(demo, page, shots):
     _shot(page, shots, "06-feedback-dataset-partitions")
 
 
-GRAPH_SCRIPT = """() => {
-  const nodes = [];
-  for (const fo of document.querySelectorAll('svg foreignObject')) {
-    const name = fo.querySelector('[class*="AssetNode_assetName"], [class*="assetName"]');
-    if (!name) continue;
-    const box = fo.getBoundingClientRect();
-    nodes.push({label: name.textContent.trim(), left: box.left, right: box.right, top: box.top, bottom: box.bottom});
-  }
-  return nodes;
-}"""
+LOOP_GROUPS = ["collect", "analyze", "experiment", "apply", "track"]
+GRAPH_SCRIPT = """() => [...document.querySelectorAll('svg foreignObject')].map(fo => {
+  const box = fo.getBoundingClientRect();
+  return {label: fo.innerText.trim().split('\\n')[0], left: box.left, right: box.right};
+})"""
 
 
 def test_the_global_graph_reads_in_loop_order_at_1600_px(demo, page, shots):
+    """Five groups in the loop's order, left to right, all on a 1,600 px screen, names in full."""
     _open(page, demo, "/asset-groups", "Global asset lineage")
-    # groups in loop order (collect, analyze, experiment, apply, track), each expanded
-    page.wait_for_function(f"() => document.querySelectorAll('svg foreignObject').length >= {len(DESIGN_ASSETS)}")
-    page.wait_for_function(f"({GRAPH_SCRIPT}).call().length >= {len(DESIGN_ASSETS)}")
+    page.wait_for_function(f"() => ({GRAPH_SCRIPT})().filter(n => {LOOP_GROUPS}.includes(n.label)).length === {len(LOOP_GROUPS)}")
     _shot(page, shots, "07-global-asset-graph")
     nodes = {n["label"]: n for n in page.evaluate(GRAPH_SCRIPT)}
-    assert set(DESIGN_ASSETS) <= set(nodes), f"labels (names cut?): {sorted(nodes)}"
-    lefts = [nodes[a]["left"] for a in DESIGN_ASSETS]
-    assert lefts == sorted(lefts), dict(zip(DESIGN_ASSETS, lefts, strict=True))
-    assert all(0 <= nodes[a]["left"] and nodes[a]["right"] <= VIEWPORT["width"] for a in DESIGN_ASSETS)
+    lefts = [nodes[g]["left"] for g in LOOP_GROUPS]
+    assert lefts == sorted(lefts), dict(zip(LOOP_GROUPS, lefts, strict=True))
+    assert all(0 <= nodes[g]["left"] and nodes[g]["right"] <= VIEWPORT["width"] for g in LOOP_GROUPS), nodes
+    # and the design's assets fall into them in loop order
+    groups = {spec.key.to_user_string(): spec.group_name for spec in defs.resolve_all_asset_specs()}
+    assert [groups[a] for a in DESIGN_ASSETS] == sorted((groups[a] for a in DESIGN_ASSETS), key=LOOP_GROUPS.index)
 
 
 def test_the_per_experiment_view_names_the_partition_to_open(demo, page, shots):

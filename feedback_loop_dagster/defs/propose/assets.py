@@ -11,10 +11,12 @@ from feedback_loop_dagster.defs.partitions import pattern_window_partitions
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
 from feedback_loop_dagster.lib.propose.proposals import propose
 from feedback_loop_dagster.lib.registry.policies import get_policy
+from feedback_loop_dagster.lib.stats.units import format_change, improvement_in_unit
 from feedback_loop_dagster.lib.storage import tables
 
 SHOWN = ["id", "kind", "title", "metric", "expected_delta", "expected_delta_low", "expected_delta_high", "risk",
          "priority", "status", "patch"]
+SHOWN_COLUMNS = ["id", "kind", "title", "metric", "expected", "risk", "priority", "status", "patch"]
 
 
 @dg.asset(
@@ -44,13 +46,19 @@ def improvement_proposals(context: dg.AssetExecutionContext, databases: Feedback
 
     def figures(outcome) -> dict:
         proposed = outcome.value
-        mine = shown.loc[proposed.created + proposed.seen_again]
+        mine = shown.loc[proposed.created + proposed.seen_again].sort_values("priority", ascending=False)
+        # the expected change in the metric's unit, as the A/B result will report it
+        expected = [
+            format_change(m, *(improvement_in_unit(m, v) for v in (d, lo, hi)))
+            for m, d, lo, hi in zip(mine.metric, mine.expected_delta, mine.expected_delta_low, mine.expected_delta_high, strict=True)
+        ]
+        mine = mine.drop(columns=["expected_delta", "expected_delta_low", "expected_delta_high"]).assign(expected=expected)
         return {
             "new_proposals": len(proposed.created),
             "open_proposals_seen_again": len(proposed.seen_again),
             "superseded": proposed.superseded,
             "already_tried": len(proposed.already_tried),
-            "proposals": table_metadata(mine.sort_values("priority", ascending=False)),
+            "proposals": table_metadata(mine[SHOWN_COLUMNS]),
         }
 
     report_partitions(context, outcomes, figures)

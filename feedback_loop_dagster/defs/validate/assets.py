@@ -1,18 +1,16 @@
 """`ab_test_results`: the engine's cumulative, always-valid result for every experiment."""
 
 import dagster as dg
-import pandas as pd
 
 from feedback_loop_dagster.defs.experiment.assets import experiments
 from feedback_loop_dagster.defs.checks import PartitionCheck, partition_check_events, partition_check_spec
 from feedback_loop_dagster.defs.loop import each_partition
-from feedback_loop_dagster.defs.metadata import report_partitions, table_metadata
+from feedback_loop_dagster.defs.metadata import report_partitions
 from feedback_loop_dagster.defs.partitions import pattern_window_partitions
 from feedback_loop_dagster.defs.plots import lift_plot_markdown, markdown_text
 from feedback_loop_dagster.defs.resources import FeedbackDatabases
 from feedback_loop_dagster.lib.experiment.experiments import experiments_as_of
 from feedback_loop_dagster.lib.report.experiment import (
-    MetricLine,
     candidate_patch,
     experiment_title,
     headline,
@@ -45,24 +43,35 @@ def _lift_plot(experiment, result, history) -> str | None:
     )
 
 
+def _metrics_markdown(result: dict) -> str:
+    """One line per metric, primaries first: its effect and interval in its unit, p and n, and a
+    guardrail's status with its bound and margin. Markdown rather than a table: Dagster widens a
+    table to its content, and a table wider than the panel pushes every value off-screen."""
+    return "\n".join(
+        f"- **{m.metric}** ({m.role}): {m.effect}; p={m.p}; n={m.n}" + (f"; guardrail {m.guardrail}" if m.guardrail else "")
+        for m in metric_lines(result)
+    )
+
+
 def _figures(outcome) -> dict:
-    """First what a person reads in five seconds (per experiment: the verdict, the lead effect
-    and its interval in the metric's unit, p, n, and the candidate's patch), then the lift plot,
-    shown inline, then every metric with its guardrail, then the engine's reasons."""
+    """What a person reads in five seconds first (per experiment: the verdict, the lead effect and
+    its interval in the metric's unit, p, n, and what the candidate changed), then the lift plot
+    (inline), every metric with its guardrail, and the engine's reason. Effect texts hold only
+    metric names, numbers and units, so only version names need escaping."""
     looks = outcome.value
     figures: dict = {"experiments_evaluated": len(looks)}
     if looks:
         figures["verdict"] = dg.MetadataValue.md("\n".join(
-            f"- **{markdown_text(headline(e, h[-1]))}**; patch `{patch_text(candidate_patch(e))}`" for e, _, h in looks))
+            f"- {headline(e, h[-1], title=f'**{markdown_text(experiment_title(e))}**')}; "
+            f"patch `{patch_text(candidate_patch(e)).replace('`', '')}`"
+            for e, _, h in looks
+        ))
     for e, r, h in looks:
         plot = _lift_plot(e, r, h)
         if plot:
             figures[f"lift #{e.id}"] = dg.MetadataValue.md(plot)
-    metrics = [{"experiment": f"#{e.id}", **vars(m)} for e, _, h in looks for m in metric_lines(h[-1])]
-    figures["metrics"] = table_metadata(pd.DataFrame(metrics, columns=["experiment", *MetricLine.__dataclass_fields__]), limit=100)
-    figures["reasons"] = table_metadata(pd.DataFrame(
-        [{"experiment": f"#{e.id}", "verdict": r.recommendation, "reason": r.reason} for e, r, _ in looks],
-        columns=["experiment", "verdict", "reason"]))
+        figures[f"metrics #{e.id}"] = dg.MetadataValue.md(_metrics_markdown(h[-1]))
+        figures[f"reason #{e.id}"] = dg.MetadataValue.text(r.reason)
     return figures
 
 

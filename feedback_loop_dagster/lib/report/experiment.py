@@ -108,14 +108,15 @@ def lead_effect(result: dict[str, Any]) -> str | None:
     return format_effect(lead, label=True, verdict=verdict_of(lead)) if lead else None
 
 
-def headline(experiment: Experiment, result: dict[str, Any] | None) -> str:
+def headline(experiment: Experiment, result: dict[str, Any] | None, title: str | None = None) -> str:
     """``#8 watch v2 vs v1: reject; success rate -12.6 pts [-19.6, -5.6], worse; p=1.2e-08; n=403/1589``:
-    the verdict, the lead effect and its interval in the metric's unit, then p and n."""
+    the verdict, the lead effect and its interval in the metric's unit, then p and n. `title`
+    replaces ``#8 watch v2 vs v1`` (the UI's is markdown)."""
+    title = experiment_title(experiment) if title is None else title
     if result is None:
-        return f"{experiment_title(experiment)}: no look yet"
+        return f"{title}: no look yet"
     effect = lead_effect(result) or "no data"
-    return (f"{experiment_title(experiment)}: {result.get('recommendation')}; {effect}; "
-            f"p={p_text(result.get('p_value'))}; n={n_text(result)}")
+    return f"{title}: {result.get('recommendation')}; {effect}; p={p_text(result.get('p_value'))}; n={n_text(result)}"
 
 
 def guardrail_text(metric: dict[str, Any]) -> str | None:
