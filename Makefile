@@ -19,25 +19,29 @@ install: $(STAMP)
 
 # The local instance of `make demo` and `make ui`: SQLite in .dagster_home. The production one is
 # dagster.yaml (PostgreSQL). Run monitoring through the project's launcher marks failed the
-# runs of a CLI process that died (defs/run_workers.py) while `make ui`'s daemon runs.
+# runs of a CLI process that died (defs/in_process_runs/run_workers.py) while `make ui`'s daemon runs.
 $(DAGSTER_HOME)/dagster.yaml: | $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	printf '%s\n' 'telemetry:' '  enabled: false' \
-	  'run_launcher:' '  module: feedback_loop_dagster.defs.run_workers' '  class: RunWorkerAwareLauncher' \
+	  'run_launcher:' '  module: feedback_loop_dagster.defs.in_process_runs.run_workers' '  class: RunWorkerAwareLauncher' \
 	  'run_monitoring:' '  enabled: true' '  poll_interval_seconds: 30' > $@
 
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/feedback-loop demo
 
+# The whole suite, on every core (pytest-xdist): a module's shared deployment stays on one worker
+# (--dist loadgroup, marker xdist_group), the end-to-end tests start first (conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadgroup
 
 # `dg dev` (dagster-dg-cli), which Dagster 1.13 recommends over `dagster dev`, on workspace.yaml
 # (the code location the daemon and the webserver of a deployment load). It starts inside
 # $(DAGSTER_HOME): from the repository's root, Dagster would find the production dagster.yaml in its
-# working folder and warn that it is ignored.
+# working folder and warn that it is ignored. Its daemon and webserver, which create runs without
+# importing the code location, get the code location's event levers (defs/event_levers.py).
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	cd $(DAGSTER_HOME) && VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH \
+	  env $$($(CURDIR)/$(BIN)/python -m feedback_loop_dagster.defs.event_levers) \
 	  $(CURDIR)/$(BIN)/dg dev -h 127.0.0.1 -p $(UI_PORT) -w $(CURDIR)/workspace.yaml
 
 clean:

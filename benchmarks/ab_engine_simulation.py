@@ -28,7 +28,7 @@ from 30 to 1,000, and prints:
    ("apply when no guardrail is breached", with its margins: 1 point of
    success, 0.02 of quality).
 
-Our rule is evaluated with ``feedback_loop_dagster.lib.stats.vectorized``,
+Our rule is evaluated with ``feedback_loop_dagster.lib.stats.devtools.vectorized``,
 the vectorised twin of ``evaluate_experiment`` that the test suite proves
 equal to it look by look (guardrails included); the previous multi-metric
 rule is written out here from the same always-valid arrays; the fixed-horizon look and the original rule use
@@ -62,7 +62,7 @@ from feedback_loop_dagster.lib.stats import (  # noqa: E402
     evaluate_experiment,
 )
 from feedback_loop_dagster.lib.stats.sequential import msprt_update_arrays  # noqa: E402
-from feedback_loop_dagster.lib.stats.vectorized import (  # noqa: E402
+from feedback_loop_dagster.lib.stats.devtools.vectorized import (  # noqa: E402
     APPLY,
     CONTINUE,
     REJECT,

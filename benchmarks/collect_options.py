@@ -38,7 +38,7 @@ from feedback_loop_dagster.lib.settings import DEFAULT_MAX_DURATION_MS  # noqa: 
 from feedback_loop_dagster.lib.storage import tables  # noqa: E402
 from feedback_loop_dagster.lib.storage.database import get_engine  # noqa: E402
 from feedback_loop_dagster.lib.storage.migrations import init_databases  # noqa: E402
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids  # noqa: E402
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids  # noqa: E402
 from feedback_loop_dagster.simulator import SimulationConfig, pattern_ids, simulate_to_database  # noqa: E402
 
 COLUMNS = [c.name for c in tables.hook_executions.columns]

@@ -56,12 +56,12 @@ import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from feedback_loop_dagster.lib import settings  # noqa: E402
-from feedback_loop_dagster.lib.collect import collector, rules  # noqa: E402
+from feedback_loop_dagster.lib.collect import collector, rules, source  # noqa: E402
 from feedback_loop_dagster.lib.settings import SOURCE_TABLE  # noqa: E402
 from feedback_loop_dagster.lib.storage import tables  # noqa: E402
 from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine  # noqa: E402
 from feedback_loop_dagster.lib.storage.migrations import init_databases  # noqa: E402
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids  # noqa: E402
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids  # noqa: E402
 from feedback_loop_dagster.lib.storage.writes import bulk_insert  # noqa: E402
 from feedback_loop_dagster.simulator import SimulationConfig, pattern_ids, simulate_to_database  # noqa: E402
 
@@ -164,7 +164,7 @@ def _scratch_feedback(engine, name: str, unlogged: bool = False) -> sa.Table:
 def plain_copy(engine, pairs: list[tuple[str, date]], keys_by_id: dict[str, str]) -> int:
     """Read the partitions' rows into Python and bulk-write them, nothing else."""
     scratch = _scratch_feedback(engine, PLAIN_COPY_TABLE)
-    columns = collector.source_columns(engine)
+    columns = source.source_columns(engine)
     wanted = [c.name for c in tables.feedback.columns]
     wanted_pairs = pd.DataFrame(pairs, columns=["pattern_key", "window_start"])
 
@@ -189,14 +189,14 @@ def in_database(engine, pairs: list[tuple[str, date]], keys_by_id: dict[str, str
     scratch = _scratch_feedback(engine, IN_DATABASE_TABLE, unlogged)
     ids_by_key = {k: p for p, k in keys_by_id.items()}
     dialect = rules.Dialect(engine.dialect.name)
-    columns = collector.source_columns(engine)
+    columns = source.source_columns(engine)
     with engine.begin() as conn:
         collector.prepare_transaction(conn, dialect)
         wanted = collector._requested(conn, pairs, ids_by_key)
         relation = sa.table(SOURCE_TABLE, *(sa.column(c) for c in columns))
         checked = collector.checked_rows(
             relation, columns, collector.source_kinds(engine, columns), wanted, dialect,
-            settings.max_duration_ms(), collector._unique_execution_ids(engine),
+            settings.max_duration_ms(), source.unique_execution_ids(engine),
         )
         names = [c.name for c in scratch.columns]
         conn.execute(
@@ -221,9 +221,9 @@ def dagster_range_run(url: str, keys: list[str], first: date, last: date) -> int
     import dagster as dg
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+    from feedback_loop_dagster.defs.code_location.partitions import partition_key, patterns_partitions
+    from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
     from feedback_loop_dagster.defs.collect.assets import feedback_dataset, hook_executions
-    from feedback_loop_dagster.defs.partitions import partition_key, patterns_partitions
-    from feedback_loop_dagster.defs.resources import FeedbackDatabases
 
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(patterns_partitions.name, keys)

@@ -32,9 +32,9 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from feedback_loop_dagster import definitions
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows
 from feedback_loop_dagster.lib.experiment.assignment import experiment_salt, in_treatment
 from feedback_loop_dagster.lib.experiment.experiments import start_experiment
 from feedback_loop_dagster.lib.registry.policies import set_policy
@@ -42,7 +42,7 @@ from feedback_loop_dagster.lib.registry.versions import ACTIVE, register_version
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster.simulator import SimulationConfig, simulate_rows, simulate_to_database, write_executions
 
 warnings.filterwarnings("ignore")
@@ -72,9 +72,7 @@ def drop_database(url: str) -> None:
 
 
 def loop_definitions(url: str) -> dg.Definitions:
-    return dg.Definitions(
-        assets=definitions.defs.assets, jobs=definitions.defs.jobs, resources={"databases": FeedbackDatabases(database_url=url)}
-    )
+    return build_definitions(FeedbackDatabases(database_url=url))
 
 
 @contextlib.contextmanager

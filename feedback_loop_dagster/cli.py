@@ -153,9 +153,9 @@ def patterns_sync() -> None:
 def _sync_patterns() -> dict[str, str]:
     import sqlalchemy as sa
 
-    from feedback_loop_dagster.defs.runs import add_pattern_partitions
+    from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions
     from feedback_loop_dagster.lib.collect.collector import source_columns
-    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+    from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
     warehouse, source = _engines()
     source_columns(source)
@@ -180,7 +180,7 @@ def demo(days: int, per_day: int, seed: int) -> None:
     """
     import time
 
-    from feedback_loop_dagster.definitions import defs
+    from feedback_loop_dagster.definitions import build_definitions
     from feedback_loop_dagster.lib.storage.database import redact
     from feedback_loop_dagster.lib.storage.migrations import init_databases
     from feedback_loop_dagster.simulator.demo import format_table, has_demo_data, run_demo
@@ -196,7 +196,7 @@ def demo(days: int, per_day: int, seed: int) -> None:
         )
     started = time.perf_counter()
     click.echo(f"simulating {days} days x 6 patterns x {per_day} executions (seed {seed}); the loop runs after each day")
-    rows = run_demo(defs, _instance(), warehouse, source, days=days, seed=seed, per_day=per_day, progress=click.echo)
+    rows = run_demo(build_definitions(), _instance(), warehouse, source, days=days, seed=seed, per_day=per_day, progress=click.echo)
     click.echo("\n" + format_table(rows))
     _print_collection_summary(warehouse)
     click.echo(f"\ndemo took {time.perf_counter() - started:.0f}s. Browse it: make ui  (Dagster instance in {settings.dagster_home()})")

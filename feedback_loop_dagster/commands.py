@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib import partition_start, settings
 from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
 
 class Day(click.ParamType):
@@ -132,7 +132,7 @@ def _pattern(name: str, create: bool = False) -> str:
 
 def _register_pattern(pattern_id: str) -> None:
     """List the pattern in the registry (`patterns list`) with its partition key (idempotent)."""
-    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+    from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
     register_pattern_ids(_warehouse(), [pattern_id])
 
@@ -198,14 +198,14 @@ def backfill_command(start: date, end: date, pattern_ids: tuple[str, ...], chunk
     with a progress bar on stderr. Days are YYYY-MM-DD, `today`, `yesterday` or `today-N`.
     A partition that fails (e.g. too many invalid rows) fails alone and the backfill goes on; it
     ends with a table of what failed and why, and exits with status 2."""
-    from feedback_loop_dagster.defs.failures import run_failures
+    from feedback_loop_dagster.defs.in_process_runs.failures import run_failures
     from feedback_loop_dagster.orchestrator import LoopRunner
 
     first, last = start, end
     if last < first:
         raise InvalidInput(f"--end {last} is before --start {first}")
-    if first < date.fromisoformat(settings.window_start_date()):
-        raise InvalidInput(f"--start {first} is before the first window {settings.window_start_date()} ({settings.START_DATE_ENV})")
+    if first < date.fromisoformat(partition_start.window_start_date()):
+        raise InvalidInput(f"--start {first} is before the first window {partition_start.window_start_date()} ({settings.START_DATE_ENV})")
     if last > _today():
         raise InvalidInput(f"--end {last} is in the future (today is {_today()})")
     _ensure_warehouse()
@@ -484,7 +484,7 @@ def versions_register(pattern, version, config_text, patch_text, parent, activat
     (the same name with another config is refused); a name is 1-64 letters, digits and `._+-`,
     starting with a letter or digit. Start an experiment with it (`experiments start`) or
     `--activate` it directly."""
-    from feedback_loop_dagster.lib.registry.manual import activate_version, register_manual_version
+    from feedback_loop_dagster.lib.operator_actions.versions import activate_version, register_manual_version
 
     config, patch = _json_object(config_text, "--config"), _json_object(patch_text, "--patch")
     pattern_id = _pattern(pattern, create=create)
@@ -631,7 +631,7 @@ def experiments_start(pattern: str, version: str, split: float | None, start: da
     """Start an A/B experiment of VERSION (registered with `versions register`) against the active
     version of PATTERN (an id or a partition key), under the pattern's policy. Route traffic with
     feedback_loop_dagster.lib.experiment.assignment.assign_variant."""
-    from feedback_loop_dagster.lib.registry.manual import start_manual_experiment
+    from feedback_loop_dagster.lib.operator_actions.experiments import start_manual_experiment
 
     pattern_id = _pattern(pattern)
     with _warehouse().begin() as conn:
@@ -676,8 +676,8 @@ def experiments_stop(experiment_id: int | None, pattern: str | None, reason: str
 
 
 def _review(decision_id: int, reviewer: str | None, as_json: bool, approve: bool) -> None:
-    from feedback_loop_dagster.lib.apply.decisions import approve as do_approve
-    from feedback_loop_dagster.lib.apply.decisions import dismiss
+    from feedback_loop_dagster.lib.operator_actions.reviews import approve as do_approve
+    from feedback_loop_dagster.lib.operator_actions.reviews import dismiss
 
     _ensure_warehouse()
     with _warehouse().begin() as conn:
@@ -718,7 +718,7 @@ def reject_command(decision_id: int, reviewer: str | None, as_json: bool) -> Non
 def rollback_command(pattern: str, reason: str, user: str | None, as_json: bool) -> None:
     """Roll back the promotion under watch of PATTERN (an id or a partition key): `active` returns
     to the version it replaced (recorded as `rolled_back_to`)."""
-    from feedback_loop_dagster.lib.apply.decisions import manual_rollback
+    from feedback_loop_dagster.lib.operator_actions.reviews import manual_rollback
 
     pattern_id = _pattern(pattern)
     with _warehouse().begin() as conn:
@@ -792,7 +792,7 @@ def health_command(pattern: str | None, as_of: date | None, plot_path: str | Non
         per_pattern = [health_as_of(history, as_of, pattern_id)]
     if plot_path:
         from feedback_loop_dagster.defs.health.plot import health_figure
-        from feedback_loop_dagster.defs.plots import figure_png
+        from feedback_loop_dagster.defs.per_partition.plots import figure_png
 
         title = f"{pattern_id if pattern_id is not None else 'all patterns'}: loop health as of {as_of}"
         png = figure_png(health_figure(title, health_over_time(history, as_of, pattern_id)))

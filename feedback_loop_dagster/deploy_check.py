@@ -16,7 +16,7 @@ from typing import Any
 import click
 import yaml
 
-from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib import partition_start, settings
 from feedback_loop_dagster.lib.errors import ConfigError
 
 
@@ -73,7 +73,7 @@ def check_warehouse(config: dict[str, Any]) -> str:
     get_engine(url)  # StorageError with the reason when it cannot connect
     if os.environ.get(settings.SOURCE_URL_ENV):
         get_engine(settings.source_url())
-    settings.window_start_date()
+    partition_start.window_start_date()
     settings.sensor_interval_seconds()
     settings.source_timeout_ms()
     settings.sensor_running_by_default()

@@ -40,68 +40,17 @@ from feedback_loop_dagster.contracts import (
     ModelFeedbackLoopOutput,
     ModelResult,
 )
-from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib import partition_start, settings
 
 log = logging.getLogger(__name__)
 
 # One in-process run at a time per process (see the module docstring).
 RUN_LOCK = threading.RLock()
 # The callers (CLI, demo, Python API) report what failed themselves, one line per failed
-# partition (defs/failures.py); the run's own log keeps every line for the UI.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# partition (defs/in_process_runs/failures.py); the run's own log keeps every line for the UI.
+CONSOLE_LOG_LEVEL = "CRITICAL"
 # How a stage's outcome for a partition reads in the output contract's workflow_stages.
 STAGE_STATES = {"ok": "completed", "failed": "failed", "skipped": "skipped"}
-
-
-def _source_filter(pattern_id: str, lo: datetime | None, hi: datetime):
-    """WHERE clause on the source by raw column names, as the collector reads it (a view works)."""
-    import sqlalchemy as sa
-
-    from feedback_loop_dagster.lib.storage import tables
-
-    started = sa.literal_column('"started_at"')
-    kind = tables.hook_executions.c.started_at.type
-    clauses = [sa.literal_column('"pattern_id"') == sa.bindparam("p", pattern_id), started < sa.bindparam("hi", hi, type_=kind)]
-    if lo is not None:
-        clauses.append(started >= sa.bindparam("lo", lo, type_=kind))
-    return sa.and_(*clauses)
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, datetime.min.time(), UTC)
-
-
-def latest_complete_window(source, pattern_id: str, today: date | None = None) -> date | None:
-    """The newest UTC day before today with executions of the pattern (None: it has none)."""
-    import pandas as pd
-    import sqlalchemy as sa
-
-    today = today or datetime.now(UTC).date()
-    query = (
-        sa.select(sa.func.max(sa.literal_column('"started_at"')))
-        .select_from(sa.table(settings.SOURCE_TABLE))
-        .where(_source_filter(pattern_id, None, _midnight(today)))
-    )
-    with source.connect() as conn:
-        latest = conn.scalar(query)
-    if latest is None:
-        return None
-    stamp = pd.Timestamp(latest)
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC")
-    return stamp.date()
-
-
-def count_source_executions(source, pattern_id: str, first: date, last: date) -> int:
-    import sqlalchemy as sa
-
-    query = (
-        sa.select(sa.func.count())
-        .select_from(sa.table(settings.SOURCE_TABLE))
-        .where(_source_filter(pattern_id, _midnight(first), _midnight(last + timedelta(days=1))))
-    )
-    with source.connect() as conn:
-        return int(conn.scalar(query))
 
 
 def first_uncollected_window(conn, pattern_id: str, first: date, window: date) -> date:
@@ -125,7 +74,7 @@ class LoopRunner:
     database_url: str | None = None
     source_url: str | None = None
     instance: Any = None  # dagster.DagsterInstance; default: the one in $DAGSTER_HOME
-    # The moment the loop acts at (see defs/clock.py); None: the real clock. Only simulations
+    # The moment the loop acts at (see defs/code_location/clock.py); None: the real clock. Only simulations
     # replaying past days set it.
     now: datetime | None = None
 
@@ -157,28 +106,20 @@ class LoopRunner:
 
     def definitions(self):
         if self._defs is None:
-            import dagster as dg
+            from feedback_loop_dagster.definitions import build_definitions
+            from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 
-            from feedback_loop_dagster.definitions import defs
-            from feedback_loop_dagster.defs.resources import FeedbackDatabases
-
-            if (self.database_url, self.source_url) == (settings.database_url(), settings.source_url()):
-                # The environment's databases: the code location's own definitions, so the runs
-                # have its job snapshot and the UI re-executes them without a "changed" warning.
-                self._defs = defs
-            else:
-                self._defs = dg.Definitions(
-                    assets=defs.assets,
-                    jobs=defs.jobs,
-                    resources={"databases": FeedbackDatabases(database_url=self.database_url, source_url=self.source_url)},
-                    executor=defs.executor,
-                )
+            # The environment's databases as the code location names them, so the runs have its
+            # job snapshot and the UI re-executes them without a "changed" warning.
+            environment = (self.database_url, self.source_url) == (settings.database_url(), settings.source_url())
+            databases = None if environment else FeedbackDatabases(database_url=self.database_url, source_url=self.source_url)
+            self._defs = build_definitions(databases=databases)
         return self._defs
 
     def register(self, pattern_ids: Sequence[str]) -> dict[str, str]:
         """Partition keys of the patterns, registered in the warehouse and the instance."""
-        from feedback_loop_dagster.defs.runs import add_pattern_partitions
-        from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+        from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions
+        from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
         keys = register_pattern_ids(self.warehouse, list(pattern_ids))
         add_pattern_partitions(self.dagster_instance(), sorted(keys.values()))
@@ -189,17 +130,16 @@ class LoopRunner:
     ) -> tuple[set[str], list[str]]:
         """Range runs over [first, last] of the whole graph (or of the assets `only`); returns
         (assets materialised, run ids). A failed run does not stop the next ones: see
-        defs/failures.run_failures for what failed."""
+        defs/in_process_runs/failures.run_failures for what failed."""
         import dagster as dg
 
-        from feedback_loop_dagster.defs.clock import clock_run_config
-        from feedback_loop_dagster.defs.runs import materialize_windows
+        from feedback_loop_dagster.defs.in_process_runs.runs import materialize_windows, quiet_run_config
 
         selection = [dg.AssetKey(name) for name in only] if only else None
         with RUN_LOCK:
             results = materialize_windows(
                 self.definitions(), self.dagster_instance(), list(pattern_keys), first, last,
-                run_config=clock_run_config(self.now, QUIET_RUN_CONFIG, only), asset_selection=selection,
+                run_config=quiet_run_config(self.now, CONSOLE_LOG_LEVEL), asset_selection=selection,
                 raise_on_error=False,
             )
         materialised = set()
@@ -230,7 +170,8 @@ def run_loop(
     Errors of the run are reported in the output (success=False), never raised; only bad input
     raises ValueError.
     """
-    from feedback_loop_dagster.defs.failures import run_failures
+    from feedback_loop_dagster.defs.in_process_runs.failures import run_failures
+    from feedback_loop_dagster.lib.collect.source import count_executions, latest_day_with_executions
     from feedback_loop_dagster.lib.experiment.experiments import open_window
     from feedback_loop_dagster.lib.partition_status import stage_outcomes
     from feedback_loop_dagster.lib.registry.policies import get_policy, set_policy
@@ -254,14 +195,14 @@ def run_loop(
         warehouse, source = runner.warehouse, runner.source
         init_databases(warehouse, source)
         today = open_window(runner.now)
-        window = window or latest_complete_window(source, pattern_id, today) or today - timedelta(days=1)
+        window = window or latest_day_with_executions(source, pattern_id, before=today) or today - timedelta(days=1)
         with warehouse.begin() as conn:
             policy = get_policy(conn, pattern_id)
             if contract is not None:
                 policy = contract.policy(policy)
         days = policy.time_window_days
         first = window - timedelta(days=days - 1)
-        first_partition = date.fromisoformat(settings.window_start_date())
+        first_partition = date.fromisoformat(partition_start.window_start_date())
         if window < first_partition:
             raise ValueError(
                 f"window {window} is before the first daily partition {first_partition} "
@@ -271,7 +212,7 @@ def run_loop(
         output.metadata.update(window=window.isoformat(), first_window=first.isoformat(), policy=policy.model_dump(mode="json"))
         needed = policy.min_sample_size
 
-        in_source = count_source_executions(source, pattern_id, first, window)
+        in_source = count_executions(source, pattern_id, first, window)
         if gate_on_samples and in_source < needed:
             output.feedback_collected = in_source
             output.warnings.append(

@@ -1,4 +1,6 @@
-"""Shared fixtures: every database test runs on SQLite and on a real PostgreSQL.
+"""Shared fixtures: every database test runs on SQLite; those where the SQL dialect matters
+(storage, COPY, the collector's SQL, locking, concurrency, migrations; marker `both_dialects` on the
+test or its module) run on a real PostgreSQL as well.
 
 PostgreSQL comes from FEEDBACK_LOOP_TEST_POSTGRES_URL (an admin URL, e.g.
 postgresql+psycopg://postgres@127.0.0.1:5432/postgres), else the local default; when none
@@ -34,6 +36,10 @@ atexit.register(shutil.rmtree, _TEST_DATA_DIR, ignore_errors=True)
 os.environ[settings.DATA_DIR_ENV] = _TEST_DATA_DIR
 for _name in (settings.DATABASE_URL_ENV, settings.SOURCE_URL_ENV, settings.START_DATE_ENV):
     os.environ.pop(_name, None)
+# Nor the developer's Dagster instance (`make test` exports DAGSTER_HOME=.dagster_home): whatever runs
+# in-process without a home of its own gets the session's, one per pytest-xdist worker.
+os.environ["DAGSTER_HOME"] = os.path.join(_TEST_DATA_DIR, "dagster_home")
+os.makedirs(os.environ["DAGSTER_HOME"])
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 _postgres_state: dict[str, str | None] = {}
@@ -105,9 +111,29 @@ def drop_postgres_database(url: str) -> None:
     admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def pytest_generate_tests(metafunc):
+    """`database_url` (and what builds on it) is SQLite, and PostgreSQL too under `both_dialects`:
+    the PostgreSQL copy of a test pays only where the dialect can change the outcome."""
+    if "database_url" in metafunc.fixturenames:
+        kinds = ["sqlite"]
+        if metafunc.definition.get_closest_marker("both_dialects"):
+            kinds.append(pytest.param("postgresql", marks=pytest.mark.postgres))
+        metafunc.parametrize("database_url", kinds, indirect=True)
+
+
+def pytest_collection_modifyitems(items):
+    """Every integration test (daemon, webserver, browser) is end to end; the end-to-end tests, the
+    longest by far, run first, so that pytest-xdist's workers share them out and finish together
+    instead of one worker starting a five-minute test while the other runs out of work."""
+    for item in items:
+        if item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.e2e)
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: same order otherwise
+
+
+@pytest.fixture
 def database_url(request, tmp_path) -> str:
-    """A fresh, empty database of each kind, dropped afterwards."""
+    """A fresh, empty database of the kind the test is parametrised with, dropped afterwards."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'warehouse.db'}"
         yield url

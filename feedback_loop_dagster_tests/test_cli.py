@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
-
-CLI = [sys.executable, "-m", "feedback_loop_dagster.cli"]
-
-
-def run_cli(*args: str, url: str, tmp_path: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, FEEDBACK_LOOP_DATABASE_URL=url, DAGSTER_HOME=str(tmp_path / "dagster_home"))
-    env.pop("FEEDBACK_LOOP_SOURCE_URL", None)
-    result = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=300)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+from feedback_loop_dagster_tests.cli_runner import cli
 
 
 def test_init_db_creates_then_reports_up_to_date(database_url, tmp_path):
-    first = run_cli("init-db", url=database_url, tmp_path=tmp_path)
+    first = cli("init-db", url=database_url, tmp_path=tmp_path)
     assert "warehouse: applied migration 1" in first.stdout
-    second = run_cli("init-db", url=database_url, tmp_path=tmp_path)
+    second = cli("init-db", url=database_url, tmp_path=tmp_path)
     assert second.stdout.splitlines() == ["source: up to date", "warehouse: up to date"]
 
 
 def test_simulate_then_demo_refuses_a_database_with_data(database_url, tmp_path):
-    run_cli("init-db", url=database_url, tmp_path=tmp_path)
-    simulated = run_cli("simulate", "--patterns", "3", "--days", "2", "--per-day", "20", "--seed", "1", url=database_url, tmp_path=tmp_path)
+    cli("init-db", url=database_url, tmp_path=tmp_path)
+    simulated = cli("simulate", "--patterns", "3", "--days", "2", "--per-day", "20", "--seed", "1", url=database_url, tmp_path=tmp_path)
     assert "wrote 120 executions" in simulated.stdout
     # The demo needs empty databases and never deletes anything to get them.
-    demo = run_cli("demo", "--days", "2", "--per-day", "30", url=database_url, tmp_path=tmp_path, check=False)
+    demo = cli("demo", "--days", "2", "--per-day", "30", url=database_url, tmp_path=tmp_path, code=1)
     assert demo.returncode == 1
     assert "already holds 120 execution(s)" in demo.stderr and "make clean" in demo.stderr
     engine = get_engine(database_url)
@@ -47,16 +33,16 @@ def test_simulate_then_demo_refuses_a_database_with_data(database_url, tmp_path)
 
 
 def test_bad_database_url_is_one_clear_line_and_exit_status_1(tmp_path):
-    result = run_cli("init-db", url="mysql://nowhere/x", tmp_path=tmp_path, check=False)
+    result = cli("init-db", url="mysql://nowhere/x", tmp_path=tmp_path, code=1)
     assert result.returncode == 1
     assert result.stderr.strip() == "error: unsupported database in URL 'mysql://nowhere/x': use one of sqlite, postgresql"
 
 
 def test_patterns_sync_without_a_source_table_names_it(database_url, tmp_path):
-    result = run_cli("patterns", "sync", url=database_url, tmp_path=tmp_path, check=False)
+    result = cli("patterns", "sync", url=database_url, tmp_path=tmp_path, code=1)
     assert result.returncode == 1 and "source table 'hook_executions' not found" in result.stderr
 
 
 def test_every_command_has_help(tmp_path):
     for command in (["--help"], ["init-db", "--help"], ["simulate", "--help"], ["patterns", "sync", "--help"], ["demo", "--help"]):
-        assert "Usage:" in run_cli(*command, url="sqlite://", tmp_path=tmp_path).stdout
+        assert "Usage:" in cli(*command, url="sqlite://", tmp_path=tmp_path).stdout

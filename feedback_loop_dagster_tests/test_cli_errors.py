@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from feedback_loop_dagster.cli import main
 from feedback_loop_dagster.lib.registry.versions import register_version, set_label
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import execution, insert_executions
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
 CLI = [sys.executable, "-m", "feedback_loop_dagster.cli"]
 HASHED = "agent|planner, v2"  # not a safe partition key: registered as agent-planner-v2-<hash>
@@ -44,7 +45,7 @@ def error_line(result) -> str:
 
 
 def subprocess_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*CLI, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=CEILING_SECONDS)
 
 
 @pytest.mark.parametrize(

@@ -1,70 +1,31 @@
-"""The loop's `feedback-loop` commands through real subprocesses on SQLite and PostgreSQL:
+"""The loop's `feedback-loop` commands through real subprocesses:
 backfill, run, patterns list, policies, versions, experiments, approve, reject, rollback,
-lineage, with their JSON output. Independent read-only commands run concurrently; error cases
+lineage, with their JSON output, on SQLite. Independent read-only commands run concurrently; error cases
 and --help run in-process (click's runner) to keep the suite fast."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from feedback_loop_dagster.lib.apply.decisions import queue_for_review
-from feedback_loop_dagster.lib.registry.manual import start_manual_experiment
+from feedback_loop_dagster.lib.operator_actions.experiments import start_manual_experiment
 from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.registry.versions import register_version, set_label
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster_tests.test_orchestrator import traffic
-from feedback_loop_dagster_tests.factories import execution, insert_executions
+from feedback_loop_dagster_tests.cli_runner import cli, cli_error, cli_many
+from feedback_loop_dagster_tests.factories import execution, insert_executions, traffic
 
-CLI = [sys.executable, "-m", "feedback_loop_dagster.cli"]
+# Backfills and runs of the whole loop, each through the command in its own process.
+pytestmark = pytest.mark.e2e
+
 TODAY = datetime.now(UTC).date()
 D1, D2 = TODAY - timedelta(days=3), TODAY - timedelta(days=2)
-
-
-def _env(url: str, tmp_path: Path) -> dict:
-    env = dict(os.environ, FEEDBACK_LOOP_DATABASE_URL=url, DAGSTER_HOME=str(tmp_path / "dagster_home"), USER="tester")
-    env.pop("FEEDBACK_LOOP_SOURCE_URL", None)
-    return env
-
-
-def cli(*args: str, url: str, tmp_path: Path, code: int = 0) -> subprocess.CompletedProcess:
-    result = subprocess.run([*CLI, *args], env=_env(url, tmp_path), capture_output=True, text=True, timeout=300)
-    assert result.returncode == code, (args, result.stdout, result.stderr)
-    return result
-
-
-def cli_many(*commands: tuple[str, ...], url: str, tmp_path: Path) -> list[subprocess.CompletedProcess]:
-    """Several commands at once (each its own process), all expected to succeed."""
-    env = _env(url, tmp_path)
-    procs = [subprocess.Popen([*CLI, *c], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
-    results = []
-    for command, proc in zip(commands, procs, strict=True):
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, (command, out, err)
-        results.append(subprocess.CompletedProcess(command, proc.returncode, out, err))
-    return results
-
-
-def cli_error(*args: str, url: str, tmp_path: Path) -> str:
-    """An error case, in-process (the happy path of the same command runs in a subprocess):
-    exit status 1 and the one-line message, returned."""
-    from click.testing import CliRunner
-
-    from feedback_loop_dagster.cli import main
-
-    result = CliRunner().invoke(main, list(args), env=_env(url, tmp_path))
-    assert result.exit_code == 1, (args, result.output, result.exception)
-    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    return result.stderr
 
 
 def test_every_loop_command_has_help(tmp_path):

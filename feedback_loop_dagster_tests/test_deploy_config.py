@@ -1,7 +1,9 @@
-"""The production instance config (dagster.yaml) and `feedback-loop check-config`."""
+"""The production instance config (dagster.yaml), `feedback-loop check-config`, and the cluster launchers in
+deploy/ (compose file, Helm values, entrypoint) checked offline against their vendored schemas."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +19,7 @@ from sqlalchemy.engine import make_url
 from feedback_loop_dagster.cli import main
 from feedback_loop_dagster.deploy_check import env_references
 from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_VARIABLES = ["DAGSTER_PG_DB", "DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME"]
@@ -114,7 +117,7 @@ def test_dagster_daemon_refuses_to_start_without_the_postgres_host(home, monkeyp
     result = subprocess.run(
         [str(daemon), "run", "-w", str(ROOT / "workspace.yaml")],
         cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=CEILING_SECONDS,
     )
     assert result.returncode != 0
     assert 'environment variable "DAGSTER_PG_HOST" which is not set' in result.stdout + result.stderr
@@ -140,3 +143,95 @@ def test_sensor_settings_come_from_the_environment_and_reject_nonsense(monkeypat
         with pytest.raises(ValueError, match=name):
             (settings.sensor_interval_seconds(), settings.source_timeout_ms(), settings.sensor_running_by_default())
         monkeypatch.delenv(name)
+
+
+# --- the cluster launchers in deploy/, checked offline -----------------------------------------
+# Neither Docker nor Kubernetes runs here, so the compose file and the Helm values are checked
+# against their published JSON schemas, vendored in deploy/schemas/ (README there says from where),
+# with check-jsonschema and yamllint from the dev dependencies: no network at test time.
+
+SCHEMAS = ROOT / "deploy" / "schemas"
+YAML_FILES = ["dagster.yaml", "workspace.yaml", "deploy/docker-compose.yaml", "deploy/helm-values.yaml",
+              "deploy/workspace.docker.yaml"]
+
+
+def _tool(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _check_compose(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [_tool("check-jsonschema"), "--schemafile", str(SCHEMAS / "compose-spec.json"), str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def _chart_values_validator():
+    """The Dagster chart's values schema as it applies to an override file. Helm validates the
+    values merged over the chart's own defaults, so nothing is required of an override file;
+    Kubernetes objects inside (resources, env entries, probes) refer to schemas online and are
+    checked as objects only. Every key and type of the chart's own settings is checked."""
+    import jsonschema
+
+    def for_overrides(node):
+        if isinstance(node, dict):
+            return {k: for_overrides(v) for k, v in node.items()
+                    if k != "required" and not (k == "$ref" and not v.startswith("#"))}
+        if isinstance(node, list):
+            return [for_overrides(v) for v in node]
+        return node
+
+    schema = json.loads((SCHEMAS / "dagster-helm-values.schema.json").read_text())
+    return schema, jsonschema.Draft7Validator(for_overrides(schema))
+
+
+def _helm_problems(values: dict) -> list[str]:
+    schema, validator = _chart_values_validator()
+    # The chart's schema admits unknown top-level keys (subcharts); a misspelt section is an error here.
+    problems = [f"unknown top-level key {key!r}" for key in values if key not in schema["properties"]]
+    return problems + [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(values)]
+
+
+def test_deploy_yaml_passes_yamllint():
+    result = subprocess.run([_tool("yamllint"), "--strict", *YAML_FILES], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_file_is_valid_compose_spec_and_a_wrong_key_is_refused(tmp_path):
+    good = _check_compose(ROOT / "deploy" / "docker-compose.yaml")
+    assert good.returncode == 0, good.stdout + good.stderr
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yaml").read_text())
+    compose["services"]["daemon"]["restart_policy"] = "always"  # a key of swarm's deploy:, not of a service
+    (tmp_path / "compose.yaml").write_text(yaml.safe_dump(compose))
+    bad = _check_compose(tmp_path / "compose.yaml")
+    assert bad.returncode == 1 and "restart_policy" in bad.stdout + bad.stderr
+
+
+def test_helm_values_fit_the_dagster_chart_schema_and_a_wrong_key_is_refused():
+    values = yaml.safe_load((ROOT / "deploy" / "helm-values.yaml").read_text())
+    assert _helm_problems(values) == []
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["maxConcurentRuns"] = 8
+    values["dagsterDeamon"] = {}
+    problems = _helm_problems(values)
+    assert any("maxConcurentRuns" in p for p in problems) and any("dagsterDeamon" in p for p in problems), problems
+
+
+def test_daemon_and_webserver_get_the_code_locations_event_levers_everywhere():
+    """They create runs and write their planned events without importing the code location."""
+    from feedback_loop_dagster.defs.event_levers import EVENT_LEVERS
+
+    values = yaml.safe_load((ROOT / "deploy" / "helm-values.yaml").read_text())
+    assert values["dagsterDaemon"]["env"] == EVENT_LEVERS
+    assert values["dagsterWebserver"]["env"] == EVENT_LEVERS
+    # The image's entrypoint (every compose service, run pods) exports them; an explicit value wins.
+    env = {k: v for k, v in os.environ.items() if k not in EVENT_LEVERS}
+    env.update(PATH=f"{Path(sys.executable).parent}:{env['PATH']}", FEEDBACK_LOOP_SKIP_CHECK="1",
+               DAGSTER_EVENT_BATCH_SIZE="7")
+    result = subprocess.run(["sh", str(ROOT / "deploy" / "entrypoint.sh"), "env"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    exported = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert exported["DAGSTER_EVENT_BATCH_SIZE"] == "7"
+    assert exported["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] == EVENT_LEVERS[
+        "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"]

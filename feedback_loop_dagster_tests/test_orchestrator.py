@@ -1,4 +1,4 @@
-"""The original design's Python API on the real system, on SQLite and PostgreSQL: the output
+"""The original design's Python API on the real system: the output
 contract (every field present and typed), numbers read back from what the assets wrote, a
 promotion decided by the real A/B engine, asyncio.gather over patterns, and the error cases."""
 
@@ -11,41 +11,21 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import dagster as dg
-import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from feedback_loop_dagster import ModelFeedbackLoopInput, NodeFeedbackLoopOrchestrator
-from feedback_loop_dagster.defs.clock import midnight_after
 from feedback_loop_dagster.contracts import ModelFeedbackLoopOutput
+from feedback_loop_dagster.defs.code_location.clock import midnight_after
 from feedback_loop_dagster.lib.experiment.assignment import experiment_salt, in_treatment
 from feedback_loop_dagster.lib.experiment.experiments import running_experiment
 from feedback_loop_dagster.lib.registry.policies import get_policy
 from feedback_loop_dagster.lib.registry.versions import register_version, set_label
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster_tests.factories import execution, insert_executions
+from feedback_loop_dagster_tests.factories import insert_executions, traffic
 
 TODAY = datetime.now(UTC).date()
 D1, D2, D3, D4 = (TODAY - timedelta(days=4 - i) for i in range(4))  # D4 is the latest complete window
-
-
-def traffic(pattern_id, day, n, seed, versions=None, timeout_rate=None):
-    """Executions of one day; `versions` maps each unit to a version (default v1). A version's
-    timeout rate comes from `timeout_rate` (default: 10% for v1, none for others)."""
-    rng = np.random.default_rng(seed)
-    units = [f"user-{i}" for i in rng.integers(0, 5000, n)]
-    names = versions(units) if versions else ["v1"] * n
-    rows = []
-    for unit, version in zip(units, names, strict=True):
-        rate = (timeout_rate or {}).get(version, 0.10 if version == "v1" else 0.0)
-        status = "timeout" if rng.random() < rate else ("success" if rng.random() < 0.95 else "failure")
-        rows.append(execution(
-            day=day, minute=int(rng.integers(0, 1400)), pattern_id=pattern_id, pattern_version=version, status=status,
-            duration_ms=2000.0 if status == "timeout" else float(rng.lognormal(np.log(800), 0.4)),
-            error_type={"timeout": "TimeoutError", "failure": "ToolError"}.get(status), completed_at=None,
-            quality_score=float(rng.beta(8, 2)), unit_id=unit,
-        ))
-    return rows
 
 
 def contract(pattern_id, **overrides):

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from feedback_loop_dagster.defs.partitions import pairs_from_keys, partition_key, patterns_partitions
-from feedback_loop_dagster.lib.partition_keys import is_safe_partition_key, safe_partition_key
-from feedback_loop_dagster.lib.storage.pattern_keys import pattern_ids_for_keys, register_pattern_ids
+from feedback_loop_dagster.defs.code_location.partitions import pairs_from_keys, partition_key, patterns_partitions
+from feedback_loop_dagster.lib.safe_partition_key import is_safe_partition_key, safe_partition_key
+from feedback_loop_dagster.lib.storage.partition_key_map import pattern_ids_for_keys, register_pattern_ids
 from feedback_loop_dagster_tests.factories import DAY
 
 NASTY_IDS = [
@@ -66,6 +66,7 @@ def test_empty_id_is_rejected():
         safe_partition_key("")
 
 
+@pytest.mark.both_dialects
 def test_mapping_is_stored_and_read_back(engine):
     keys = register_pattern_ids(engine, NASTY_IDS + ["code-review"])
     assert register_pattern_ids(engine, NASTY_IDS) == {i: keys[i] for i in NASTY_IDS}  # idempotent

@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from feedback_loop_dagster.lib import settings
@@ -21,17 +22,19 @@ from feedback_loop_dagster.lib.partition_start import (
 )
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.tables import hook_executions
+from feedback_loop_dagster_tests.cli_runner import cli
 from feedback_loop_dagster_tests.factories import execution, insert_executions
-from feedback_loop_dagster_tests.test_cli import run_cli
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the code location's daily partitions look like, loaded as the webserver loads it.
 LOAD_PARTITIONS = (
-    "import json; from feedback_loop_dagster.defs.partitions import window_partitions as w; "
+    "import json; from feedback_loop_dagster.defs.code_location.partitions import window_partitions as w; "
     "print(json.dumps([w.start.date().isoformat(), len(w.get_partition_keys())]))"
 )
 
 
+@pytest.mark.both_dialects
 def test_the_earliest_day_is_the_minimum_over_patterns_and_unparseable_values_are_skipped(engine):
     insert_executions(engine, [
         execution(pattern_id="a", day=date(2026, 3, 5)),
@@ -45,6 +48,7 @@ def test_the_earliest_day_is_the_minimum_over_patterns_and_unparseable_values_ar
     assert earliest_window(engine) == date(2026, 2, 27)
 
 
+@pytest.mark.both_dialects
 def test_the_recorded_day_only_moves_earlier(engine, migrated_url):
     assert recorded_first_window(migrated_url) is None
     assert record_first_window(engine, date(2026, 3, 5)) == date(2026, 3, 5)
@@ -53,6 +57,7 @@ def test_the_recorded_day_only_moves_earlier(engine, migrated_url):
     assert recorded_first_window(migrated_url) == date(2026, 1, 2)
 
 
+@pytest.mark.both_dialects
 def test_an_empty_source_or_an_unmigrated_warehouse_records_nothing(engine, tmp_path):
     assert record_earliest_window(engine, engine) is None
     bare = get_engine(f"sqlite:///{tmp_path / 'bare.db'}")
@@ -74,20 +79,20 @@ def _load_partitions(url: str | None, **env: str) -> tuple[str, int]:
     if url:
         environment[settings.DATABASE_URL_ENV] = url
     result = subprocess.run([sys.executable, "-c", LOAD_PARTITIONS], cwd=ROOT, env={**environment, **env},
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=CEILING_SECONDS)
     assert result.returncode == 0, result.stderr
     first, count = json.loads(result.stdout.strip().splitlines()[-1])
     return first, count
 
 
 def test_init_db_and_patterns_sync_record_the_first_day_and_the_code_location_starts_there(database_url, tmp_path):
-    run_cli("init-db", url=database_url, tmp_path=tmp_path)
+    cli("init-db", url=database_url, tmp_path=tmp_path)
     engine = get_engine(database_url)
     # A fresh warehouse: nothing recorded yet, the default start.
     assert _load_partitions(database_url)[0] == settings.DEFAULT_WINDOW_START_DATE
 
     insert_executions(engine, [execution(pattern_id=p, day=date(2026, 2, d)) for p in ("a", "b") for d in (10, 11, 12)])
-    synced = run_cli("patterns", "sync", url=database_url, tmp_path=tmp_path)
+    synced = cli("patterns", "sync", url=database_url, tmp_path=tmp_path)
     assert "daily partitions start at 2026-02-10" in synced.stdout
     first, count = _load_partitions(database_url)
     assert first == "2026-02-10"
@@ -95,7 +100,7 @@ def test_init_db_and_patterns_sync_record_the_first_day_and_the_code_location_st
 
     # Older history loaded later: init-db moves the start back to it.
     insert_executions(engine, [execution(pattern_id="a", day=date(2026, 1, 30))])
-    assert "daily partitions start at 2026-01-30" in run_cli("init-db", url=database_url, tmp_path=tmp_path).stdout
+    assert "daily partitions start at 2026-01-30" in cli("init-db", url=database_url, tmp_path=tmp_path).stdout
     assert _load_partitions(database_url)[0] == "2026-01-30"
     # The environment still overrides it.
     assert _load_partitions(database_url, **{settings.START_DATE_ENV: "2026-02-20"})[0] == "2026-02-20"

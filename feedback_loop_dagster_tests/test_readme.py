@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"<!-- readme-test: (sh|python) -->\n```(?:sh|python)\n(.*?)```", re.S)
 
@@ -22,6 +26,7 @@ def test_readme_has_the_executed_examples():
     assert kinds == ["sh", "python"]
 
 
+@pytest.mark.e2e
 def test_readme_examples_run_on_a_fresh_database(tmp_path):
     env = dict(os.environ, FEEDBACK_LOOP_DATABASE_URL=f"sqlite:///{tmp_path / 'readme.db'}",
                DAGSTER_HOME=str(tmp_path / "dagster_home"), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -29,7 +34,7 @@ def test_readme_examples_run_on_a_fresh_database(tmp_path):
     outputs = []
     for kind, code in readme_blocks():
         command = ["bash", "-euo", "pipefail", "-c", code] if kind == "sh" else [sys.executable, "-c", code]
-        result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=CEILING_SECONDS)
         assert result.returncode == 0, f"README {kind} block failed:\n{result.stdout}\n{result.stderr}"
         outputs.append(result.stdout)
     session, python = outputs

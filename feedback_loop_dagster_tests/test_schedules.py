@@ -8,17 +8,17 @@ import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from feedback_loop_dagster.defs.jobs import BATCH_TAG, PATTERN_TAG
-from feedback_loop_dagster.defs.partitions import patterns_partitions
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.runs import add_pattern_partitions
-from feedback_loop_dagster.defs.schedules import (
+from feedback_loop_dagster.defs.code_location.jobs import BATCH_TAG, PATTERN_TAG
+from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions
+from feedback_loop_dagster.defs.code_location.schedules import (
     PATTERNS_PER_RUN,
     daily_loop_schedule,
     range_run_requests,
 )
-from feedback_loop_dagster.definitions import defs
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 
 WINDOW = date(2026, 3, 9)
@@ -33,7 +33,7 @@ def _evaluate(instance, when=TICK):
 def test_schedule_is_daily_after_the_window_closes_and_wired_in_the_code_location():
     assert daily_loop_schedule.cron_schedule == "30 0 * * *"
     assert daily_loop_schedule.execution_timezone == "UTC"
-    schedule = defs.get_repository_def().get_schedule_def("daily_loop_schedule")
+    schedule = build_definitions().get_repository_def().get_schedule_def("daily_loop_schedule")
     assert schedule.job_name == "feedback_loop_job"
 
 
@@ -81,12 +81,7 @@ def test_the_schedules_range_run_materialises_every_pattern_of_the_window(migrat
     # Rows of the day before must not be touched by the run for WINDOW.
     insert_executions(engine, [execution(day=WINDOW - timedelta(days=1), minute=1, pattern_id="sched-a")])
     keys = register_pattern_ids(engine, patterns)
-    local = dg.Definitions(
-        assets=defs.assets,
-        jobs=defs.jobs,
-        resources={"databases": FeedbackDatabases(database_url=migrated_url)},
-        executor=dg.in_process_executor,
-    )
+    local = build_definitions(FeedbackDatabases(database_url=migrated_url))
     with dg.instance_for_test() as instance:
         add_pattern_partitions(instance, [keys[p] for p in patterns])
         (request,) = _evaluate(instance).run_requests
@@ -98,4 +93,4 @@ def test_the_schedules_range_run_materialises_every_pattern_of_the_window(migrat
         assert instance.get_dynamic_partitions(patterns_partitions.name) == [keys[p] for p in patterns]
     expected = {f"{keys[p]}|{WINDOW}" for p in patterns}
     assert {p for a, p in done if a == "feedback_dataset"} == expected
-    assert {a for a, _ in done} == {k.to_user_string() for k in defs.get_repository_def().asset_graph.materializable_asset_keys}
+    assert {a for a, _ in done} == {k.to_user_string() for k in local.get_repository_def().asset_graph.materializable_asset_keys}

@@ -1,4 +1,8 @@
-"""The Dagster layer: assets, checks, sensors, schedules and resources, one folder per stage."""
+"""The Dagster layer: one folder per stage of the loop (collect, analyze, propose, experiment,
+validate, apply, lineage, health) with its assets, checks and sensors; `code_location/` (partitions,
+resources, job, schedule), `per_partition/` (what the stages share) and `in_process_runs/`
+(runs launched by the CLI, the demo and the Python API). `feedback_loop_dagster.definitions`
+puts them together."""
 
 import warnings
 

@@ -3,7 +3,7 @@
 A fixed start (2025-01-01) made a new user's partition bars mostly empty: 4,206 partitions for
 126 with data. So `init-db`, `patterns sync`, `simulate` and the demo record the UTC day of the
 earliest execution in the source (`record_earliest_window`), and the code location's
-`DailyPartitionsDefinition` starts there (`settings.window_start_date`, read when it loads).
+`DailyPartitionsDefinition` starts there (`window_start_date`, read when it loads).
 
 The recorded day only ever moves earlier: partitions that exist keep existing, and older history
 loaded later widens the range (after the code location reloads). FEEDBACK_LOOP_START_DATE still
@@ -14,6 +14,7 @@ empty, not migrated yet or unreachable gives None, and the default start applies
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -21,7 +22,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from feedback_loop_dagster.lib.settings import SOURCE_TABLE
+from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib.collect.source import earliest_starts
+from feedback_loop_dagster.lib.errors import ConfigError
 
 log = logging.getLogger(__name__)
 FIRST_WINDOW = "first_window"
@@ -32,13 +35,7 @@ def earliest_window(source: Engine) -> date | None:
 
     The minimum is taken per pattern, which the (pattern_id, started_at) index answers, and the
     per-pattern minima are parsed as the collector parses them (a view or text column works)."""
-    query = (
-        sa.select(sa.func.min(sa.literal_column('"started_at"')))
-        .select_from(sa.table(SOURCE_TABLE))
-        .group_by(sa.literal_column('"pattern_id"'))
-    )
-    with source.connect() as conn:
-        minima = conn.scalars(query).all()
+    minima = earliest_starts(source)
     parsed = pd.to_datetime(pd.Series(minima, dtype=object), errors="coerce", utc=True, format="ISO8601").dropna()
     return None if parsed.empty else parsed.min().date()
 
@@ -93,3 +90,18 @@ def recorded_first_window(database_url: str) -> date | None:
         log.warning("cannot read the first window from the warehouse (%s); partitions use the default start", exc)
         return None
     return date.fromisoformat(value) if value else None
+
+
+def window_start_date() -> str:
+    """The first daily window: FEEDBACK_LOOP_START_DATE when set (validated here, so a typo fails at
+    load time with a clear message), else the first day with data recorded in the warehouse by
+    `init-db`, `patterns sync`, `simulate` or the demo, else the default."""
+    raw = os.environ.get(settings.START_DATE_ENV)
+    if not raw:
+        recorded = recorded_first_window(settings.database_url())
+        return recorded.isoformat() if recorded else settings.DEFAULT_WINDOW_START_DATE
+    try:
+        date.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(f"{settings.START_DATE_ENV}={raw!r} is not a date in YYYY-MM-DD form") from None
+    return raw

@@ -6,7 +6,6 @@ Every default lives here so the CLI, the Dagster definitions and the tests agree
 from __future__ import annotations
 
 import os
-from datetime import date
 from pathlib import Path
 
 from feedback_loop_dagster.lib.errors import ConfigError
@@ -43,23 +42,6 @@ def database_url() -> str:
 
 def source_url() -> str:
     return os.environ.get(SOURCE_URL_ENV) or database_url()
-
-
-def window_start_date() -> str:
-    """The first daily window: FEEDBACK_LOOP_START_DATE when set (validated here, so a typo fails at
-    load time with a clear message), else the first day with data recorded in the warehouse by
-    `init-db`, `patterns sync`, `simulate` or the demo (lib/partition_start.py), else the default."""
-    raw = os.environ.get(START_DATE_ENV)
-    if not raw:
-        from feedback_loop_dagster.lib.partition_start import recorded_first_window
-
-        recorded = recorded_first_window(database_url())
-        return recorded.isoformat() if recorded else DEFAULT_WINDOW_START_DATE
-    try:
-        date.fromisoformat(raw)
-    except ValueError:
-        raise ConfigError(f"{START_DATE_ENV}={raw!r} is not a date in YYYY-MM-DD form") from None
-    return raw
 
 
 def dagster_home() -> Path:

@@ -12,7 +12,7 @@ Each simulated day, for every pattern of the scenario (`scenario.demo_patterns()
 then materialise that window for every pattern in one range run (`materialize_windows`), so
 the loop analyses, proposes, starts experiments, evaluates them and decides before the next day
 is simulated. The days end yesterday (UTC) so every partition exists and is complete. Each
-day's run is told the simulated time (`clock_run_config`, the midnight ending that day), so the
+day's run is told the simulated time (the clock resource, at the midnight ending that day), so the
 loop starts experiments on the next simulated day rather than on the real clock's open window.
 
     rows = run_demo(defs, instance, warehouse_engine, source_engine, days=21, seed=7, per_day=500)
@@ -33,8 +33,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from feedback_loop_dagster.defs.clock import clock_run_config, midnight_after
-from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
+from feedback_loop_dagster.defs.code_location.clock import midnight_after
+from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows, quiet_run_config
 from feedback_loop_dagster.lib.experiment.assignment import experiment_salt, in_treatment
 from feedback_loop_dagster.lib.experiment.experiments import AB, WATCH, Experiment, list_experiments, running_experiment
 from feedback_loop_dagster.lib.partition_start import record_first_window
@@ -42,7 +42,7 @@ from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, get_label, get_version, register_version, set_label
 from feedback_loop_dagster.lib.stats.units import format_effect
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster.lib.storage.writes import bulk_insert
 from feedback_loop_dagster.simulator.scenario import PatternTruth, Routing, demo_patterns, simulate_day, window_days
 
@@ -50,8 +50,6 @@ DEFAULT_DAYS = 21
 DEFAULT_PER_DAY = 500
 DEFAULT_SEED = 7
 FIRST_VERSION = "v1"
-# Dagster's console logger at DEBUG prints every step event; the demo prints its own progress.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 PROMOTED, REJECTED, INCONCLUSIVE, RUNNING, ROLLED_BACK, NO_EXPERIMENT = (
     "promoted", "rejected", "inconclusive", "still running", "rolled back", "no experiment",
@@ -75,21 +73,6 @@ class DemoRow:
     decided: date | None
     reason: str
     match: bool
-
-
-def demo_definitions(database_url: str, source_url: str | None = None) -> dg.Definitions:
-    """The project's definitions pointed at these databases (tests; the CLI uses the environment)."""
-    from feedback_loop_dagster.defs.resources import FeedbackDatabases
-    from feedback_loop_dagster.definitions import defs
-
-    return dg.Definitions(
-        assets=defs.assets,
-        jobs=defs.jobs,
-        sensors=defs.sensors,
-        schedules=defs.schedules,
-        executor=defs.executor,
-        resources={"databases": FeedbackDatabases(database_url=database_url, source_url=source_url)},
-    )
 
 
 def has_demo_data(warehouse: Engine, source: Engine) -> str | None:
@@ -222,7 +205,7 @@ def run_demo(
         with source.begin() as conn:
             for frame in frames:
                 bulk_insert(conn, tables.hook_executions, frame)
-        materialize_windows(defs, instance, keys, day, day, run_config=clock_run_config(midnight_after(day), QUIET_RUN_CONFIG))
+        materialize_windows(defs, instance, keys, day, day, run_config=quiet_run_config(midnight_after(day)))
         events = _events(warehouse, ids, day)
         say(
             f"day {day_index + 1:>2}/{days} {day}: {sum(len(f) for f in frames)} executions, loop ran in "

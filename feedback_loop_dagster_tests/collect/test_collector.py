@@ -11,8 +11,11 @@ import sqlalchemy as sa
 from feedback_loop_dagster.lib.collect.collector import collect_feedback
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import StorageError, get_engine
-from feedback_loop_dagster.lib.storage.pattern_keys import UnknownPartitionKey, register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import UnknownPartitionKey, register_pattern_ids
 from feedback_loop_dagster_tests.factories import DAY, execution, insert_executions
+
+# The collector is SQL compiled for each dialect (lib/collect/rules.py, `Dialect`).
+pytestmark = pytest.mark.both_dialects
 
 BAD_ROWS = {
     "status: not an allowed value": dict(status="exploded"),

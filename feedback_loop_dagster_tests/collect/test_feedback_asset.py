@@ -9,13 +9,13 @@ import pytest
 import sqlalchemy as sa
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from feedback_loop_dagster.defs.code_location.partitions import partition_key, patterns_partitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.collect.assets import feedback_dataset, hook_executions
-from feedback_loop_dagster.defs.partitions import partition_key, patterns_partitions
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
 from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import DAY, execution, insert_executions
 
 PATTERNS = ["code-review", "agent|planner, v2"]

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.jobs import BATCH_TAG, PATTERN_TAG
+from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.collect.sensors import new_executions_sensor
-from feedback_loop_dagster.defs.jobs import BATCH_TAG, PATTERN_TAG
-from feedback_loop_dagster.defs.partitions import patterns_partitions
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.runs import materialize_windows
+from feedback_loop_dagster.defs.in_process_runs.runs import materialize_windows
 from feedback_loop_dagster.lib.collect.new_executions import SourceCursor, _advance
-from feedback_loop_dagster.lib.partition_keys import safe_partition_key
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
-from feedback_loop_dagster.simulator.demo import demo_definitions
+from feedback_loop_dagster.lib.safe_partition_key import safe_partition_key
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 
 
@@ -69,6 +69,7 @@ class Ticks:
         return pairs
 
 
+@pytest.mark.both_dialects
 def test_new_pattern_is_added_and_each_touched_window_is_requested(instance, engine, migrated_url):
     nasty = "agent|planner, v2"
     insert_executions(engine, [execution(pattern_id=nasty, day=YESTERDAY), execution(pattern_id=nasty, day=TODAY)])
@@ -135,7 +136,7 @@ def test_cursor_gaps_expire_after_the_overlap():
 
 def _collect(instance, url, pattern_keys, first, last):
     """What `feedback-loop backfill` does for the first stage: range runs of feedback_dataset."""
-    materialize_windows(demo_definitions(url), instance, pattern_keys, first, last, asset_selection=[dg.AssetKey("feedback_dataset")])
+    materialize_windows(build_definitions(FeedbackDatabases(database_url=url)), instance, pattern_keys, first, last, asset_selection=[dg.AssetKey("feedback_dataset")])
 
 
 def test_many_partitions_come_as_range_runs_over_blocks_of_patterns_and_windows(instance, engine, migrated_url):

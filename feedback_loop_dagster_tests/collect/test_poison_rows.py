@@ -22,10 +22,13 @@ from feedback_loop_dagster.lib.collect.collector import collect_feedback
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster.lib.validate.ab_results import evaluate_as_of
-from feedback_loop_dagster_tests.factories import DAY, execution, insert_executions
+from feedback_loop_dagster_tests.factories import DAY, QUALITY_JSON, execution, insert_executions
 from feedback_loop_dagster_tests.loop.builders import pattern_with_candidate
+
+# Non-finite floats and JSON documents are stored and read by each dialect's own SQL.
+pytestmark = pytest.mark.both_dialects
 
 PATTERN = "code-review"
 OTHER_PATTERN = "agent|planner, v2"  # not a safe partition key: its key differs from its id
@@ -92,40 +95,6 @@ def test_the_duration_ceiling_is_a_setting_and_a_parameter(engine, monkeypatch):
     monkeypatch.setenv(project_settings.MAX_DURATION_ENV, "-1")
     with pytest.raises(ValueError, match="FEEDBACK_LOOP_MAX_DURATION_MS='-1' is not a positive number"):
         collect_feedback(engine, engine, [(PATTERN, DAY)])
-
-
-# quality_results (with quality_score NULL) -> the stored quality score, or the quarantine reason
-QUALITY_JSON = {
-    '{"score": 0.8}': 0.8,
-    '{"score": "0.8"}': 0.8,  # ->>'score' gives text; the original system casts it
-    '{"score": " 7.5e-1 "}': 0.75,
-    '{"score": 1}': 1.0,
-    '{"score": 0.5, "checks": [1, 2], "score_note": "x"}': 0.5,
-    "null": None,
-    "{}": None,
-    '{"score": null}': None,
-    '{"checks": 3}': None,
-    "[0.5]": "quality_results: not a JSON object",
-    '"0.9"': "quality_results: not a JSON object",
-    "0.9": "quality_results: not a JSON object",
-    "true": "quality_results: not a JSON object",
-    '{"score": NaN}': "quality_results: not valid JSON",
-    '{"score": Infinity}': "quality_results: not valid JSON",
-    '{"score": ': "quality_results: not valid JSON",
-    "": "quality_results: not valid JSON",
-    '{"score": "NaN"}': "quality_results: score is not finite",
-    '{"score": "-Infinity"}': "quality_results: score is not finite",
-    '{"score": 1e999}': "quality_results: score is not finite",
-    '{"score": "high"}': "quality_results: score is not a number",
-    '{"score": "0.8x"}': "quality_results: score is not a number",
-    '{"score": "1_0"}': "quality_results: score is not a number",
-    '{"score": true}': "quality_results: score is not a number",
-    '{"score": [0.8]}': "quality_results: score is not a number",
-    '{"score": {"value": 0.8}}': "quality_results: score is not a number",
-    '{"score": 0.2, "score": 0.9}': "quality_results: duplicate score key",
-    '{"score": 1.5}': "quality_score: must be <= 1",
-    '{"score": "-0.1"}': "quality_score: must be >= 0",
-}
 
 
 def test_track_2_quality_json_is_read_as_the_original_query_reads_it(engine):

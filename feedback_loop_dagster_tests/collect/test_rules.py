@@ -25,10 +25,9 @@ from feedback_loop_dagster.lib.collect.schema import STATUSES, feedback_schema
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
-from feedback_loop_dagster_tests.collect.test_poison_rows import QUALITY_JSON
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
-from feedback_loop_dagster_tests.factories import DAY, execution, insert_executions
+from feedback_loop_dagster_tests.factories import DAY, QUALITY_JSON, execution, insert_executions
 
 CEILING_MS = 3_600_000.0
 START = datetime.combine(DAY, datetime.min.time(), UTC)
@@ -106,6 +105,7 @@ def _sql_verdicts(engine, frame: pd.DataFrame) -> dict[int, set[str]]:
     return found
 
 
+@pytest.mark.both_dialects
 def test_sql_rules_give_pandera_verdicts(engine):
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(_contract_rows())

@@ -132,7 +132,7 @@ def register_experiment_pattern(engine: Engine, pattern_id: str) -> None:
     from feedback_loop_dagster.lib.registry.policies import set_policy
     from feedback_loop_dagster.lib.registry.versions import register_version, set_label
     from feedback_loop_dagster.lib.stats import get_preset
-    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+    from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
     register_pattern_ids(engine, [pattern_id])
     with engine.begin() as conn:

@@ -40,6 +40,8 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import make_url
 
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 LOCATION = "feedback_loop_dagster"
@@ -47,8 +49,9 @@ REPOSITORY = "__repository__"
 # A wait fails when the deployment made no progress for this long (a run worker's start on a
 # machine at load average 20 is the slowest silent step seen: about 2 minutes)...
 STALL_SECONDS = 300
-# ... and in any case after this long, which only guards against a hang.
-CEILING_SECONDS = 1800
+# ... and in any case after CEILING_SECONDS, which only guards against a hang (as it does for every
+# request to the webserver: a loaded machine answers late, not never).
+
 # Run in every process the harness starts, before it execs the real command: a caller (a supervisor,
 # a CI wrapper) may ignore SIGTERM, and an ignored signal stays ignored across exec. The daemon's
 # run workers would then ignore the SIGTERM Dagster sends their compute-log `tail` processes (each
@@ -152,7 +155,7 @@ class PrivatePostgres:
         self.port = free_port()
         self.log = self.root / "postgres.log"
 
-    def _as_postgres(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    def _as_postgres(self, *args: str, timeout: float = CEILING_SECONDS) -> subprocess.CompletedProcess:
         cmd = [str(self.bin / args[0]), *args[1:]]
         if os.geteuid() == 0:  # the server refuses to run as root
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
@@ -175,11 +178,11 @@ class PrivatePostgres:
 
     def start_again(self) -> None:
         opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off -c max_connections=200"
-        self._as_postgres("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start")
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", str(CEILING_SECONDS), "start")
 
     def restart(self) -> None:
         # -l: the new postmaster must not inherit our pipes, or waiting for pg_ctl never ends.
-        self._as_postgres("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "-t", "60", "restart")
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "-t", str(CEILING_SECONDS), "restart")
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
@@ -255,7 +258,12 @@ class Deployment:
         (self.home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
         pg = make_url(self.instance_url)
+        # The daemon and the webserver create runs (and their planned events) without importing the
+        # code location: they get its event levers as a deployment does (defs/event_levers.py).
+        from feedback_loop_dagster.defs.event_levers import unset_event_levers
+
         self.env = {
+            **unset_event_levers(),
             "DAGSTER_HOME": str(self.home),
             "DAGSTER_PG_HOST": pg.host or "127.0.0.1",
             "DAGSTER_PG_PORT": str(pg.port or 5432),
@@ -401,7 +409,7 @@ class Deployment:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def graphql(self, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
+    def graphql(self, query: str, variables: dict | None = None, timeout: float = CEILING_SECONDS) -> dict:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
         request = urllib.request.Request(f"{self.url}/graphql", body, {"Content-Type": "application/json"})
         try:
@@ -422,13 +430,12 @@ class Deployment:
     def client(self):
         from dagster_graphql import DagsterGraphQLClient
 
-        return DagsterGraphQLClient("127.0.0.1", port_number=self.port, timeout=60)
+        return DagsterGraphQLClient("127.0.0.1", port_number=self.port, timeout=CEILING_SECONDS)
 
     def _location_loaded(self) -> bool:
         data = self.graphql(
             "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
             "locationOrLoadError { __typename ... on PythonError { message } } } } } }",
-            timeout=10,
         )
         for entry in data["workspaceOrError"]["locationEntries"]:
             if entry["name"] == LOCATION and entry["loadStatus"] == "LOADED":

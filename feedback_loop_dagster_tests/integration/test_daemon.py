@@ -21,16 +21,16 @@ from dagster._core.storage.tags import (
 )
 from dagster_graphql import DagsterGraphQLClientError
 
-from feedback_loop_dagster.defs.jobs import PATTERN_TAG
-from feedback_loop_dagster.defs.partitions import patterns_partitions
-from feedback_loop_dagster.defs.runs import add_pattern_partitions
-from feedback_loop_dagster.defs.jobs import BATCH_TAG
-from feedback_loop_dagster.defs.schedules import range_run_requests
-from feedback_loop_dagster.definitions import defs
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.jobs import PATTERN_TAG
+from feedback_loop_dagster.defs.code_location.jobs import BATCH_TAG
+from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions
+from feedback_loop_dagster.defs.code_location.schedules import range_run_requests
+from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions
 from feedback_loop_dagster.lib.partition_status import STAGES
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.integration.data import (
     collected_rows,
     executions,
@@ -45,7 +45,7 @@ from feedback_loop_dagster_tests.integration.harness import DESIGN_ASSETS
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
-LOOP_ASSETS = loop_asset_keys(defs)
+LOOP_ASSETS = loop_asset_keys(build_definitions())
 
 
 def _successful_run(d, tags: dict[str, str], what: str) -> dg.DagsterRun:

@@ -25,16 +25,17 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 
-from feedback_loop_dagster.definitions import defs
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 
 from feedback_loop_dagster.lib.experiment.experiments import experiments_as_of, list_experiments
-from feedback_loop_dagster.lib.partition_keys import safe_partition_key
+from feedback_loop_dagster.lib.safe_partition_key import safe_partition_key
 from feedback_loop_dagster.lib.report.experiment import headline
 from feedback_loop_dagster.lib.report.health import health_as_of, health_row, load_history
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.validate.ab_results import stored_result
-from feedback_loop_dagster.simulator.demo import demo_definitions, run_demo
+from feedback_loop_dagster.simulator.demo import run_demo
 from feedback_loop_dagster_tests.conftest import postgres_admin_url
 from feedback_loop_dagster_tests.integration.data import collected_rows
 from feedback_loop_dagster_tests.integration.harness import DESIGN_ASSETS, Deployment
@@ -71,7 +72,7 @@ def demo(tmp_path_factory):
         pytest.skip(message)
     with Deployment(tmp_path_factory.mktemp("ui-deployment"), postgres_admin_url()) as deployment:
         engine = get_engine(deployment.warehouse_url)
-        rows = run_demo(demo_definitions(deployment.warehouse_url), deployment.instance, engine, engine,
+        rows = run_demo(build_definitions(FeedbackDatabases(database_url=deployment.warehouse_url)), deployment.instance, engine, engine,
                         days=DAYS, per_day=PER_DAY, seed=SEED, patterns=_patterns(), progress=None)
         assert all(row.match for row in rows), [(r.pattern_id, r.actual) for r in rows]
         deployment.start_webserver()
@@ -259,7 +260,7 @@ def test_the_global_graph_reads_in_loop_order_at_1600_px(demo, page, shots):
     assert lefts == sorted(lefts), dict(zip(LOOP_GROUPS, lefts, strict=True))
     assert all(0 <= nodes[g]["left"] and nodes[g]["right"] <= VIEWPORT["width"] for g in LOOP_GROUPS), nodes
     # and the design's assets fall into them in loop order
-    groups = {spec.key.to_user_string(): spec.group_name for spec in defs.resolve_all_asset_specs()}
+    groups = {spec.key.to_user_string(): spec.group_name for spec in build_definitions().resolve_all_asset_specs()}
     assert [groups[a] for a in DESIGN_ASSETS] == sorted((groups[a] for a in DESIGN_ASSETS), key=LOOP_GROUPS.index)
 
 

@@ -1,4 +1,4 @@
-"""`pattern_lineage` through Dagster on both databases: one range run over several windows gives
+"""`pattern_lineage` through Dagster: one range run over several windows gives
 each window's partition its own graph as of its end, with tables, Mermaid source and an embedded PNG."""
 
 from __future__ import annotations
@@ -7,18 +7,17 @@ import base64
 
 import dagster as dg
 
-from feedback_loop_dagster import definitions
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
-from feedback_loop_dagster_tests.lineage.test_lineage import W0, W1, W2, W3, P, family  # noqa: F401  (fixture)
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
+from feedback_loop_dagster_tests.lineage.builders import W0, W1, W2, W3, P
 
 
-def test_pattern_lineage_as_of_each_window_of_a_range_run(engine, migrated_url, family):  # noqa: F811
+def test_pattern_lineage_as_of_each_window_of_a_range_run(engine, migrated_url, family):
     register_pattern_ids(engine, [P])
-    defs = dg.Definitions(assets=definitions.defs.assets, jobs=definitions.defs.jobs,
-                          resources={"databases": FeedbackDatabases(database_url=migrated_url)})
-    node = definitions.defs.resolve_assets_def("pattern_lineage")
+    defs = build_definitions(FeedbackDatabases(database_url=migrated_url))
+    node = defs.resolve_assets_def("pattern_lineage")
     assert node.group_names_by_key[dg.AssetKey("pattern_lineage")] == "track"
     assert node.backfill_policy == dg.BackfillPolicy.single_run()
     with dg.instance_for_test() as instance:

@@ -12,16 +12,16 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from feedback_loop_dagster import definitions
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows
 from feedback_loop_dagster.defs.lineage.assets import lineage_picture_metadata
-from feedback_loop_dagster.defs.plots import markdown_text
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
+from feedback_loop_dagster.defs.per_partition.plots import markdown_text
 from feedback_loop_dagster.lib.lineage import lineage_graph, mermaid
 from feedback_loop_dagster.lib.lineage.render import mermaid_ids, mermaid_text, visible_text
 from feedback_loop_dagster.lib.registry.edges import add_edge
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, register_version, set_label
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
 W = date(2026, 3, 2)
 # Names that came from a source's pattern_version (kept as they are) and must not leak into Mermaid.
@@ -102,8 +102,7 @@ def six_patterns(engine, migrated_url):
             set_label(conn, pattern_id, ACTIVE, v1.id, None)
             v2 = register_version(conn, pattern_id, "v2", {"n": 2}, parent_id=v1.id, source="proposal")
             add_edge(conn, v2.id, v1.id, "derived_from", window_start=W)
-    defs = dg.Definitions(assets=definitions.defs.assets, jobs=definitions.defs.jobs,
-                          resources={"databases": FeedbackDatabases(database_url=migrated_url)})
+    defs = build_definitions(FeedbackDatabases(database_url=migrated_url))
     with dg.instance_for_test() as instance:
         add_pattern_partitions(instance, [keys[i] for i in ids])
         yield defs, instance, ids, [keys[i] for i in ids]

@@ -11,7 +11,7 @@ from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, register_version, set_label
 from feedback_loop_dagster.lib.stats import Policy, get_preset
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
 START = date(2026, 3, 2)
 PATTERN = "code-review"

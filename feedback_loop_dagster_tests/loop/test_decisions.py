@@ -1,4 +1,4 @@
-"""Decision paths on both databases: apply, reject, wait, review, rollback, invalid on SRM;
+"""Decision paths (SQLite): apply, reject, wait, review, rollback, invalid on SRM;
 idempotency, a process killed mid-promotion, and two concurrent promotions (PostgreSQL)."""
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from feedback_loop_dagster.defs.clock import midnight_after
-from feedback_loop_dagster.lib.apply.decisions import act_on_result, approve, dismiss
+from feedback_loop_dagster.defs.code_location.clock import midnight_after
+from feedback_loop_dagster.lib.apply.decisions import act_on_result
+from feedback_loop_dagster.lib.operator_actions.reviews import approve, dismiss
 from feedback_loop_dagster.lib.experiment.experiments import get_experiment, running_experiment
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, CANDIDATE, get_label
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.validate.ab_results import evaluate_as_of
 from feedback_loop_dagster_tests.loop.builders import PATTERN, add_days, pattern_with_candidate
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS, wait_for
 
 
 def decide(engine, experiment_id, window):
@@ -184,9 +186,19 @@ KILLED_PROMOTION = textwrap.dedent(
         experiment = get_experiment(conn, int(sys.argv[2]))
         window = date.fromisoformat(sys.argv[3])
         print(act_on_result(conn, experiment, window, evaluate_as_of(conn, experiment, window).to_dict()).action, flush=True)
-        time.sleep(60)  # killed here: the promotion is written but not committed
+        while True:  # killed here: the promotion is written but not committed
+            time.sleep(1)
     """
 )
+
+
+def _transactions_left_open(engine) -> int:
+    """Other sessions on the database still inside a transaction (a killed client's, until the
+    server notices it is gone)."""
+    with engine.connect() as conn:
+        return conn.scalar(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"))
 
 
 @pytest.mark.postgres
@@ -208,9 +220,10 @@ def test_a_process_killed_mid_promotion_leaves_the_registry_as_before(postgres_e
         assert process.stdout.readline().strip() == "promoted"
     finally:
         process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    time.sleep(0.5)
-    assert registry_state(engine) == before
+        process.wait(timeout=CEILING_SECONDS)
+    assert registry_state(engine) == before  # its writes were never committed
+    # The server notices the dead client and rolls back: the promotion's locks are free again.
+    wait_for(lambda: not _transactions_left_open(engine), "the server to roll the killed promotion back")
     assert decide(engine, experiment.id, last).action == "promoted"
     assert registry_state(engine)["active"] == "v2"
 
@@ -229,7 +242,7 @@ def test_two_concurrent_runs_promote_once(postgres_engine):
         try:
             with engine.begin() as conn:
                 loaded = get_experiment(conn, experiment.id)  # both read "running"
-                barrier.wait(timeout=30)
+                barrier.wait(timeout=CEILING_SECONDS)
                 result = evaluate_as_of(conn, loaded, last).to_dict()
                 actions.append(act_on_result(conn, loaded, last, result).action)
                 time.sleep(0.3)  # hold the locks so the other transaction really waits
@@ -240,7 +253,7 @@ def test_two_concurrent_runs_promote_once(postgres_engine):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=CEILING_SECONDS)
     assert not errors, errors
     assert sorted(actions) == ["none", "promoted"]
     state = registry_state(engine)

@@ -1,4 +1,4 @@
-"""End to end: the demo's scenario run through Dagster over simulated days, on SQLite and PostgreSQL.
+"""End to end: the demo's scenario run through Dagster over simulated days.
 
 Every simulated day's traffic follows the registry and the whole loop (collect -> ... -> apply)
 is materialised for that day before the next one is simulated; the planted truths must come out:
@@ -21,15 +21,18 @@ from __future__ import annotations
 from dataclasses import replace
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.lib.experiment.assignment import assign_variant
 from feedback_loop_dagster.lib.experiment.experiments import list_experiments, running_experiment
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, get_label, list_versions
 from feedback_loop_dagster.lib.report.health import health_report, load_history
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
-from feedback_loop_dagster.simulator.demo import demo_definitions, format_table, run_demo
+from feedback_loop_dagster.simulator.demo import format_table, run_demo
 from feedback_loop_dagster.simulator.scenario import demo_patterns, window_days
 
 DAYS = 10
@@ -52,12 +55,13 @@ def _edges(conn, pattern_id: str) -> list[str]:
     return list(conn.scalars(sa.select(e.c.edge_type).where(e.c.pattern_id == pattern_id).order_by(e.c.id)))
 
 
+@pytest.mark.e2e
 def test_demo_scenario_end_to_end(migrated_url):
     engine = get_engine(migrated_url)
     progress: list[str] = []
     with dg.DagsterInstance.ephemeral() as instance:
         rows = run_demo(
-            demo_definitions(migrated_url), instance, engine, engine,
+            build_definitions(FeedbackDatabases(database_url=migrated_url)), instance, engine, engine,
             days=DAYS, per_day=PER_DAY, seed=SEED, patterns=_patterns(), progress=progress.append,
         )
         runs = instance.get_runs()

@@ -20,7 +20,7 @@ from feedback_loop_dagster.lib.experiment.experiments import (
 )
 from feedback_loop_dagster.lib.propose.proposals import propose
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster_tests.loop.test_analysis_and_proposals import PATTERN, POLICY, START, load, traffic
+from feedback_loop_dagster_tests.loop.traffic import PATTERN, POLICY, START, load, traffic
 
 
 def midnight(day: date) -> datetime:

@@ -1,4 +1,4 @@
-"""Loop health on SQLite and PostgreSQL from a constructed history whose figures are known: every
+"""Loop health from a constructed history whose figures are known: every
 change written by the loop's own functions (start, promote, watch, roll back, reject, review,
 stop), the effects of the promotions stored as the A/B engine stores them."""
 
@@ -151,14 +151,13 @@ def _loop_health(engine, url: str, keys: list[str], first: date, last: date) -> 
     """loop_health alone materialised in-process for keys x [first, last]: partition -> metadata."""
     import dagster as dg
 
-    from feedback_loop_dagster import definitions
-    from feedback_loop_dagster.defs.resources import FeedbackDatabases
-    from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
-    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+    from feedback_loop_dagster.definitions import build_definitions
+    from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+    from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows
+    from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
     register_pattern_ids(engine, ["a", "b", "c"])
-    defs = dg.Definitions(assets=definitions.defs.assets, jobs=definitions.defs.jobs,
-                          resources={"databases": FeedbackDatabases(database_url=url)})
+    defs = build_definitions(FeedbackDatabases(database_url=url))
     with dg.instance_for_test() as instance:
         add_pattern_partitions(instance, ["a", "b", "c"])
         (result,) = materialize_windows(defs, instance, keys, first, last, asset_selection=[dg.AssetKey("loop_health")])

@@ -1,4 +1,4 @@
-"""The whole graph through Dagster on both databases: every asset materialises, a range run
+"""The whole graph through Dagster (its first test on PostgreSQL too): every asset materialises, a range run
 matches partition-by-partition runs, and re-materialising changes nothing (idempotency)."""
 
 from __future__ import annotations
@@ -10,20 +10,20 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from feedback_loop_dagster import definitions
-from feedback_loop_dagster.defs.clock import clock_run_config
-from feedback_loop_dagster.defs.plots import INLINE_MARKDOWN_LIMIT
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.clock import clock_run_config
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows
+from feedback_loop_dagster.defs.per_partition.plots import INLINE_MARKDOWN_LIMIT
 from feedback_loop_dagster.lib.experiment.assignment import assign_variant
 from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.report.experiment import experiment_report
 from feedback_loop_dagster.lib.registry.versions import register_version
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import insert_executions
-from feedback_loop_dagster_tests.loop.test_analysis_and_proposals import PATTERN, START, traffic
+from feedback_loop_dagster_tests.loop.traffic import PATTERN, START, traffic
 
 LOOP_ASSETS = ["feedback_dataset", "pattern_analysis", "improvement_proposals", "experiments",
                "ab_test_results", "applied_improvements"]
@@ -62,16 +62,13 @@ def loop(engine, migrated_url):
         set_policy(conn, PATTERN, get_preset("production", feedback_type="reliability", time_window_days=2))
     for d in range(3):
         insert_executions(engine, traffic(START + timedelta(days=d), 200, 0.85, timeout_rate=0.10, seed=d))
-    defs = dg.Definitions(
-        assets=definitions.defs.assets,
-        jobs=definitions.defs.jobs,
-        resources={"databases": FeedbackDatabases(database_url=migrated_url)},
-    )
+    defs = build_definitions(FeedbackDatabases(database_url=migrated_url))
     with dg.instance_for_test() as instance:
         add_pattern_partitions(instance, [PATTERN])
         yield defs, instance
 
 
+@pytest.mark.both_dialects
 def test_every_asset_materialises_and_rematerialising_changes_nothing(loop, engine):
     defs, instance = loop
     # The three days' executions all exist, so the run is at (after) the midnight ending the last.
@@ -142,7 +139,7 @@ def test_ab_results_show_a_table_a_plot_and_a_passing_srm_check(loop, engine):
     assert re.search(rf"#{experiment_id} ab \S+ vs \S+: \S+; success rate [+-]?\d+\.\d pts \[[+-]?\d+\.\d, [+-]?\d+\.\d\]",
                      metadata["verdict"].value.replace("\\", "")), metadata["verdict"].value
     assert "; p=" in metadata["verdict"].value and "patch `{" in metadata["verdict"].value
-    # the lift plot is short enough for the UI to show it inline (defs/plots.py)
+    # the lift plot is short enough for the UI to show it inline (defs/per_partition/plots.py)
     plot = metadata[f"lift #{experiment_id}"].value
     assert "data:image/svg+xml," in plot and len(plot) < INLINE_MARKDOWN_LIMIT
     metrics = metadata[f"metrics #{experiment_id}"].value

@@ -1,4 +1,4 @@
-"""A range run over several patterns and windows, on both databases: every partition shows its own
+"""A range run over several patterns and windows: every partition shows its own
 figures, and a partition that fails (its validity check, or an error in a later stage) fails alone:
 it records why, the later stages skip exactly it, every other partition goes through every stage."""
 
@@ -9,18 +9,18 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from feedback_loop_dagster import definitions
-from feedback_loop_dagster.defs.loop import each_partition
-from feedback_loop_dagster.defs.metadata import report_partitions
-from feedback_loop_dagster.defs.partitions import partition_key, pattern_window_partitions
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.runs import add_pattern_partitions, materialize_windows
+from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.code_location.partitions import partition_key, pattern_window_partitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows
+from feedback_loop_dagster.defs.per_partition.loop import each_partition
+from feedback_loop_dagster.defs.per_partition.metadata import report_partitions
 from feedback_loop_dagster.lib.partition_status import STAGES, stage_outcomes
 from feedback_loop_dagster.lib.propose import analyzers as analyzer_registry
 from feedback_loop_dagster.lib.propose.analyzers import analyzer
 from feedback_loop_dagster.lib.registry.versions import register_version
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 
 W1 = date(2026, 3, 2)
@@ -46,11 +46,7 @@ def loaded(engine, migrated_url):
     with engine.begin() as conn:
         for p in PATTERNS:
             register_version(conn, p, "v1", {"timeout_ms": 2000})
-    defs = dg.Definitions(
-        assets=definitions.defs.assets,
-        jobs=definitions.defs.jobs,
-        resources={"databases": FeedbackDatabases(database_url=migrated_url)},
-    )
+    defs = build_definitions(FeedbackDatabases(database_url=migrated_url))
     with dg.instance_for_test() as instance:
         add_pattern_partitions(instance, sorted(keys.values()))
         yield defs, instance, keys
@@ -174,6 +170,7 @@ def _write_then_fail_on(failing: str):
     return stage
 
 
+@pytest.mark.both_dialects
 def test_a_failing_partition_keeps_none_of_its_changes_and_the_others_keep_theirs(loaded, engine, migrated_url):
     _, instance, keys = loaded
     WRITTEN.create(engine)

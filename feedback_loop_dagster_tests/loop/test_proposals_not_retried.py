@@ -10,13 +10,13 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from feedback_loop_dagster.defs.clock import midnight_after
+from feedback_loop_dagster.defs.code_location.clock import midnight_after
 from feedback_loop_dagster.lib.analyze.analysis import analyze_partitions
 from feedback_loop_dagster.lib.apply.decisions import end_inconclusive
 from feedback_loop_dagster.lib.experiment.experiments import start_from_proposal
 from feedback_loop_dagster.lib.propose.proposals import propose
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster_tests.loop.test_analysis_and_proposals import PATTERN, POLICY, START, load, traffic
+from feedback_loop_dagster_tests.loop.traffic import PATTERN, POLICY, START, load, traffic
 
 
 def _three_days_with_timeouts(engine):

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from feedback_loop_dagster.lib.experiment.assignment import assign_variant, in_treatment, unit_bucket
-from feedback_loop_dagster.lib.propose.patch import diff_patch, merge_patch
+from feedback_loop_dagster.lib.registry.patch import diff_patch, merge_patch
 from feedback_loop_dagster.lib.registry.policies import get_policy, set_policy
 from feedback_loop_dagster.lib.registry.versions import (
     ACTIVE,
@@ -22,6 +22,7 @@ from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster_tests.loop.builders import PATTERN, pattern_with_candidate
 
 
+@pytest.mark.both_dialects
 def test_versions_are_immutable_and_registration_is_idempotent(engine):
     with engine.begin() as conn:
         v1 = register_version(conn, PATTERN, "v1", {"timeout_ms": 1000})
@@ -39,6 +40,7 @@ def test_a_source_without_versions_gets_an_implicit_active_version(engine):
         assert found[IMPLICIT_VERSION].source == "implicit" and found["v9"].source == "observed"
 
 
+@pytest.mark.both_dialects
 def test_label_moves_are_compare_and_set(engine):
     v1, v2, _ = pattern_with_candidate(engine)
     with engine.begin() as conn:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feedback_loop_dagster.lib.partition_keys import is_safe_partition_key
+from feedback_loop_dagster.lib.safe_partition_key import is_safe_partition_key
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine
 from feedback_loop_dagster.simulator import (
@@ -321,7 +321,7 @@ def test_collector_quarantines_each_kind_with_its_reason(small, source_engine):
     """The collector reads every malformed kind as its own reason, and nothing else."""
     from feedback_loop_dagster.lib.collect.collector import collect_feedback
     from feedback_loop_dagster.lib.storage.migrations import init_databases
-    from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+    from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
     from feedback_loop_dagster.lib.storage.writes import bulk_insert
 
     frame, kinds = small

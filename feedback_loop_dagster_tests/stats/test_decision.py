@@ -359,7 +359,12 @@ def test_random_arms_properties(n_c, n_t, p_c, p_t, l_c, l_t, ftype):
 
 
 def test_metric_results_equal_the_public_tests():
-    from feedback_loop_dagster.lib.stats import msprt_mean_test, msprt_proportion_test, two_proportion_z_test, welch_t_test
+    from feedback_loop_dagster.lib.stats.devtools.estimates import (
+        msprt_mean_test,
+        msprt_proportion_test,
+        two_proportion_z_test,
+        welch_t_test,
+    )
 
     c, t = arm(n=400), arm(n=420, success=0.93, latency_ms=950.0, quality=0.72)
     seq = Policy()

@@ -11,14 +11,8 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
-from feedback_loop_dagster.lib.stats import (
-    LogMeanStats,
-    MeanStats,
-    ProportionStats,
-    student_t_test,
-    two_proportion_z_test,
-    welch_t_test,
-)
+from feedback_loop_dagster.lib.stats import LogMeanStats, MeanStats, ProportionStats
+from feedback_loop_dagster.lib.stats.devtools.estimates import student_t_test, two_proportion_z_test, welch_t_test
 
 TOL = 1e-9
 RNG = np.random.default_rng(20240601)

@@ -19,7 +19,7 @@ from feedback_loop_dagster.lib.stats import (
     srm_chi_square,
     srm_p_value,
 )
-from feedback_loop_dagster.lib.stats.vectorized import srm_p_value_arrays
+from feedback_loop_dagster.lib.stats.devtools.vectorized import srm_p_value_arrays
 
 # --- policies ----------------------------------------------------------------
 

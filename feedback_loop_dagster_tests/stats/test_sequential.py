@@ -16,10 +16,9 @@ from feedback_loop_dagster.lib.stats import (
     MeanStats,
     ProportionStats,
     msprt_log_likelihood_ratio,
-    msprt_mean_test,
-    msprt_proportion_test,
     msprt_update,
 )
+from feedback_loop_dagster.lib.stats.devtools.estimates import msprt_mean_test, msprt_proportion_test
 from feedback_loop_dagster.lib.stats.sequential import msprt_multiplier, msprt_update_arrays
 
 

@@ -17,7 +17,7 @@ import pytest
 from feedback_loop_dagster.lib.stats import ArmStats, Policy, ProportionStats, evaluate_experiment
 from feedback_loop_dagster.lib.stats.decision import _primary_need
 from feedback_loop_dagster.lib.stats.power import fixed_horizon_sample_size, sequential_sample_size
-from feedback_loop_dagster.lib.stats.vectorized import (
+from feedback_loop_dagster.lib.stats.devtools.vectorized import (
     APPLY,
     CONTINUE,
     REJECT,

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from feedback_loop_dagster.lib.stats import ArmStats, LogMeanStats, MeanStats, Policy, ProportionStats, evaluate_experiment
-from feedback_loop_dagster.lib.stats.fixed_horizon import student_core, two_proportion_z_core, welch_core
+from feedback_loop_dagster.lib.stats.devtools.estimates import student_core
+from feedback_loop_dagster.lib.stats.fixed_horizon import two_proportion_z_core, welch_core
 from feedback_loop_dagster.lib.stats.sufficient import moments
-from feedback_loop_dagster.lib.stats.vectorized import (
+from feedback_loop_dagster.lib.stats.devtools.vectorized import (
     APPLY,
     CONTINUE,
     INCONCLUSIVE,

@@ -19,9 +19,13 @@ import pytest
 import sqlalchemy as sa
 
 from feedback_loop_dagster.lib.collect import collector
+from feedback_loop_dagster.lib.collect import source as source_module
 from feedback_loop_dagster.lib.storage import pg_copy, reads, tables, writes
 from feedback_loop_dagster.lib.storage.database import get_engine, is_postgres
 from feedback_loop_dagster_tests.factories import DAY, execution
+
+# The codecs are dialect-specific: COPY BINARY on PostgreSQL, executemany on SQLite.
+pytestmark = pytest.mark.both_dialects
 
 # --- Writer ----------------------------------------------------------------------------------
 
@@ -363,9 +367,9 @@ def copy_formats(monkeypatch):
 
 
 def _assert_reads_like_a_fetch(source, chunk_rows: int, columns=None) -> list[pd.DataFrame]:
-    columns = columns or collector.source_columns(source)
+    columns = columns or source_module.source_columns(source)
     pattern_ids = sorted(PATTERNS)
-    query = collector._source_query(columns, pattern_ids, PAIRS)
+    query = source_module.rows_query(columns, pattern_ids, min(w for _, w in PAIRS), max(w for _, w in PAIRS))
     with source.connect() as conn:
         rows = [tuple(r) for r in conn.execute(query).fetchall()]
     expected = [

@@ -15,6 +15,9 @@ from feedback_loop_dagster.lib.storage.migrations import (
 )
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 
+# Migrations take an advisory lock and run DDL in a transaction on PostgreSQL only.
+pytestmark = pytest.mark.both_dialects
+
 
 def _versions(engine):
     with engine.connect() as conn:

@@ -5,11 +5,11 @@ import json
 import dagster as dg
 import pandas as pd
 
+from feedback_loop_dagster.defs.code_location.partitions import pattern_window_partitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.collect.assets import feedback_dataset
-from feedback_loop_dagster.defs.loop import each_pattern
-from feedback_loop_dagster.defs.metadata import report_partitions, table_metadata
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.per_partition.loop import each_pattern
+from feedback_loop_dagster.defs.per_partition.metadata import report_partitions, table_metadata
 from feedback_loop_dagster.lib.analyze.analysis import analyze_pattern
 from feedback_loop_dagster.lib.registry.policies import get_policy
 

@@ -5,11 +5,11 @@ from functools import partial
 import dagster as dg
 import pandas as pd
 
-from feedback_loop_dagster.defs.clock import LoopClockConfig
-from feedback_loop_dagster.defs.loop import each_partition
-from feedback_loop_dagster.defs.metadata import report_partitions, table_metadata
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.code_location.clock import LoopClock
+from feedback_loop_dagster.defs.code_location.partitions import pattern_window_partitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.per_partition.loop import each_partition
+from feedback_loop_dagster.defs.per_partition.metadata import report_partitions, table_metadata
 from feedback_loop_dagster.defs.validate.assets import ab_test_results
 from feedback_loop_dagster.lib.apply.decisions import act_on_result
 from feedback_loop_dagster.lib.experiment.experiments import experiments_as_of
@@ -51,14 +51,14 @@ def _figures(outcome) -> dict:
     kinds={"python", "sql"},
 )
 def applied_improvements(
-    context: dg.AssetExecutionContext, config: LoopClockConfig, databases: FeedbackDatabases
+    context: dg.AssetExecutionContext, clock: LoopClock, databases: FeedbackDatabases
 ) -> dg.MaterializeResult:
     """Executes each experiment's verdict under its policy, one transaction per change: promote
     the treatment (`promoted_over`, then watch it against the replaced version), reject it, end
     it as inconclusive when its time or sample is up (control kept), queue it for review
     (`feedback-loop approve ID`), or roll a watched promotion back (`rolled_back_to`). Concluded experiments are never decided again. A watch starts no
-    earlier than the window open at `config.now` (default: the real clock)."""
-    step = partial(_step, now=config.simulated_now())
+    earlier than the window open at the `clock` resource's moment (default: the real clock)."""
+    step = partial(_step, now=clock.simulated_now())
     outcomes = each_partition(context, databases.warehouse, "applied_improvements", step)
     report_partitions(context, outcomes, _figures)
     return dg.MaterializeResult()

@@ -7,11 +7,11 @@ import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 from pydantic import Field
 
-from feedback_loop_dagster.defs.checks import PartitionCheck, partition_check_events, partition_check_spec
-from feedback_loop_dagster.defs.loop import Outcome, Partition, record_stage, run_partitions
-from feedback_loop_dagster.defs.metadata import report_partitions, table_metadata
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.code_location.partitions import pattern_window_partitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.per_partition.checks import PartitionCheck, partition_check_events, partition_check_spec
+from feedback_loop_dagster.defs.per_partition.loop import Outcome, Partition, record_stage, run_partitions
+from feedback_loop_dagster.defs.per_partition.metadata import report_partitions, table_metadata
 from feedback_loop_dagster.lib.collect.collector import PartitionCounts, collect_feedback
 from feedback_loop_dagster.lib.collect.schema import FeedbackSchema
 from feedback_loop_dagster.lib.partition_status import FAILED, OK

@@ -12,13 +12,13 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from feedback_loop_dagster.defs.jobs import feedback_loop_job
-from feedback_loop_dagster.defs.partitions import patterns_partitions, window_partitions
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.runs import partition_rectangles, range_run_requests
+from feedback_loop_dagster.defs.code_location.jobs import feedback_loop_job
+from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions, window_partitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.in_process_runs.runs import partition_rectangles, range_run_requests
 from feedback_loop_dagster.lib import settings
 from feedback_loop_dagster.lib.collect.new_executions import SourceCursor, scan_new_executions, uncollected
-from feedback_loop_dagster.lib.storage.pattern_keys import register_pattern_ids
+from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 
 # A slow or locked source must not hold the sensor daemon (and the sensors queued behind it):
 # the source query gets a statement timeout (FEEDBACK_LOOP_SOURCE_TIMEOUT_MS, default 20 s, read at

@@ -5,12 +5,12 @@ from functools import partial
 import dagster as dg
 import pandas as pd
 
-from feedback_loop_dagster.defs.clock import LoopClockConfig
-from feedback_loop_dagster.defs.loop import each_partition
-from feedback_loop_dagster.defs.metadata import report_partitions, table_metadata
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions
+from feedback_loop_dagster.defs.code_location.clock import LoopClock
+from feedback_loop_dagster.defs.code_location.partitions import pattern_window_partitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.per_partition.loop import each_partition
+from feedback_loop_dagster.defs.per_partition.metadata import report_partitions, table_metadata
 from feedback_loop_dagster.defs.propose.assets import improvement_proposals
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
 from feedback_loop_dagster.lib.experiment.experiments import experiments_as_of, start_from_proposal
 from feedback_loop_dagster.lib.registry.policies import get_policy
 
@@ -56,7 +56,7 @@ def _figures(outcome) -> dict:
     kinds={"python", "sql"},
 )
 def experiments(
-    context: dg.AssetExecutionContext, config: LoopClockConfig, databases: FeedbackDatabases
+    context: dg.AssetExecutionContext, clock: LoopClock, databases: FeedbackDatabases
 ) -> dg.MaterializeResult:
     """When the policy enables A/B testing, no experiment runs for the pattern and a proposal
     carries a patch: a candidate version (`derived_from` the active one) and an experiment
@@ -65,8 +65,8 @@ def experiments(
 
     An experiment never starts on a window that is already complete when it is created (its
     executions ran without the split): run over past windows (a backfill, a re-materialisation),
-    it starts in the window open now. `config.now` replaces the real clock for simulations."""
-    step = partial(_step, now=config.simulated_now())
+    it starts in the window open now. The `clock` resource replaces the real clock for simulations."""
+    step = partial(_step, now=clock.simulated_now())
     outcomes = each_partition(context, databases.warehouse, "experiments", step)
     report_partitions(context, outcomes, _figures)
     return dg.MaterializeResult()

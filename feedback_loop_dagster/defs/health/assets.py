@@ -14,12 +14,12 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+from feedback_loop_dagster.defs.code_location.partitions import partition_key, pattern_window_partitions, run_partition_pairs
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.health.plot import health_plot_markdown
 from feedback_loop_dagster.defs.lineage.assets import pattern_lineage
-from feedback_loop_dagster.defs.metadata import add_partition_metadata, table_metadata
-from feedback_loop_dagster.defs.plots import markdown_text
-from feedback_loop_dagster.defs.partitions import partition_key, pattern_window_partitions, run_partition_pairs
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.per_partition.metadata import add_partition_metadata, table_metadata
+from feedback_loop_dagster.defs.per_partition.plots import markdown_text
 from feedback_loop_dagster.lib.report.health import (
     ACCURACY_TARGET,
     FALSE_POSITIVE_TARGET,
@@ -32,7 +32,7 @@ from feedback_loop_dagster.lib.report.health import (
     load_history,
 )
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.pattern_keys import pattern_ids_for_keys
+from feedback_loop_dagster.lib.storage.partition_key_map import pattern_ids_for_keys
 
 # Patterns listed in each partition's `loop` table (`feedback-loop health` lists every one).
 LOOP_TABLE_PATTERNS = 50

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from feedback_loop_dagster.defs.plots import figure_markdown, plt
+from feedback_loop_dagster.defs.per_partition.plots import figure_markdown, plt
 from feedback_loop_dagster.lib.lineage.render import visible_text
 from feedback_loop_dagster.lib.report.health import ACCURACY_TARGET, FALSE_POSITIVE_TARGET, Health
 

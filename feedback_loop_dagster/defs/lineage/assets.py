@@ -4,12 +4,12 @@ import dagster as dg
 import pandas as pd
 
 from feedback_loop_dagster.defs.apply.assets import applied_improvements
+from feedback_loop_dagster.defs.code_location.partitions import pattern_window_partitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.lineage.plot import lineage_png_markdown
-from feedback_loop_dagster.defs.loop import each_pattern
-from feedback_loop_dagster.defs.metadata import report_partitions, table_metadata
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions
-from feedback_loop_dagster.defs.plots import markdown_text
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.per_partition.loop import each_pattern
+from feedback_loop_dagster.defs.per_partition.metadata import report_partitions, table_metadata
+from feedback_loop_dagster.defs.per_partition.plots import markdown_text
 from feedback_loop_dagster.lib.lineage import STATUS_MEANINGS, LineageGraph, load_lineage, mermaid
 
 MERMAID_NOTE = (

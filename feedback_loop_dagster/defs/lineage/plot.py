@@ -7,7 +7,7 @@ The UI shows a markdown image at its natural size in a dialog at most 80% of the
 
 from __future__ import annotations
 
-from feedback_loop_dagster.defs.plots import figure_markdown, plt
+from feedback_loop_dagster.defs.per_partition.plots import figure_markdown, plt
 from feedback_loop_dagster.lib.lineage import LineageGraph, layered_layout
 from feedback_loop_dagster.lib.lineage.render import STATUS_COLOURS, shown_nodes, visible_text
 

@@ -5,10 +5,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from feedback_loop_dagster.defs.analyze.assets import pattern_analysis
-from feedback_loop_dagster.defs.loop import each_partition
-from feedback_loop_dagster.defs.metadata import report_partitions, table_metadata
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.code_location.partitions import pattern_window_partitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.per_partition.loop import each_partition
+from feedback_loop_dagster.defs.per_partition.metadata import report_partitions, table_metadata
 from feedback_loop_dagster.lib.propose.proposals import propose
 from feedback_loop_dagster.lib.registry.policies import get_policy
 from feedback_loop_dagster.lib.stats.units import format_change, improvement_in_unit

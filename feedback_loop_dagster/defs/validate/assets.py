@@ -2,13 +2,13 @@
 
 import dagster as dg
 
+from feedback_loop_dagster.defs.code_location.partitions import pattern_window_partitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.experiment.assets import experiments
-from feedback_loop_dagster.defs.checks import PartitionCheck, partition_check_events, partition_check_spec
-from feedback_loop_dagster.defs.loop import each_partition
-from feedback_loop_dagster.defs.metadata import report_partitions
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions
-from feedback_loop_dagster.defs.plots import lift_plot_markdown, markdown_text
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.per_partition.checks import PartitionCheck, partition_check_events, partition_check_spec
+from feedback_loop_dagster.defs.per_partition.loop import each_partition
+from feedback_loop_dagster.defs.per_partition.metadata import report_partitions
+from feedback_loop_dagster.defs.per_partition.plots import lift_plot_markdown, markdown_text
 from feedback_loop_dagster.lib.experiment.experiments import experiments_as_of
 from feedback_loop_dagster.lib.report.experiment import (
     candidate_patch,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 
 from feedback_loop_dagster.lib.registry.versions import IMPLICIT_VERSION
 from feedback_loop_dagster.lib.stats import ArmStats
+from feedback_loop_dagster.lib.stats.sufficient import execution_aggregates
 from feedback_loop_dagster.lib.storage.tables import DAILY_STAT_COLUMNS
 
 GROUP = ["pattern_id", "pattern_key", "version", "day"]
@@ -27,28 +27,11 @@ def daily_stats(feedback: pd.DataFrame) -> pd.DataFrame:
     if feedback.empty:
         return pd.DataFrame(columns=[*GROUP, *DAILY_STAT_COLUMNS, "error_counts"])
     rows = with_version(feedback)
-    finished = rows["status"].notna() & (rows["status"] != "in_progress")
-    duration = rows["duration_ms"].where(rows["duration_ms"] > 0)
-    log_latency = np.log(duration)
-    parts = {
-        "executions": pd.Series(1, index=rows.index),
-        "success_n": finished.astype(int),
-        "success_count": (rows["status"] == "success").astype(int),
-    }
-    for prefix, values in (
-        ("latency", log_latency),
-        ("quality", rows["quality_score"]),
-        ("rating", rows["user_rating"]),
-        ("retries", rows["retry_count"].astype(float)),
-    ):
-        present = values.notna()
-        parts[f"{prefix}_n"] = present.astype(int)
-        parts[f"{prefix}_{'log_sum' if prefix == 'latency' else 'sum'}"] = values.fillna(0.0)
-        parts[f"{prefix}_{'log_sum_sq' if prefix == 'latency' else 'sum_sq'}"] = values.fillna(0.0) ** 2
-    frame = pd.DataFrame(parts)
+    frame = execution_aggregates(rows)[list(DAILY_STAT_COLUMNS)]
     frame[GROUP] = rows[GROUP]
     stats = frame.groupby(GROUP, as_index=False, sort=True)[list(DAILY_STAT_COLUMNS)].sum()
 
+    finished = rows["status"].notna() & (rows["status"] != "in_progress")
     failed = rows[finished & (rows["status"] != "success")]
     error_class = failed["error_type"].where(failed["error_type"].notna(), failed["status"])
     errors = (

@@ -15,14 +15,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from feedback_loop_dagster.lib.errors import NotFound
 from feedback_loop_dagster.lib.experiment.experiments import (
     experiment_start_window,
     WATCH,
     WATCH_HOLDBACK,
     Experiment,
     conclude_experiment,
-    get_experiment,
     start_experiment,
 )
 from feedback_loop_dagster.lib.registry.edges import add_edge
@@ -226,35 +224,3 @@ def rollback(conn: Connection, experiment: Experiment, window: date, result: dic
              {**_evidence(result), "experiment_id": experiment.id}, decision_id=decision_id, window_start=window)
     _set_proposal(conn, experiment.proposal_id, "rolled_back")
     return Action(experiment.id, experiment.pattern_id, window, "rolled_back", result["reason"])
-
-
-def pending_review(conn: Connection, decision_id: int) -> tuple[Experiment, dict[str, Any], date]:
-    row = conn.execute(sa.select(tables.decisions).where(tables.decisions.c.id == decision_id)).mappings().first()
-    if row is None:
-        raise NotFound(f"no decision with id {decision_id}")
-    if row["status"] != "pending_review":
-        raise RegistryError(f"decision {decision_id} is {row['status']}, not pending review")
-    evidence = json.loads(row["evidence"])
-    return get_experiment(conn, row["experiment_id"]), evidence, row["window_start"]
-
-
-def approve(conn: Connection, decision_id: int, reviewer: str) -> Action:
-    experiment, evidence, window = pending_review(conn, decision_id)
-    return promote(conn, experiment, window, evidence, decided_by=f"reviewer:{reviewer}", pending_decision_id=decision_id)
-
-
-def dismiss(conn: Connection, decision_id: int, reviewer: str) -> Action:
-    experiment, evidence, window = pending_review(conn, decision_id)
-    return reject(conn, experiment, window, {**evidence, "reason": f"rejected by {reviewer}"}, decided_by=f"reviewer:{reviewer}")
-
-
-def manual_rollback(conn: Connection, pattern_id: str, reason: str, user: str) -> Action:
-    """`feedback-loop rollback PATTERN`: end the running watch by returning to the replaced version."""
-    e = tables.experiments
-    row = conn.execute(sa.select(e.c.id).where(e.c.pattern_id == pattern_id, e.c.status == "running", e.c.kind == WATCH)).first()
-    if row is None:
-        raise RegistryError(f"pattern {pattern_id!r} has no promotion under watch to roll back")
-    experiment = get_experiment(conn, row[0])
-    today = datetime.now(UTC).date()
-    return rollback(conn, experiment, max(today, experiment.start_window), {"reason": reason, "recommendation": "reject"}, decided_by=f"user:{user}")
-

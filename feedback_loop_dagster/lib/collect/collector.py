@@ -18,22 +18,21 @@ from datetime import UTC, date, datetime, timedelta
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import NoSuchTableError
 
 from feedback_loop_dagster.lib import settings
 from feedback_loop_dagster.lib.collect import rules
-from feedback_loop_dagster.lib.settings import SOURCE_TABLE
+from feedback_loop_dagster.lib.collect.source import SOURCE_COLUMNS, column_types, source_columns, unique_execution_ids
+from feedback_loop_dagster.lib.collect.source import relation as source_relation
+from feedback_loop_dagster.lib.collect.source import rows_query as source_rows_query
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.database import StorageError, redact
 from feedback_loop_dagster.lib.storage.partition_rows import delete_partition_rows
-from feedback_loop_dagster.lib.storage.pattern_keys import pattern_ids_for_keys
+from feedback_loop_dagster.lib.storage.partition_key_map import pattern_ids_for_keys
 from feedback_loop_dagster.lib.storage.reads import read_frames
 from feedback_loop_dagster.lib.storage.writes import bulk_insert, upsert
 
 CHUNK_ROWS = 200_000
 PREVIEW_ROWS = 5  # per partition, valid and quarantined
 WINDOW = timedelta(days=1)
-SOURCE_COLUMNS = tuple(c.name for c in tables.hook_executions.columns)
 FEEDBACK_COLUMNS = tuple(c.name for c in tables.feedback.columns)
 QUARANTINE_COLUMNS = tuple(c.name for c in tables.feedback_quarantine.columns)
 
@@ -85,21 +84,6 @@ def window_of(started_at: pd.Series) -> pd.Series:
     return started_at.dt.floor("D").dt.date
 
 
-def source_columns(source: Engine, table: str = SOURCE_TABLE) -> list[str]:
-    """The contract columns the source has; a clear error when the table or a required column is missing."""
-    try:
-        present = {c["name"] for c in sa.inspect(source).get_columns(table)}
-    except NoSuchTableError:
-        raise StorageError(
-            f"source table {table!r} not found in {redact(str(source.url))}: run `feedback-loop init-db` "
-            "or point FEEDBACK_LOOP_SOURCE_URL at the database that has it (a view with the same columns works)"
-        ) from None
-    missing = [c for c in tables.REQUIRED_SOURCE_COLUMNS if c not in present]
-    if missing:
-        raise StorageError(f"source table {table!r} is missing required column(s): {', '.join(missing)}")
-    return [c for c in SOURCE_COLUMNS if c in present]
-
-
 def collect_feedback(
     source: Engine,
     warehouse: Engine,
@@ -119,13 +103,13 @@ def collect_feedback(
     ids_by_key = pattern_ids_for_keys(warehouse, {k for k, _ in pairs})
     columns = source_columns(source)
     dialect = rules.Dialect(warehouse.dialect.name)
-    unique_ids = _unique_execution_ids(source)
+    unique_ids = unique_execution_ids(source)
 
     with warehouse.begin() as conn:
         prepare_transaction(conn, dialect)
         wanted = _requested(conn, pairs, ids_by_key)
         if _same_database(source, warehouse):
-            relation, kinds = sa.table(SOURCE_TABLE, *(sa.column(c) for c in columns)), source_kinds(source, columns)
+            relation, kinds = source_relation(columns), source_kinds(source, columns)
         else:
             relation, kinds = _staged(conn, source, columns, ids_by_key, pairs, chunk_rows)
         for table in (tables.feedback, tables.feedback_quarantine):
@@ -349,9 +333,9 @@ def source_kinds(engine: Engine, columns: Sequence[str]) -> dict[str, str]:
     kinds = dict.fromkeys(SOURCE_COLUMNS, rules.TEXT)
     if engine.dialect.name != "postgresql":
         return kinds
-    for column in sa.inspect(engine).get_columns(SOURCE_TABLE):
-        if column["name"] in columns:
-            kinds[column["name"]] = _kind(column["type"])
+    for name, type_ in column_types(engine).items():
+        if name in columns:
+            kinds[name] = _kind(type_)
     return kinds
 
 
@@ -363,21 +347,6 @@ def _kind(type_: sa.types.TypeEngine) -> str:
     if isinstance(type_, sa.JSON):
         return rules.JSON
     return rules.TEXT
-
-
-def _unique_execution_ids(source: Engine) -> bool:
-    """Whether the source itself refuses a repeated execution_id (then no row can be a duplicate)."""
-    inspector = sa.inspect(source)
-    try:
-        constraints = inspector.get_unique_constraints(SOURCE_TABLE)
-        indexes = inspector.get_indexes(SOURCE_TABLE)
-        primary = inspector.get_pk_constraint(SOURCE_TABLE)
-    except NoSuchTableError:
-        return False
-    unique = [c["column_names"] for c in constraints]
-    unique += [i["column_names"] for i in indexes if i.get("unique")]
-    unique.append(primary.get("constrained_columns") or [])
-    return ["execution_id"] in unique
 
 
 def _staged(
@@ -522,23 +491,4 @@ def _read_source(
     (`read_frames`), so that a malformed value in a loosely typed source reaches the rules as a
     value instead of an exception that fails the partition."""
     with source.connect() as conn:
-        yield from read_frames(conn, _source_query(columns, pattern_ids, pairs), list(columns), chunk_rows)
-
-
-def _source_query(columns: Sequence[str], pattern_ids: Sequence[str], pairs: Sequence[tuple[str, date]]) -> sa.Select:
-    first = min(w for _, w in pairs)
-    last = max(w for _, w in pairs)
-    lo = datetime.combine(first, datetime.min.time(), UTC)
-    hi = datetime.combine(last + WINDOW, datetime.min.time(), UTC)
-    t = tables.hook_executions
-    selected = [sa.literal_column(f'"{c}"') for c in columns]
-    return (
-        sa.select(*selected)
-        .select_from(sa.table(SOURCE_TABLE))
-        .where(
-            sa.literal_column('"pattern_id"').in_(pattern_ids),
-            sa.literal_column('"started_at"') >= sa.bindparam("lo", lo, type_=t.c.started_at.type),
-            sa.literal_column('"started_at"') < sa.bindparam("hi", hi, type_=t.c.started_at.type),
-        )
-        .order_by(sa.literal_column('"seq"'))
-    )
+        yield from read_frames(conn, source_rows_query(columns, pattern_ids, min(w for _, w in pairs), max(w for _, w in pairs)), list(columns), chunk_rows)

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from feedback_loop_dagster.lib.collect.collector import window_of
-from feedback_loop_dagster.lib.settings import SOURCE_TABLE
+from feedback_loop_dagster.lib.collect.source import unseen_rows_query
 
 DEFAULT_OVERLAP = 10_000
 DEFAULT_SCAN_LIMIT = 100_000
@@ -63,15 +63,7 @@ def scan_new_executions(
     overlap: int = DEFAULT_OVERLAP,
     statement_timeout_ms: int | None = None,
 ) -> NewExecutions:
-    seq = sa.literal_column('"seq"')
-    unseen = sa.or_(seq > cursor.high_water, *(seq.between(a, b) for a, b in cursor.gaps))
-    query = (
-        sa.select(seq, sa.literal_column('"pattern_id"'), sa.literal_column('"started_at"'))
-        .select_from(sa.table(SOURCE_TABLE))
-        .where(unseen)
-        .order_by(seq)
-        .limit(limit)
-    )
+    query = unseen_rows_query(cursor.high_water, cursor.gaps, limit)
     with source.connect() as conn:
         if statement_timeout_ms and source.dialect.name == "postgresql":
             conn.execute(sa.text(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}"))

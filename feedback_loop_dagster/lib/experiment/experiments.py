@@ -10,8 +10,9 @@ from datetime import UTC, date, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from feedback_loop_dagster.lib.clock import utc_now
 from feedback_loop_dagster.lib.errors import NotFound
-from feedback_loop_dagster.lib.propose.patch import merge_patch
+from feedback_loop_dagster.lib.registry.patch import merge_patch
 from feedback_loop_dagster.lib.registry.edges import add_edge
 from feedback_loop_dagster.lib.registry.versions import (
     ACTIVE,
@@ -159,11 +160,6 @@ def next_version_name(conn: Connection, pattern_id: str) -> str:
     while f"v{number}" in taken:
         number += 1
     return f"v{number}"
-
-
-def utc_now() -> datetime:
-    """The real clock (UTC); the default `now` of the functions that start experiments."""
-    return datetime.now(UTC)
 
 
 def open_window(now: datetime | None = None) -> date:

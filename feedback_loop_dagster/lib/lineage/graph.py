@@ -24,7 +24,7 @@ from datetime import date, datetime
 from typing import Any
 
 from feedback_loop_dagster.lib.errors import NotFound
-from feedback_loop_dagster.lib.propose.patch import diff_patch
+from feedback_loop_dagster.lib.registry.patch import diff_patch
 from feedback_loop_dagster.lib.registry.edges import ANCESTRY_EDGES
 from feedback_loop_dagster.lib.registry.versions import Version
 from feedback_loop_dagster.lib.stats.metrics import METRICS

@@ -20,7 +20,7 @@ from typing import Any
 from scipy import stats as scipy_stats
 from statsmodels.stats.proportion import proportion_confint
 
-from feedback_loop_dagster.lib.propose.patch import diff_patch
+from feedback_loop_dagster.lib.registry.patch import diff_patch
 from feedback_loop_dagster.lib.registry.versions import Version
 from feedback_loop_dagster.lib.stats import ArmStats, Policy, evaluate_metric
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from feedback_loop_dagster.lib.collect.source import has_pattern
 from feedback_loop_dagster.lib.errors import NotFound
 from feedback_loop_dagster.lib.settings import SOURCE_TABLE
 from feedback_loop_dagster.lib.storage import tables
@@ -34,14 +35,6 @@ def _registered(conn, name: str) -> str | None:
     return None
 
 
-def _in_source(source: Engine, name: str) -> bool:
-    if not sa.inspect(source).has_table(SOURCE_TABLE):
-        return False
-    executions = sa.table(SOURCE_TABLE, sa.column("pattern_id"))
-    with source.connect() as conn:
-        return conn.scalar(sa.select(executions.c.pattern_id).where(executions.c.pattern_id == name).limit(1)) is not None
-
-
 def resolve_pattern(warehouse: Engine, name: str, source: Engine | None = None, create: bool = False) -> str:
     """The original id of the pattern `name` names: a pattern id known to the registry or to the
     source (`source`, the engine holding hook_executions), or a registered partition key.
@@ -51,7 +44,7 @@ def resolve_pattern(warehouse: Engine, name: str, source: Engine | None = None, 
     """
     with warehouse.connect() as conn:
         found = _registered(conn, name)
-    if found is None and source is not None and _in_source(source, name):
+    if found is None and source is not None and has_pattern(source, name):
         found = name
     if found is not None:
         return found

@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from feedback_loop_dagster.lib.experiment.experiments import Experiment, get_experiment
-from feedback_loop_dagster.lib.partition_keys import safe_partition_key
-from feedback_loop_dagster.lib.propose.patch import diff_patch
+from feedback_loop_dagster.lib.registry.patch import diff_patch
 from feedback_loop_dagster.lib.registry.versions import get_version
+from feedback_loop_dagster.lib.safe_partition_key import safe_partition_key
 from feedback_loop_dagster.lib.stats.units import format_effect, format_in_unit, format_margin, to_unit, verdict_of
 from feedback_loop_dagster.lib.storage import tables
 

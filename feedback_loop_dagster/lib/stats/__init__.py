@@ -16,8 +16,6 @@ how an effect is written for people (``format_effect(result.metrics["success"])`
 """
 
 from .decision import DECISIONS, ExperimentResult, MetricResult, evaluate_experiment, evaluate_metric, holm_adjust
-from .estimates import EffectEstimate
-from .fixed_horizon import student_t_test, two_proportion_z_test, welch_t_test
 from .metrics import METRIC_ORDER, METRICS, PRIMARY_METRICS, MetricSpec, guardrail_metrics, primary_metrics
 from .noninferiority import noninferiority_sample_size
 from .policy import PRESET_NAMES, PRESETS, GuardrailMargins, Policy, get_preset
@@ -25,8 +23,6 @@ from .power import fixed_horizon_sample_size, minimum_detectable_effect_on_test_
 from .sequential import (
     DEFAULT_TAU_SD,
     msprt_log_likelihood_ratio,
-    msprt_mean_test,
-    msprt_proportion_test,
     msprt_update,
 )
 from .srm import SRM_THRESHOLD, srm_chi_square, srm_p_value
@@ -37,7 +33,6 @@ __all__ = [
     "ArmStats",
     "DECISIONS",
     "DEFAULT_TAU_SD",
-    "EffectEstimate",
     "EffectInUnit",
     "ExperimentResult",
     "GuardrailMargins",
@@ -64,16 +59,11 @@ __all__ = [
     "holm_adjust",
     "minimum_detectable_effect_on_test_scale",
     "msprt_log_likelihood_ratio",
-    "msprt_mean_test",
-    "msprt_proportion_test",
     "msprt_update",
     "noninferiority_sample_size",
     "primary_metrics",
     "sequential_sample_size",
     "srm_chi_square",
     "srm_p_value",
-    "student_t_test",
-    "two_proportion_z_test",
     "verdict_of",
-    "welch_t_test",
 ]

@@ -75,9 +75,9 @@ from .fixed_horizon import normal_quantile, two_proportion_z_core, welch_core
 from .metrics import METRIC_ORDER, METRICS, primary_metrics
 from .noninferiority import mixture_tau2, noninferiority_bound, noninferiority_sample_size
 from .policy import Policy
-from .power import _sequential_n, fixed_horizon_sample_size
+from .power import _sequential_n, fixed_horizon_sample_size, minimum_detectable_effect_on_test_scale
 from .sequential import METHOD as SEQUENTIAL_METHOD
-from .sequential import msprt_core
+from .sequential import default_tau2, msprt_core
 from .srm import srm_chi_square
 from .sufficient import ArmStats, ProportionStats, moments
 
@@ -335,7 +335,7 @@ def _run_test(d: MetricData, var_c: float, var_t: float, policy: Policy, carried
     """The policy's test on one metric: ``(core result, method, mixture tau)``."""
     alpha = policy.significance_level
     if policy.test_method == "sequential":
-        tau2 = policy.sequential_tau ** 2 * 0.5 * (var_c + var_t)  # default_tau2, inlined
+        tau2 = default_tau2(var_c, var_t, policy.sequential_tau)
         core = msprt_core(d.n_c, d.mean_c, var_c, d.n_t, d.mean_t, var_t, alpha, tau2, carried.p_value, carried.ci)
         return core, SEQUENTIAL_METHOD, math.sqrt(tau2)
     if METRICS[d.metric].kind == "proportion":
@@ -512,10 +512,9 @@ def _primary_need(kind: str, mean_c: float, var_c: float, var_t: float, policy: 
                   power: float) -> tuple[int, int] | None:
     """Observations per arm the policy's minimum detectable effect needs at ``power`` and level
     ``alpha``; ``None`` when there is no spread or effect to plan with."""
-    mde_rel = policy.minimum_detectable_effect
-    mde = math.log1p(mde_rel) if kind == "logmean" else mde_rel * abs(mean_c)  # minimum_detectable_effect_on_test_scale
+    mde = minimum_detectable_effect_on_test_scale(kind, policy.minimum_detectable_effect, mean_c)
     var = 0.5 * (var_c + var_t)
-    if mde <= 0.0 or var <= 0.0:
+    if mde is None or mde <= 0.0 or var <= 0.0:
         return None
     ratio = policy.traffic_split / (1.0 - policy.traffic_split)
     tau_sd = policy.sequential_tau if policy.test_method == "sequential" else None

@@ -1,22 +1,23 @@
-"""The common result of every two-sample test, and the relative effect.
+"""The common result of every two-sample test's core, and the relative effect.
 
 All tests compare ``treatment - control`` on the scale of their statistic
-(difference of rates, of means, or of log-means for latency) and return an
-:class:`EffectEstimate`.  Non-finite numbers (an infinite bound of a one-sided
-interval, the standard error of an arm with fewer than two observations) are
-legitimate values here; :meth:`EffectEstimate.to_dict` turns them into
+(difference of rates, of means, or of log-means for latency) and return a
+:class:`CoreResult`, from which the decision rule builds its one result type,
+:class:`.decision.MetricResult`.  Non-finite numbers (an infinite bound of a
+one-sided interval, the standard error of an arm with fewer than two
+observations) are legitimate values here; :func:`json_safe` turns them into
 ``None`` for JSON.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+
 from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["CoreResult", "EffectEstimate", "relative_effect", "json_safe", "ALTERNATIVES", "normalise_alternative"]
+__all__ = ["CoreResult", "relative_effect", "json_safe", "ALTERNATIVES", "normalise_alternative"]
 
 INF = math.inf
 
@@ -67,42 +68,6 @@ class CoreResult(NamedTuple):
     mult_upper: float
     df: float | None = None
     note: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EffectEstimate:
-    """Effect of treatment over control with its uncertainty.
-
-    ``effect`` is ``treatment - control`` on the test's scale (log scale for
-    latency); ``relative`` is ``treatment / control - 1`` of the arithmetic
-    means (for latency: of the geometric means, i.e. ``exp(effect) - 1``).
-    ``ci_lower``/``ci_upper`` bound ``effect`` at level ``1 - alpha`` (an
-    always-valid confidence sequence for the sequential test); one-sided tests
-    have one infinite bound.  ``relative`` is ``None`` when the control mean is
-    0 (no relative change is defined).
-    """
-
-    method: str
-    alternative: str
-    alpha: float
-    n_control: int
-    n_treatment: int
-    mean_control: float
-    mean_treatment: float
-    effect: float
-    se: float
-    statistic: float
-    p_value: float
-    ci_lower: float
-    ci_upper: float
-    relative: float | None
-    relative_ci_lower: float | None
-    relative_ci_upper: float | None
-    df: float | None = None
-    note: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
 
 
 def _bound(center: float, mult: float, se: float, sign: float) -> float:

@@ -1,15 +1,17 @@
 """Fixed-horizon tests on sufficient statistics (valid for ONE look at a planned n).
 
-* :func:`welch_t_test` -- Welch's unequal-variance t test; equals
+* :func:`welch_core` -- Welch's unequal-variance t test; equals
   ``scipy.stats.ttest_ind(treatment, control, equal_var=False, alternative=...)``
   including its ``confidence_interval``.
-* :func:`two_proportion_z_test` -- two-proportion z test with the pooled
+* :func:`two_proportion_z_core` -- two-proportion z test with the pooled
   variance under H0; equals
   ``statsmodels.stats.proportion.proportions_ztest([x_t, x_c], [n_t, n_c])``.
   Its interval is the unpooled Wald interval (as
   ``statsmodels...confint_proportions_2indep(method="wald")``).
-* :func:`student_t_test` -- the pooled-variance Student t test of the
-  original design, kept as the "legacy rule" reference for the benchmark.
+
+The pooled-variance Student t test of the original design, kept as the "legacy
+rule" reference for the benchmark, lives with the simulation code in
+:mod:`.devtools.estimates`.
 
 Re-running any of these after every new execution inflates the false-positive
 rate far above ``alpha`` (that is the bug this package fixes): they are
@@ -29,15 +31,10 @@ from functools import lru_cache
 
 from scipy import special
 
-from .estimates import INF, CoreResult, EffectEstimate, normalise_alternative, relative_effect
-from .sufficient import LogMeanStats, MeanStats, ProportionStats, moments
+from .estimates import INF, CoreResult
 
 __all__ = [
-    "welch_t_test",
-    "student_t_test",
-    "two_proportion_z_test",
     "welch_core",
-    "student_core",
     "two_proportion_z_core",
     "normal_sf",
     "normal_quantile",
@@ -148,20 +145,6 @@ def welch_core(n_c: int, mean_c: float, var_c: float, n_t: int, mean_t: float, v
     return _t_core(mean_c, mean_t, math.sqrt(se2), df, alpha, alternative)
 
 
-def student_core(n_c: int, mean_c: float, var_c: float, n_t: int, mean_t: float, var_t: float,
-                 alpha: float = 0.05, alternative: str = "two-sided") -> CoreResult:
-    """Pooled-variance Student t test on ``(n, mean, sample variance)``."""
-    if n_c < 2 or n_t < 2:
-        return _degenerate_core(mean_c, mean_t, INF, alternative,
-                                "fewer than 2 observations in an arm: no variance estimate")
-    df = float(n_c + n_t - 2)
-    sp2 = ((n_c - 1) * var_c + (n_t - 1) * var_t) / df
-    se2 = sp2 * (1.0 / n_c + 1.0 / n_t)
-    if se2 <= 0.0:
-        return _degenerate_core(mean_c, mean_t, 0.0, alternative, "zero variance in both arms", df=df)
-    return _t_core(mean_c, mean_t, math.sqrt(se2), df, alpha, alternative)
-
-
 def two_proportion_z_core(n_c: int, x_c: int, n_t: int, x_t: int, alpha: float = 0.05,
                           alternative: str = "two-sided") -> CoreResult:
     """Two-proportion z test on counts: pooled variance for the statistic,
@@ -184,65 +167,3 @@ def two_proportion_z_core(n_c: int, x_c: int, n_t: int, x_t: int, alpha: float =
     hi = effect + mu * se if mu < INF else INF
     return CoreResult(effect=effect, se=se, statistic=stat, p_value=p, ci_lower=lo, ci_upper=hi,
                       mult_lower=ml, mult_upper=mu)
-
-
-def _estimate(method: str, alternative: str, alpha: float, c, t, core: CoreResult) -> EffectEstimate:
-    n_c, mean_c, var_c = moments(c)
-    n_t, mean_t, var_t = moments(t)
-    rel, rlo, rhi = relative_effect(mean_c, mean_t, var_c, var_t, n_c, n_t, core.mult_lower, core.mult_upper,
-                                    log_scale=isinstance(c, LogMeanStats), ci_lower=core.ci_lower,
-                                    ci_upper=core.ci_upper)
-    return EffectEstimate(
-        method=method, alternative=alternative, alpha=alpha, n_control=n_c, n_treatment=n_t,
-        mean_control=mean_c, mean_treatment=mean_t, effect=core.effect, se=core.se, statistic=core.statistic,
-        p_value=core.p_value, ci_lower=core.ci_lower, ci_upper=core.ci_upper, relative=rel, relative_ci_lower=rlo,
-        relative_ci_upper=rhi, df=core.df, note=core.note,
-    )
-
-
-def welch_t_test(control: MeanStats, treatment: MeanStats, alpha: float = 0.05,
-                 alternative: str = "two-sided") -> EffectEstimate:
-    """Welch's t test of ``mean(treatment) - mean(control)``.
-
-    ``alternative``: ``"two-sided"``, ``"greater"`` (treatment mean larger) or
-    ``"less"``.  Standard error ``sqrt(s_c^2/n_c + s_t^2/n_t)``,
-    Welch-Satterthwaite degrees of freedom.  For :class:`LogMeanStats`, the
-    relative effect is the ratio of geometric means minus 1.  Degenerate
-    inputs: an arm with n < 2 gives p = 1 and an unbounded interval; zero
-    variance in both arms gives p = 1 (equal means) or 0 and a point interval.
-    """
-    alternative = normalise_alternative(alternative)
-    n_c, m_c, v_c = moments(control)
-    n_t, m_t, v_t = moments(treatment)
-    core = welch_core(n_c, m_c, v_c, n_t, m_t, v_t, alpha, alternative)
-    return _estimate("welch_t", alternative, alpha, control, treatment, core)
-
-
-def student_t_test(control: MeanStats, treatment: MeanStats, alpha: float = 0.05,
-                   alternative: str = "two-sided") -> EffectEstimate:
-    """Pooled-variance Student t test (``scipy.stats.ttest_ind(..., equal_var=True)``).
-
-    The test of the original design; a reference for the benchmark, not used
-    by the decision rule.
-    """
-    alternative = normalise_alternative(alternative)
-    n_c, m_c, v_c = moments(control)
-    n_t, m_t, v_t = moments(treatment)
-    core = student_core(n_c, m_c, v_c, n_t, m_t, v_t, alpha, alternative)
-    return _estimate("student_t", alternative, alpha, control, treatment, core)
-
-
-def two_proportion_z_test(control: ProportionStats, treatment: ProportionStats, alpha: float = 0.05,
-                          alternative: str = "two-sided") -> EffectEstimate:
-    """Two-proportion z test of ``p_treatment - p_control``.
-
-    The statistic uses the pooled rate under H0 (statsmodels'
-    ``proportions_ztest`` default); ``se`` and the interval use the unpooled
-    (Wald) variance ``p_c(1-p_c)/n_c + p_t(1-p_t)/n_t``, which does not assume
-    H0.  Degenerate inputs (an arm with fewer than 2 trials; every trial a
-    success, or every one a failure, in both arms) give a defined result.
-    """
-    alternative = normalise_alternative(alternative)
-    core = two_proportion_z_core(control.n, control.successes, treatment.n, treatment.successes,
-                                 alpha, alternative)
-    return _estimate("two_proportion_z", alternative, alpha, control, treatment, core)

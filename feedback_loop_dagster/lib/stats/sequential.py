@@ -63,8 +63,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .estimates import INF, CoreResult, EffectEstimate, relative_effect
-from .sufficient import LogMeanStats, MeanStats, ProportionStats, moments
+from .estimates import INF, CoreResult
 
 __all__ = [
     "DEFAULT_TAU_SD",
@@ -74,8 +73,6 @@ __all__ = [
     "msprt_update",
     "msprt_core",
     "default_tau2",
-    "msprt_mean_test",
-    "msprt_proportion_test",
     "msprt_update_arrays",
 ]
 
@@ -85,8 +82,9 @@ METHOD = "msprt_normal_mixture"
 
 def msprt_log_likelihood_ratio(delta: float, variance: float, tau2: float) -> float:
     """``log Lambda`` of the normal-mixture SPRT (Johari et al. 2017, Section 4; see module doc)."""
-    s = variance + tau2
-    return 0.5 * math.log(variance / s) + tau2 * delta * delta / (2.0 * variance * s)
+    # -1/2 log(1 + r) + (delta^2 / V) r / (2 (1 + r)),  r = tau^2 / V: the closed form rearranged
+    r = tau2 / variance
+    return 0.5 * (delta * delta / variance * r / (1.0 + r) - math.log1p(r))
 
 
 def msprt_multiplier(variance: float, tau2: float, alpha: float) -> float:
@@ -142,12 +140,9 @@ def msprt_update(
         p = 1.0 if delta == 0.0 else 0.0
         note = "zero variance in both arms"
     else:
-        # log Lambda = -1/2 log(1 + r) + (delta^2 / V) r / (2 (1 + r)),  r = tau^2 / V
-        # (the closed form of the module doc, rearranged; msprt_log_likelihood_ratio)
-        lg = math.log1p(r)
-        llr = 0.5 * (delta * delta / variance * r / (1.0 + r) - lg)
+        llr = msprt_log_likelihood_ratio(delta, variance, tau2)
         p = math.exp(-llr) if llr > 0.0 else 1.0
-        mult = math.sqrt((1.0 + r) / r * (lg - 2.0 * math.log(alpha)))  # msprt_multiplier
+        mult = msprt_multiplier(variance, tau2, alpha)
         half = mult * math.sqrt(variance)
         lo, hi = delta - half, delta + half
     if previous_p is not None and previous_p < p:
@@ -198,58 +193,6 @@ def msprt_core(
 def default_tau2(var_c: float, var_t: float, tau_sd: float = DEFAULT_TAU_SD) -> float:
     """Default mixture variance: ``(tau_sd * pooled sd)^2`` with pooled variance ``(s_c^2 + s_t^2)/2``."""
     return tau_sd * tau_sd * 0.5 * (var_c + var_t)
-
-
-def _estimate(c, t, alpha: float, tau: float | None, tau_sd: float, previous_p, previous_ci,
-              log_scale: bool) -> EffectEstimate:
-    if tau is not None and not tau > 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
-    n_c, mean_c, var_c = moments(c)
-    n_t, mean_t, var_t = moments(t)
-    tau2 = tau * tau if tau is not None else default_tau2(var_c, var_t, tau_sd)
-    core = msprt_core(n_c, mean_c, var_c, n_t, mean_t, var_t, alpha, tau2, previous_p, previous_ci)
-    rel, rlo, rhi = relative_effect(mean_c, mean_t, var_c, var_t, n_c, n_t, core.mult_lower, core.mult_upper,
-                                    log_scale=log_scale, ci_lower=core.ci_lower, ci_upper=core.ci_upper)
-    return EffectEstimate(
-        method=METHOD, alternative="two-sided", alpha=alpha, n_control=n_c, n_treatment=n_t,
-        mean_control=mean_c, mean_treatment=mean_t, effect=core.effect, se=core.se, statistic=core.statistic,
-        p_value=core.p_value, ci_lower=core.ci_lower, ci_upper=core.ci_upper, relative=rel, relative_ci_lower=rlo,
-        relative_ci_upper=rhi, df=None, note=core.note,
-    )
-
-
-def msprt_mean_test(
-    control: MeanStats,
-    treatment: MeanStats,
-    alpha: float = 0.05,
-    tau: float | None = None,
-    tau_sd: float = DEFAULT_TAU_SD,
-    previous_p: float | None = None,
-    previous_ci: tuple[float, float] | None = None,
-) -> EffectEstimate:
-    """Always-valid test of ``mean(treatment) - mean(control)`` (log-means for :class:`LogMeanStats`).
-
-    ``tau``: mixture standard deviation in the metric's units (on the log
-    scale for latency); default ``tau_sd`` x pooled standard deviation.
-    ``previous_p``/``previous_ci``: the values returned at the previous look
-    of the same experiment, to keep p monotone and intersect the sequence.
-    """
-    return _estimate(control, treatment, alpha, tau, tau_sd, previous_p, previous_ci,
-                     isinstance(control, LogMeanStats))
-
-
-def msprt_proportion_test(
-    control: ProportionStats,
-    treatment: ProportionStats,
-    alpha: float = 0.05,
-    tau: float | None = None,
-    tau_sd: float = DEFAULT_TAU_SD,
-    previous_p: float | None = None,
-    previous_ci: tuple[float, float] | None = None,
-) -> EffectEstimate:
-    """Always-valid test of ``p_treatment - p_control`` with the plug-in (unpooled)
-    variance ``p_c(1-p_c)/n_c + p_t(1-p_t)/n_t``; see :func:`msprt_mean_test`."""
-    return _estimate(control, treatment, alpha, tau, tau_sd, previous_p, previous_ci, False)
 
 
 # ---------------------------------------------------------------------------

@@ -83,16 +83,8 @@ def moments(stats: Any) -> tuple[int, float, float]:
     if isinstance(stats, ProportionStats):
         p = stats.successes / n
         return n, p, p * (1.0 - p)
-    # inlined mean_var (hot path of the engine)
-    total = stats.total
-    m = total / n
-    if n < 2:
-        return n, m, 0.0
-    total_sq = stats.total_sq
-    ss = total_sq - total * m
-    if ss <= 0.0 or ss <= _VAR_REL_EPS * total_sq:
-        return n, m, 0.0
-    return n, m, ss / (n - 1)
+    mean, var = mean_var(n, stats.total, stats.total_sq)
+    return n, mean, var
 
 
 def _as_count(value: Any, name: str) -> int:
@@ -335,44 +327,10 @@ class ArmStats:
 
     @classmethod
     def from_frame(cls, df: Any) -> "ArmStats":
-        """Statistics of one arm from a DataFrame of executions.
-
-        Columns used (each optional): ``status`` (success iff ``== "success"``;
-        missing status and ``in_progress`` rows are not outcomes and are left
-        out of the success rate), ``duration_ms`` (non-positive values ignored,
-        compared on the log scale), ``quality_score``, ``user_rating``,
-        ``retry_count``.  NaN/None are ignored per metric.
-        """
-        import pandas as pd  # local: keeps the module importable without pandas at import time
-
-        if not isinstance(df, pd.DataFrame):
-            df = pd.DataFrame(df)
-        executions = int(len(df))
-        success = None
-        if "status" in df.columns:
-            status = df["status"]
-            valid = status.notna() & ~status.astype(str).str.lower().isin(_PENDING_STATUSES)
-            st = status[valid].astype(str).str.lower()
-            success = ProportionStats(int(valid.sum()), int((st == "success").sum()))
-        latency = (
-            LogMeanStats.from_durations(pd.to_numeric(df["duration_ms"], errors="coerce").to_numpy())
-            if "duration_ms" in df.columns
-            else None
-        )
-
-        def _mean(col: str) -> MeanStats | None:
-            if col not in df.columns:
-                return None
-            return MeanStats.from_values(pd.to_numeric(df[col], errors="coerce").to_numpy())
-
-        return cls(
-            executions=executions,
-            success=success,
-            latency=latency,
-            quality=_mean("quality_score"),
-            rating=_mean("user_rating"),
-            retries=_mean("retry_count"),
-        )
+        """Statistics of one arm from a DataFrame of executions: the sum of
+        :func:`execution_aggregates` (see there for the columns read)."""
+        parts = execution_aggregates(df)
+        return cls.from_aggregates(parts.sum().to_dict())
 
     @classmethod
     def from_aggregates(cls, row: Mapping[str, Any]) -> "ArmStats":
@@ -424,3 +382,38 @@ class ArmStats:
         for p in parts:
             acc = acc + p
         return acc
+
+
+def execution_aggregates(df: Any) -> Any:
+    """Each execution's share of its arm's statistics: one row per execution, the columns of
+    :meth:`ArmStats.from_aggregates`. Summed over an arm (``ArmStats.from_frame``) or per group
+    (``analyze/daily.daily_stats``), the one place where rows become statistics.
+
+    Columns read (each optional; a missing one leaves its metric out): ``status`` (success iff
+    ``"success"``; a missing status and ``in_progress`` rows are not outcomes and are left out of
+    the success rate), ``duration_ms`` (non-positive values ignored, compared on the log scale),
+    ``quality_score``, ``user_rating``, ``retry_count``. NaN/None/inf are ignored per metric.
+    """
+    import pandas as pd  # local: keeps the module importable without pandas at import time
+
+    if not isinstance(df, pd.DataFrame):
+        df = pd.DataFrame(df)
+    parts: dict[str, Any] = {"executions": pd.Series(1, index=df.index, dtype="int64")}
+    if "status" in df.columns:
+        status = df["status"].astype("string").str.lower()
+        outcome = status.notna() & ~status.isin(_PENDING_STATUSES)
+        parts["success_n"] = outcome.astype("int64")
+        parts["success_count"] = (outcome & status.eq("success").fillna(False).astype(bool)).astype("int64")
+    for metric, column in FRAME_COLUMNS.items():
+        if metric == "success" or column not in df.columns:
+            continue
+        values = pd.to_numeric(df[column], errors="coerce").astype(float)
+        if metric == "latency":
+            values = np.log(values.where(values > 0))
+        present = np.isfinite(values)
+        kept = values.where(present, 0.0)
+        total, total_sq = ("log_sum", "log_sum_sq") if metric == "latency" else ("sum", "sum_sq")
+        parts[f"{metric}_n"] = present.astype("int64")
+        parts[f"{metric}_{total}"] = kept
+        parts[f"{metric}_{total_sq}"] = kept * kept
+    return pd.DataFrame(parts, index=df.index)

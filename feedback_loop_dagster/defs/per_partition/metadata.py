@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
 
-from feedback_loop_dagster.defs.loop import Outcome
+from feedback_loop_dagster.defs.per_partition.loop import Outcome
 
 
 def _cell(value):

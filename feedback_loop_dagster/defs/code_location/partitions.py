@@ -7,7 +7,7 @@ from datetime import date
 
 import dagster as dg
 
-from feedback_loop_dagster.lib import settings
+from feedback_loop_dagster.lib import partition_start
 
 PATTERN_DIMENSION = "pattern"
 WINDOW_DIMENSION = "window"
@@ -15,7 +15,7 @@ WINDOW_DIMENSION = "window"
 patterns_partitions = dg.DynamicPartitionsDefinition(name="patterns")
 # end_offset=1 includes today's still-open window, so the sensor can act on today's executions;
 # the schedule targets the latest complete window.
-window_partitions = dg.DailyPartitionsDefinition(start_date=settings.window_start_date(), end_offset=1)
+window_partitions = dg.DailyPartitionsDefinition(start_date=partition_start.window_start_date(), end_offset=1)
 pattern_window_partitions = dg.MultiPartitionsDefinition(
     {PATTERN_DIMENSION: patterns_partitions, WINDOW_DIMENSION: window_partitions}
 )

@@ -21,9 +21,9 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from feedback_loop_dagster.defs.partitions import partition_key, run_partition_pairs
+from feedback_loop_dagster.defs.code_location.partitions import partition_key, run_partition_pairs
 from feedback_loop_dagster.lib.partition_status import FAILED, OK, SKIPPED, StageOutcome, blocked_partitions, record_outcomes
-from feedback_loop_dagster.lib.storage.pattern_keys import pattern_ids_for_keys
+from feedback_loop_dagster.lib.storage.partition_key_map import pattern_ids_for_keys
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import dagster as dg
 
-from feedback_loop_dagster.defs.partitions import pattern_window_partitions
+from feedback_loop_dagster.defs.code_location.partitions import pattern_window_partitions
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class PartitionCheck:
 def partition_check_spec(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
     """A check partitioned like the loop's assets, so each partition has its own result and the UI
     shows which partitions failed. The checks never block Dagster's downstream steps: those run
-    for the whole range, and skip only the partitions an earlier stage failed (defs/loop.py)."""
+    for the whole range, and skip only the partitions an earlier stage failed (defs/per_partition/loop.py)."""
     # Dagster 1.13 calls a partitioned check spec a preview feature. It is the only way a range
     # run records a result per partition; the warning concerns this definition, not anything a
     # user of the code location can act on, so it is silenced here, for this call only.

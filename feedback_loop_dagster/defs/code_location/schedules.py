@@ -14,9 +14,9 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from feedback_loop_dagster.defs.jobs import feedback_loop_job
-from feedback_loop_dagster.defs.partitions import patterns_partitions, window_partitions
-from feedback_loop_dagster.defs.runs import PATTERNS_PER_RUN, range_run_requests
+from feedback_loop_dagster.defs.code_location.jobs import feedback_loop_job
+from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions, window_partitions
+from feedback_loop_dagster.defs.in_process_runs.runs import PATTERNS_PER_RUN, range_run_requests
 
 # 00:30 UTC: the window of the day before closed 30 minutes ago, late rows have had time to land.
 CRON = "30 0 * * *"

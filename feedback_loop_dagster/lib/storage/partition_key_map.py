@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
-from feedback_loop_dagster.lib.partition_keys import safe_partition_key
+from feedback_loop_dagster.lib.safe_partition_key import safe_partition_key
 from feedback_loop_dagster.lib.storage.tables import patterns
 from feedback_loop_dagster.lib.storage.writes import upsert
 

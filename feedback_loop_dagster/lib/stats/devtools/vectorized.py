@@ -17,12 +17,12 @@ from typing import Sequence
 import numpy as np
 from scipy import special
 
-from .fixed_horizon import normal_quantile
-from .metrics import METRICS, primary_metrics
-from .noninferiority import mixture_tau2, one_sided_multiplier_arrays
-from .policy import Policy
-from .sequential import msprt_update_arrays
-from .sufficient import _VAR_REL_EPS
+from ..fixed_horizon import normal_quantile
+from ..metrics import METRICS, primary_metrics
+from ..noninferiority import mixture_tau2, one_sided_multiplier_arrays
+from ..policy import Policy
+from ..sequential import msprt_update_arrays
+from ..sufficient import _VAR_REL_EPS
 
 __all__ = [
     "moments_from_sums",

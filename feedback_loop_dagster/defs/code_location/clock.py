@@ -2,20 +2,21 @@
 
 An experiment (and a post-promotion watch) never starts on a window that is already complete
 when it is created: its executions ran without the experiment's split. So the assets that start
-them (`experiments`, `applied_improvements`) need "now". It is the real clock unless a simulation
-replaying past days (the demo, tests) sets `now` in their run config, with `clock_run_config`.
+them (`experiments`, `applied_improvements`) take the `clock` resource. It is the real clock unless
+a simulation replaying past days (the demo, the Python API's `now`, tests) sets it: bound
+when the definitions are built (`build_definitions(clock=...)`), or for one run through the
+resource's run config (`clock_run_config`), which reaches every asset that uses the clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 
 import dagster as dg
 from pydantic import Field, field_validator
 
-# The assets whose decisions depend on the clock.
-CLOCKED_ASSETS = ("experiments", "applied_improvements")
+# The resource key the clocked assets ask for (`clock: LoopClock`).
+CLOCK_RESOURCE = "clock"
 
 
 def parse_now(value: str) -> datetime:
@@ -24,7 +25,9 @@ def parse_now(value: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-class LoopClockConfig(dg.Config):
+class LoopClock(dg.ConfigurableResource):
+    """The clock experiments start by."""
+
     now: str | None = Field(
         default=None,
         description=(
@@ -42,6 +45,11 @@ class LoopClockConfig(dg.Config):
             parse_now(value)
         return value
 
+    @classmethod
+    def at(cls, now: datetime | None) -> LoopClock:
+        """The clock stopped at `now`; None: the real clock."""
+        return cls(now=None if now is None else now.isoformat())
+
     def simulated_now(self) -> datetime | None:
         """The configured moment, or None: read the real clock when each experiment is created."""
         return None if self.now is None else parse_now(self.now)
@@ -52,15 +60,11 @@ def midnight_after(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time.min, UTC)
 
 
-def clock_run_config(
-    now: datetime | None, run_config: dict | None = None, selection: Iterable[str] | None = None
-) -> dict:
-    """`run_config` with `now` given to every clocked asset of the run (`selection`: the names
-    of the assets it materialises, default all); None leaves it unchanged (the real clock)."""
+def clock_run_config(now: datetime | None, run_config: dict | None = None) -> dict:
+    """`run_config` with the clock resource set to `now` for that run; None leaves it unchanged
+    (the clock the definitions were built with)."""
     config = dict(run_config or {})
     if now is None:
         return config
-    ops = dict(config.get("ops", {}))
-    for name in CLOCKED_ASSETS if selection is None else set(CLOCKED_ASSETS) & set(selection):
-        ops[name] = {"config": {"now": now.isoformat()}}
-    return {**config, "ops": ops}
+    resources = {**config.get("resources", {}), CLOCK_RESOURCE: {"config": {"now": now.isoformat()}}}
+    return {**config, "resources": resources}

@@ -29,9 +29,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import dagster as dg
+
+# Private on purpose: recording a run with the code location's origins has no public API (module
+# docstring). dagster is pinned; a moved name fails this import, and test_runs.py checks that the
+# runs carry the origins workspace.yaml gives the webserver and have no compute logs.
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
@@ -43,9 +47,10 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from dagster._core.workspace.load import location_origin_from_module_name
 from dagster._serdes import ConfigurableClassData
 
-from feedback_loop_dagster.defs.jobs import BATCH_TAG, PATTERN_TAG
-from feedback_loop_dagster.defs.partitions import partition_key, patterns_partitions
-from feedback_loop_dagster.defs.run_workers import current_worker_tags, fail_dead_runs
+from feedback_loop_dagster.defs.code_location.clock import clock_run_config
+from feedback_loop_dagster.defs.code_location.jobs import BATCH_TAG, PATTERN_TAG
+from feedback_loop_dagster.defs.code_location.partitions import partition_key, patterns_partitions
+from feedback_loop_dagster.defs.in_process_runs.run_workers import current_worker_tags, fail_dead_runs
 
 # The code location as workspace.yaml and pyproject.toml name it (a test holds them equal).
 CODE_LOCATION = "feedback_loop_dagster"
@@ -58,6 +63,13 @@ PATTERNS_PER_RUN = 500
 NO_COMPUTE_LOGS = ConfigurableClassData(
     module_name=NoOpComputeLogManager.__module__, class_name=NoOpComputeLogManager.__name__, config_yaml="{}\n"
 )
+
+
+def quiet_run_config(now: datetime | None = None, console_log_level: str = "WARNING") -> dict:
+    """Run config of a run whose caller prints its own progress: Dagster's console logger only from
+    `console_log_level` up (at DEBUG it prints every step event; the run's own log keeps every line
+    for the UI), with the clock at `now` (None: the clock the definitions were built with)."""
+    return clock_run_config(now, {"loggers": {"console": {"config": {"log_level": console_log_level}}}})
 
 
 def add_pattern_partitions(instance: dg.DagsterInstance, pattern_keys: Sequence[str]) -> list[str]:
@@ -214,7 +226,7 @@ def materialize_windows(
 ) -> list[dg.JobExecutionResult]:
     """One range run per contiguous block of patterns over [first_window, last_window].
 
-    `run_config` is passed to every run (e.g. the demo's quieter console logger);
+    `run_config` is passed to every run (e.g. `quiet_run_config`);
     `asset_selection` runs only those assets of the job (e.g. only `feedback_dataset`). Runs left
     unfinished by a process of this host that died are marked failed first."""
     fail_dead_runs(instance)

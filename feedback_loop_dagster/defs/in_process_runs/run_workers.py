@@ -1,6 +1,6 @@
 """Which process runs an in-process run, and what happens to the run when that process dies.
 
-The CLI, the demo and the Python API execute their runs in their own process (defs/runs.py).
+The CLI, the demo and the Python API execute their runs in their own process (defs/in_process_runs/runs.py).
 Dagster marks a run failed only from inside its process, or, for runs launched through a code
 server, when that server sees its run worker die. A run whose CLI process was SIGKILLed would
 stay STARTED forever. So every in-process run carries a `RUN_WORKER_TAG` naming its process

@@ -1,5 +1,5 @@
-"""What a person does to the registry by hand (the `feedback-loop versions` and `experiments`
-commands): register a version, make it active, start an experiment with it.
+"""What a person does to the registry by hand (the `feedback-loop versions` commands): register a
+version, make it active.
 
 Each change that moves the `active` label is recorded as a lineage edge with who did it, so the
 lineage graph explains manual changes as well as the loop's own.
@@ -8,16 +8,16 @@ lineage graph explains manual changes as well as the loop's own.
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from feedback_loop_dagster.lib.clock import utc_today
 from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
-from feedback_loop_dagster.lib.experiment.experiments import Experiment, running_experiment, start_experiment
-from feedback_loop_dagster.lib.propose.patch import merge_patch
+from feedback_loop_dagster.lib.experiment.experiments import running_experiment
+from feedback_loop_dagster.lib.registry.patch import merge_patch
 from feedback_loop_dagster.lib.registry.edges import add_edge
-from feedback_loop_dagster.lib.registry.policies import get_policy
 from feedback_loop_dagster.lib.registry.versions import (
     ACTIVE,
     CANDIDATE,
@@ -45,10 +45,6 @@ def check_version_name(name: str) -> str:
     if name in (ACTIVE, CANDIDATE):
         raise RegistryError(f"version name {name!r} is reserved: it names a label (`versions show P {name}`)")
     return name
-
-
-def today() -> date:
-    return datetime.now(UTC).date()
 
 
 def resolve_version(conn: Connection, pattern_id: str, name: str) -> Version:
@@ -94,7 +90,7 @@ def register_manual_version(
         conn, pattern_id, name, config, parent_id=base.id if base else None, created_by=f"user:{user}", source="manual"
     )
     if base is not None and existing is None:
-        add_edge(conn, version.id, base.id, "derived_from", {"user": user}, window_start=window or today())
+        add_edge(conn, version.id, base.id, "derived_from", {"user": user}, window_start=window or utc_today())
     return version
 
 
@@ -111,7 +107,7 @@ def activate_version(conn: Connection, pattern_id: str, name: str, user: str, re
             f"pattern {pattern_id!r} has a running experiment (#{running.id}, {running.kind}); stop it first"
         )
     current = get_label(conn, pattern_id, ACTIVE)
-    when = window or today()
+    when = window or utc_today()
     if current is None:
         set_label(conn, pattern_id, ACTIVE, version.id, when)
         return version
@@ -121,31 +117,3 @@ def activate_version(conn: Connection, pattern_id: str, name: str, user: str, re
         raise RegistryError(f"the active version of {pattern_id!r} changed meanwhile; try again")
     add_edge(conn, current.id, version.id, "replaced_by", {"user": user, "reason": reason}, window_start=when)
     return version
-
-
-def start_manual_experiment(
-    conn: Connection,
-    pattern_id: str,
-    treatment: str,
-    user: str,
-    traffic_split: float | None = None,
-    start_window: date | None = None,
-) -> Experiment:
-    """An A/B experiment of `treatment` against the active version under the pattern's policy,
-    from `start_window` (default: tomorrow, so both arms collect from the same moment)."""
-    control = get_label(conn, pattern_id, ACTIVE)
-    if control is None:
-        raise RegistryError(f"pattern {pattern_id!r} has no active version to compare with")
-    version = resolve_version(conn, pattern_id, treatment)
-    if traffic_split is not None and not 0.0 < traffic_split < 1.0:
-        raise InvalidInput(f"traffic split must be between 0 and 1 (exclusive), got {traffic_split}")
-    return start_experiment(
-        conn,
-        pattern_id,
-        control=control,
-        treatment=version,
-        policy=get_policy(conn, pattern_id),
-        start_window=start_window or today() + timedelta(days=1),
-        traffic_split=traffic_split,
-        created_by=f"user:{user}",
-    )

@@ -17,7 +17,7 @@ from dagster._core.storage.tags import (
 )
 from sqlalchemy.engine import Engine
 
-from feedback_loop_dagster.defs.partitions import partition_key
+from feedback_loop_dagster.defs.code_location.partitions import partition_key
 from feedback_loop_dagster.lib.partition_status import failed_outcomes
 
 
