@@ -6,9 +6,9 @@ set -e
 if [ "${FEEDBACK_LOOP_SKIP_CHECK:-0}" != "1" ]; then
   feedback-loop check-config
 fi
-# Dagster's event levers of the code location (defs/event_levers.py) for every process of the image:
+# Dagster's event levers of the code location (defs/code_location/event_levers.py) for every process of the image:
 # dagster-daemon and dagster-webserver create runs and their planned events without importing it.
-for lever in $(python -m feedback_loop_dagster.defs.event_levers); do
+for lever in $(python -m feedback_loop_dagster.defs.code_location.event_levers); do
   export "$lever"
 done
 exec "$@"

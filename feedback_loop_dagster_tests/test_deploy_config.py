@@ -219,7 +219,7 @@ def test_helm_values_fit_the_dagster_chart_schema_and_a_wrong_key_is_refused():
 
 def test_daemon_and_webserver_get_the_code_locations_event_levers_everywhere():
     """They create runs and write their planned events without importing the code location."""
-    from feedback_loop_dagster.defs.event_levers import EVENT_LEVERS
+    from feedback_loop_dagster.defs.code_location.event_levers import EVENT_LEVERS
 
     values = yaml.safe_load((ROOT / "deploy" / "helm-values.yaml").read_text())
     assert values["dagsterDaemon"]["env"] == EVENT_LEVERS

@@ -259,8 +259,8 @@ class Deployment:
 
         pg = make_url(self.instance_url)
         # The daemon and the webserver create runs (and their planned events) without importing the
-        # code location: they get its event levers as a deployment does (defs/event_levers.py).
-        from feedback_loop_dagster.defs.event_levers import unset_event_levers
+        # code location: they get its event levers as a deployment does (defs/code_location/event_levers.py).
+        from feedback_loop_dagster.defs.code_location.event_levers import unset_event_levers
 
         self.env = {
             **unset_event_levers(),

@@ -10,7 +10,7 @@ dagster-daemon and dagster-webserver never import the code location (they load i
 server), yet they create the runs of sensors, schedules, backfills and the UI, and creating a run
 writes its planned events: one per asset and partition without the levers, 8,000 for a range run
 over 1,000 partitions. So they need the levers in their own environment, from this module:
-`python -m feedback_loop_dagster.defs.event_levers` prints them as NAME=value lines for a shell or
+`python -m feedback_loop_dagster.defs.code_location.event_levers` prints them as NAME=value lines for a shell or
 env(1) (the Makefile's `ui`, deploy/entrypoint.sh), the integration harness imports them, and a
 test holds the Helm values' env, whose daemon and webserver run Dagster's image, equal to them.
 A value already in the environment wins. Measured in benchmarks/loop_graph.py (DESIGN.md 1).
