@@ -38,10 +38,10 @@ test: $(STAMP)
 # (the code location the daemon and the webserver of a deployment load). It starts inside
 # $(DAGSTER_HOME): from the repository's root, Dagster would find the production dagster.yaml in its
 # working folder and warn that it is ignored. Its daemon and webserver, which create runs without
-# importing the code location, get the code location's event levers (defs/event_levers.py).
+# importing the code location, get the code location's event levers (defs/code_location/event_levers.py).
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	cd $(DAGSTER_HOME) && VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH \
-	  env $$($(CURDIR)/$(BIN)/python -m feedback_loop_dagster.defs.event_levers) \
+	  env $$($(CURDIR)/$(BIN)/python -m feedback_loop_dagster.defs.code_location.event_levers) \
 	  $(CURDIR)/$(BIN)/dg dev -h 127.0.0.1 -p $(UI_PORT) -w $(CURDIR)/workspace.yaml
 
 clean:
