@@ -24,15 +24,17 @@ $(DAGSTER_HOME)/dagster.yaml: | $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	printf '%s\n' 'telemetry:' '  enabled: false' \
 	  'run_launcher:' '  module: feedback_loop_dagster.defs.in_process_runs.run_workers' '  class: RunWorkerAwareLauncher' \
-	  'run_monitoring:' '  enabled: true' '  poll_interval_seconds: 30' > $@
+	  'run_monitoring:' '  enabled: true' '  poll_interval_seconds: 30' \
+	  'freshness:' '  enabled: true' > $@
 
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/feedback-loop demo
 
-# The whole suite, on every core (pytest-xdist): a module's shared deployment stays on one worker
-# (--dist loadgroup, marker xdist_group), the end-to-end tests start first (conftest.py).
+# The whole suite, on every core (pytest-xdist). Each worker takes whole modules, so a module's shared
+# deployment (integration/) starts once, in collection order, where conftest.py puts the end-to-end
+# tests first. (Not --dist loadgroup: with pytest 9.2 it silently stops grouping, pytest-xdist #1386.)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadgroup
+	$(BIN)/python -m pytest -n auto --dist loadscope --no-loadscope-reorder
 
 # `dg dev` (dagster-dg-cli), which Dagster 1.13 recommends over `dagster dev`, on workspace.yaml
 # (the code location the daemon and the webserver of a deployment load). It starts inside

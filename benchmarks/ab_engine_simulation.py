@@ -61,7 +61,6 @@ from feedback_loop_dagster.lib.stats import (  # noqa: E402
     ProportionStats,
     evaluate_experiment,
 )
-from feedback_loop_dagster.lib.stats.sequential import msprt_update_arrays  # noqa: E402
 from feedback_loop_dagster.lib.stats.devtools.vectorized import (  # noqa: E402
     APPLY,
     CONTINUE,
@@ -73,6 +72,7 @@ from feedback_loop_dagster.lib.stats.devtools.vectorized import (  # noqa: E402
     two_proportion_z_arrays,
     welch_arrays,
 )
+from feedback_loop_dagster.lib.stats.sequential import msprt_update_arrays  # noqa: E402
 
 LOOKS = np.arange(30, 1001, 10)          # per-arm sample size at each look
 N_MAX = int(LOOKS[-1])

@@ -33,7 +33,7 @@ import sqlalchemy as sa  # noqa: E402
 from collect_throughput import END_DATE, in_database, measured, scratch_database  # noqa: E402
 
 from feedback_loop_dagster.lib.collect import collector  # noqa: E402
-from feedback_loop_dagster.lib.collect.schema import MAX_RETRY_COUNT, STATUSES  # noqa: E402
+from feedback_loop_dagster.lib.collect.schema import EXECUTION_STATUSES, MAX_RETRY_COUNT  # noqa: E402
 from feedback_loop_dagster.lib.settings import DEFAULT_MAX_DURATION_MS  # noqa: E402
 from feedback_loop_dagster.lib.storage import tables  # noqa: E402
 from feedback_loop_dagster.lib.storage.database import get_engine  # noqa: E402
@@ -108,7 +108,7 @@ def pandera_polars(url: str, days) -> str:
     schema = pap.DataFrameSchema(
         {
             "execution_id": pap.Column(str, pap.Check.str_length(1)),
-            "status": pap.Column(str, pap.Check.isin(STATUSES), nullable=True),
+            "status": pap.Column(str, pap.Check.isin(EXECUTION_STATUSES), nullable=True),
             "duration_ms": pap.Column(float, between(0, DEFAULT_MAX_DURATION_MS), nullable=True),
             "quality_score": pap.Column(float, between(0, 1), nullable=True),
             "performance_score": pap.Column(float, between(0, 1), nullable=True),
@@ -159,7 +159,8 @@ def main() -> None:
             measure: dict = {}
             with measured(measure):
                 result = run()
-            print(f"{name:<44}{measure['seconds']:>9.2f}{measure['cpu_seconds']:>9.1f}{measure['peak_rss_mib']:>6.0f} MiB  {result}", flush=True)
+            figures = f"{measure['seconds']:>9.2f}{measure['cpu_seconds']:>9.1f}{measure['peak_rss_mib']:>6.0f} MiB"
+            print(f"{name:<44}{figures}  {result}", flush=True)
     print(f"\nload average now {os.getloadavg()[0]:.1f}")
 
 

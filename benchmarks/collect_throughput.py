@@ -321,7 +321,8 @@ def print_table(steps: list[Step]) -> None:
     limit = {s.backend: s for s in steps if s.name == "in-database limit"}
     for s in steps:
         if s.name == "collect_feedback" and s.backend in limit:
-            print(f"{s.backend}: collect_feedback runs at {s.rows_per_second / limit[s.backend].rows_per_second:.2f}x the in-database limit")
+            share = s.rows_per_second / limit[s.backend].rows_per_second
+            print(f"{s.backend}: collect_feedback runs at {share:.2f}x the in-database limit")
     print()
     print(
         f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "

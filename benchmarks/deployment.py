@@ -1,21 +1,37 @@
 """Deployment benchmark on PostgreSQL, with a real dagster-daemon and dagster-webserver (not a test).
 
-Prints, side by side:
-  (a) a backfill of P patterns x D days (default 100 x 30) with our policy (range runs over blocks of
-      patterns, submitted through the webserver and run by the daemon) against one run per partition
-      (N single-partition runs measured, default 30, and extrapolated to P x D: said so in the output);
-      optionally also Dagster's own UI backfill of the same set (--ui-backfill);
-  (b) sensor reaction time: rows inserted -> their A/B result updated, at the daemon's sensor interval
-      (default 30 s, printed);
-  (c) peak memory (max RSS) of a backfill run over M executions (default 10,000,000);
-  (d) what a run launched by the CLI costs, one partition of the whole graph, three ways: Dagster's
-      `execute_in_process` (the baseline: no code location origin, compute logs mirrored through
-      `tail -F`), our in-process launch linked to the code location (defs/in_process_runs/runs.py), and a launch
-      through the workspace (submitted to the webserver, run by the daemon's code server).
-Aims (the issue's): (a) at least 50x faster, (b) under 60 s at a 30 s interval, (c) under 2 GiB.
+Over a simulated history of P patterns x D days ending yesterday (feedback_loop_dagster.simulator,
+realistic profiles, 2% malformed rows; default 200 x 14 x 20 executions a day), it prints:
+  (e) `feedback-loop patterns sync` of the P new patterns: seconds and peak RSS of its process,
+      against the SELECT DISTINCT it cannot avoid and the CLI's start;
+  (f) one sensor tick with new rows in all P patterns, evaluated in its own process as the code
+      server does: seconds and peak RSS, against reading the new rows;
+  (a) a backfill of P x D with our policy (range runs over blocks of 500 patterns, submitted through
+      the webserver and run by the daemon; measured over the first --backfill-days days and
+      EXTRAPOLATED to D, said so in the output) against one run per partition (N single-partition
+      runs measured, EXTRAPOLATED to P x D); optionally Dagster's own UI backfill (--ui-backfill);
+  (g) the daily schedule's runs for one day (yesterday, every pattern), through the daemon's queue;
+  (i) scale-out: range runs over disjoint blocks of --block-patterns x --block-days (default 50 x 7),
+      two one after the other (one worker) against two at once (the QueuedRunCoordinator runs both:
+      `feedback_loop/batch` allows two): the throughput ratio, and seconds per partition of a 50 x 7
+      range run;
+  (h) the load time of feedback_dataset's partitions page (P x D+1 partitions) in headless Chromium,
+      against the asset catalog page;
+  (b) sensor reaction time: rows inserted -> their A/B result updated, at the daemon's sensor interval;
+  (d) one partition of the whole graph, three launch paths (execute_in_process, our linked
+      in-process launch, through the workspace);
+  (c) peak memory (max RSS) of a backfill run over M executions (default 1,000,000) in its own database.
+Peak memory of the daemon-run parts is the largest RSS one process of the deployment reached (run
+workers, code servers, daemon, webserver), sampled every 0.5 s. Each part prints its figures as it
+ends, with the load average; the table at the end repeats them.
+Aims (the issue's): (a) at least 50x faster than one run per partition; (i) a 50 x 7 range run under
+0.1 s per partition; (d) one partition through the whole graph under 1 s; (b) under 60 s at a 30 s
+interval; (c) under 2 GiB.
 
-    .venv/bin/python benchmarks/deployment.py                       # full sizes
-    .venv/bin/python benchmarks/deployment.py --memory-executions 1000000 --skip b
+    .venv/bin/python benchmarks/deployment.py        # default sizes (not timed on a quiet machine; estimate 15-25 min)
+    .venv/bin/python benchmarks/deployment.py --patterns 1000 --days 90 --per-day 50 \
+        --backfill-days 1 --skip b,c,d               # 1,000 patterns x 90 days (4.5 M executions)
+    .venv/bin/python benchmarks/deployment.py --skip a,e,f,g,h,i   # only (b), (c), (d)
 
 PostgreSQL from FEEDBACK_LOOP_TEST_POSTGRES_URL (admin URL; default postgres@127.0.0.1:5432). Every
 database it makes is dropped at the end; every process it starts is stopped by pid.
@@ -27,7 +43,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -62,6 +77,7 @@ import sqlalchemy as sa  # noqa: E402
 from dagster._core.execution.backfill import BulkActionStatus  # noqa: E402
 from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG  # noqa: E402
 
+from feedback_loop_dagster.definitions import build_definitions  # noqa: E402
 from feedback_loop_dagster.defs.code_location.jobs import PATTERN_TAG  # noqa: E402
 from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions  # noqa: E402
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases  # noqa: E402
@@ -74,7 +90,6 @@ from feedback_loop_dagster.defs.in_process_runs.runs import (  # noqa: E402
     range_run_requests,
     range_run_tags,
 )
-from feedback_loop_dagster.definitions import build_definitions  # noqa: E402
 from feedback_loop_dagster.lib.storage import tables  # noqa: E402
 from feedback_loop_dagster.lib.storage.database import get_engine  # noqa: E402
 from feedback_loop_dagster.lib.storage.migrations import init_databases  # noqa: E402
@@ -137,23 +152,37 @@ def write_history(d: Deployment, patterns: int, days: int, per_day: int) -> dict
 
 class PeakMemory:
     """The largest RSS one process of the deployment (daemon, webserver, code servers, run
-    workers) reaches while the block runs, sampled every `interval` s."""
+    workers) reaches while the block runs, sampled every `interval` s; and the CPU seconds those
+    processes used meanwhile (`cpu`, PostgreSQL's aside), which a loaded machine inflates far less
+    than wall time."""
 
     def __init__(self, d: Deployment, interval: float = 0.5):
         self.d, self.interval, self.peak, self.name = d, interval, 0, ""
+        self._cpu_first: dict[int, float] = {}
+        self._cpu_last: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
+    @property
+    def cpu(self) -> float:
+        return sum(self._cpu_last[pid] - self._cpu_first[pid] for pid in self._cpu_last)
+
     def _sample(self) -> None:
+        first_pass = True
         while not self._stop.is_set():
             for proc in list(self.d.processes.values()):
                 for p in process_tree(proc.pid):
                     try:
                         rss = p.memory_info().rss
+                        times = p.cpu_times()
                         if rss > self.peak:
                             self.peak, self.name = rss, " ".join(p.cmdline())[-70:]
                     except psutil.Error:
-                        pass
+                        continue
+                    # processes already running count from now on, new ones (run workers) from their start
+                    self._cpu_first.setdefault(p.pid, times.user + times.system if first_pass else 0.0)
+                    self._cpu_last[p.pid] = times.user + times.system
+            first_pass = False
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
@@ -191,6 +220,24 @@ def submit_and_wait(d: Deployment, requests: list[dg.RunRequest]) -> tuple[float
     return max(r.end_time for r in records) - started, records
 
 
+def step_seconds(d: Deployment, run_id: str) -> dict[str, float]:
+    """Seconds each step (asset) of a run took, from its event log: where a range run's time goes."""
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    types = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+    for record in d.instance.all_logs(run_id, of_type=types):
+        event = record.dagster_event
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = record.timestamp
+        elif event.step_key in started:
+            seconds[event.step_key] = record.timestamp - started[event.step_key]
+    return seconds
+
+
+def steps_line(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{step} {value:.0f} s" for step, value in seconds.items())
+
+
 def pattern_order(d: Deployment) -> list[str]:
     return d.instance.get_dynamic_partitions(patterns_partitions.name)
 
@@ -219,7 +266,7 @@ SENSOR_TICK = r"""
 import json, resource, sys, time
 import dagster as dg
 from feedback_loop_dagster.defs.collect.sensors import new_executions_sensor
-from feedback_loop_dagster.defs.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 args = json.loads(sys.argv[1])
 with dg.DagsterInstance.get() as instance:
     context = dg.build_sensor_context(instance=instance, cursor=args["cursor"],
@@ -293,7 +340,8 @@ def bench_backfill(d: Deployment, days: int, backfill_days: int | None, single_r
     result["range_runs"] = len(records)
     result["range_measured_seconds"] = seconds
     result["range_seconds"] = seconds * days / measured_days
-    result["rss"], result["rss_process"] = memory.peak, memory.name
+    result["rss"], result["rss_process"], result["cpu"] = memory.peak, memory.name, memory.cpu
+    result["steps"] = step_seconds(d, records[0].dagster_run.run_id)
 
     if ui_backfill:
         log("(a) Dagster's UI backfill of the same set (single_run policy, split by Dagster)")
@@ -327,7 +375,9 @@ def bench_schedule_day(d: Deployment) -> dict:
     log(f"(g) the daily schedule's {len(requests)} run(s) over {patterns} patterns x 1 window")
     with PeakMemory(d) as memory:
         seconds, records = submit_and_wait(d, requests)
-    return {"patterns": patterns, "runs": len(records), "seconds": seconds, "rss": memory.peak, "rss_process": memory.name}
+    return {"patterns": patterns, "runs": len(records), "seconds": seconds, "rss": memory.peak, "rss_process": memory.name,
+            "cpu": memory.cpu,
+            "steps": step_seconds(d, records[0].dagster_run.run_id)}
 
 
 # --- (i) scale-out: range runs over disjoint blocks, 1 worker against 2 --------------------
@@ -343,15 +393,18 @@ def bench_scale_out(d: Deployment, days: int, block_patterns: int, block_days: i
     first = last - timedelta(days=block_days - 1)
     partitions = block_patterns * block_days
     log(f"(i) two range runs of {block_patterns} x {block_days} one after the other, then two at once")
-    serial = [submit_and_wait(d, range_run_requests(block, first, last, patterns_per_run=len(block)))[0]
-              for block in blocks[:2]]
-    together, records = submit_and_wait(
-        d, [r for block in blocks[2:] for r in range_run_requests(block, first, last, patterns_per_run=len(block))]
-    )
+    with PeakMemory(d) as one_worker:
+        serial = [submit_and_wait(d, range_run_requests(block, first, last, patterns_per_run=len(block)))[0]
+                  for block in blocks[:2]]
+    with PeakMemory(d) as two_workers:
+        together, records = submit_and_wait(
+            d, [r for block in blocks[2:] for r in range_run_requests(block, first, last, patterns_per_run=len(block))]
+        )
     (a, b) = sorted(records, key=lambda r: r.start_time)
     return {"block_patterns": block_patterns, "block_days": block_days, "partitions": partitions,
             "serial_seconds": sum(serial), "run_seconds": serial, "together_seconds": together,
-            "overlap_seconds": max(0.0, min(a.end_time, b.end_time) - b.start_time)}
+            "overlap_seconds": max(0.0, min(a.end_time, b.end_time) - b.start_time),
+            "serial_cpu": one_worker.cpu, "together_cpu": two_workers.cpu}
 
 
 # --- (h) the partitions page ------------------------------------------------------------------
@@ -563,82 +616,126 @@ def aim(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def report(parts: dict, load: dict) -> None:
-    a, b, c, e = (parts.get(k) for k in "abcd")
-    h, sync, tick, sched, page, out = (parts.get(k) for k in ("history", "e", "f", "g", "h", "i"))
-    print("\n" + "=" * 100)
-    print("Deployment benchmark on PostgreSQL (dagster-daemon + dagster-webserver, repository dagster.yaml)")
-    print(f"machine: {os.cpu_count()} CPUs; Dagster {dg.__version__}; load average (1 min) at each part's end:"
-          f" {', '.join(f'{k} {v:.2f}' for k, v in load.items())}")
-    print("=" * 100)
-    if h:
-        print(f"history: {h['rows']:,} simulated executions written in {h['seconds']:.0f} s")
-    if sync:
-        print(f"(e) patterns sync of {sync['patterns']:,} new patterns: {sync['seconds']:.1f} s, peak RSS {gib(sync['rss'])}; "
-              f"baseline: the SELECT DISTINCT it runs {sync['query_seconds']:.2f} s, the CLI's start "
-              f"{sync['start_seconds']:.1f} s -> {sync['seconds'] / sync['start_seconds']:.1f}x the start")
-    if tick:
-        print(f"(f) sensor tick, {tick['rows']:,} new rows in {tick['patterns']:,} patterns: evaluation "
-              f"{tick['evaluation_seconds']:.1f} s ({tick['process_seconds']:.1f} s with the process start), "
-              f"{tick['runs']} range run(s) requested, peak RSS {gib(tick['rss'])}; baseline: reading the new rows "
-              f"{tick['query_seconds']:.2f} s -> {tick['evaluation_seconds'] / tick['query_seconds']:.1f}x")
-    if a:
-        per = a["single_seconds"] / a["single_runs"]
-        speedup = a["per_partition_extrapolated"] / a["range_seconds"]
-        print(f"(a) backfill {a['patterns']} patterns x {a['days']} days = {a['partitions']:,} partitions "
-              f"({a['rows']:,} executions)")
-        print(f"    one run per partition : {a['single_runs']} single-partition runs measured in {a['single_seconds']:.0f} s "
-              f"= {per:.1f} s/partition; EXTRAPOLATED to {a['partitions']:,}: {a['per_partition_extrapolated']:,.0f} s")
-        measured = a["patterns"] * a["measured_days"]
-        extrapolated = (f"; EXTRAPOLATED to {a['days']} days: {a['range_seconds']:,.0f} s"
-                        if a["measured_days"] < a["days"] else "")
-        print(f"    our policy (range runs): {a['range_runs']} run(s) over {a['measured_days']} day(s) = {measured:,} partitions, "
-              f"{a['range_measured_seconds']:.0f} s measured ({a['range_measured_seconds'] / measured:.3f} s/partition)"
-              f"{extrapolated} -> {speedup:,.0f}x faster  [aim >= 50x: {aim(speedup >= 50)}]")
-        print(f"    peak RSS of one process {gib(a['rss'])} ({a['rss_process']})")
-        if "ui_runs" in a:
-            ui = a["per_partition_extrapolated"] / a["ui_seconds"]
-            print(f"    Dagster UI backfill   : {a['ui_runs']} runs (single_run policy, split per day by Dagster), "
-                  f"{a['ui_seconds']:.0f} s measured, {a['ui_status']} -> {ui:,.0f}x faster")
-    if sched:
-        per = sched["seconds"] / sched["patterns"]
-        line = f"(g) the daily schedule's day: {sched['runs']} range run(s) over {sched['patterns']:,} partitions in {sched['seconds']:.0f} s"
-        if a:
-            single = a["single_seconds"] / a["single_runs"]
-            line += f" = {per:.3f} s/partition; baseline one run per partition {single:.1f} s -> {single / per:,.0f}x"
-        print(line + f"; peak RSS of one process {gib(sched['rss'])} ({sched['rss_process']})")
-    if out:
-        per = out["run_seconds"][0] / out["partitions"]
-        ratio = 2 * out["partitions"] / out["together_seconds"] / (2 * out["partitions"] / out["serial_seconds"])
-        print(f"(i) scale-out, range runs of {out['block_patterns']} patterns x {out['block_days']} days over disjoint blocks:")
-        print(f"    1 worker : 2 runs one after the other {', '.join(f'{x:.0f}' for x in out['run_seconds'])} s "
-              f"= {out['serial_seconds']:.0f} s; {per:.3f} s/partition in a {out['block_patterns']} x {out['block_days']} "
-              f"range run [aim < 0.1 s: {aim(per < 0.1)}]")
-        print(f"    2 workers: 2 runs at once (QueuedRunCoordinator, feedback_loop/batch limit 2) {out['together_seconds']:.0f} s, "
-              f"overlapping {out['overlap_seconds']:.0f} s, both succeeded -> throughput {ratio:.2f}x one worker's")
-    if page:
-        print(f"(h) partitions page of feedback_dataset in Chromium (median of 3): {page['partitions']:.1f} s; "
-              f"baseline the asset catalog {page['catalog']:.1f} s -> {page['partitions'] / page['catalog']:.1f}x")
-    if b:
-        r = b["reactions"]
-        print(f"(b) sensor reaction, rows inserted -> A/B result updated; sensor interval {b['interval']} s, "
-              f"{b['rows']} rows per trial")
-        print(f"    trials: {', '.join(f'{x:.1f}' for x in r)} s; median {statistics.median(r):.1f} s, max {max(r):.1f} s "
-              f"[aim < 60 s: {aim(max(r) < 60)}]")
-    if c:
-        size = c["max_rss_kib"] * 1024
-        print(f"(c) backfill over {c['executions']:,} executions ({c['collected']:,} collected; {c['patterns']} patterns x "
-              f"{c['days']} days) in {c['runs']} range run(s) of {c['days_per_run']} day(s): {c['seconds']:.0f} s")
-        print(f"    peak memory (max RSS of the run process) {gib(size)} [aim < 2 GiB: {aim(size < 2 * 2**30)}]; "
-              f"data written by PostgreSQL generate_series in {c['write_seconds']:.0f} s")
-    if e:
-        base = e["medians"]["execute_in_process"]
-        print(f"(d) one-partition run of the whole graph by launch path, median of {e['rounds']}")
-        for name, value in e["medians"].items():
-            print(f"    {name:<22}: {value:6.2f} s  {value / base:5.2f}x")
-        linked = e["medians"]["linked in-process"]
-        print(f"    one partition through the whole graph (linked in-process, the CLI's path) [aim < 1 s: {aim(linked < 1)}]")
-    print("=" * 100)
+def print_history(h: dict) -> None:
+    print(f"history: {h['rows']:,} simulated executions written in {h['seconds']:.0f} s")
+
+
+def print_sync(sync: dict) -> None:
+    print(f"(e) patterns sync of {sync['patterns']:,} new patterns: {sync['seconds']:.1f} s, peak RSS {gib(sync['rss'])}; "
+          f"baseline: the SELECT DISTINCT it runs {sync['query_seconds']:.2f} s, the CLI's start "
+          f"{sync['start_seconds']:.1f} s -> {sync['seconds'] / sync['start_seconds']:.1f}x the start")
+
+
+def print_tick(tick: dict) -> None:
+    print(f"(f) sensor tick, {tick['rows']:,} new rows in {tick['patterns']:,} patterns: evaluation "
+          f"{tick['evaluation_seconds']:.1f} s ({tick['process_seconds']:.1f} s with the process start), "
+          f"{tick['runs']} range run(s) requested, peak RSS {gib(tick['rss'])}; baseline: reading the new rows "
+          f"{tick['query_seconds']:.2f} s -> {tick['evaluation_seconds'] / tick['query_seconds']:.1f}x")
+
+
+def print_backfill(a: dict) -> None:
+    per = a["single_seconds"] / a["single_runs"]
+    speedup = a["per_partition_extrapolated"] / a["range_seconds"]
+    print(f"(a) backfill {a['patterns']} patterns x {a['days']} days = {a['partitions']:,} partitions "
+          f"({a['rows']:,} executions)")
+    print(f"    one run per partition : {a['single_runs']} single-partition runs measured in {a['single_seconds']:.0f} s "
+          f"= {per:.1f} s/partition; EXTRAPOLATED to {a['partitions']:,}: {a['per_partition_extrapolated']:,.0f} s")
+    measured = a["patterns"] * a["measured_days"]
+    extrapolated = (f"; EXTRAPOLATED to {a['days']} days: {a['range_seconds']:,.0f} s"
+                    if a["measured_days"] < a["days"] else "")
+    print(f"    our policy (range runs): {a['range_runs']} run(s) over {a['measured_days']} day(s) = {measured:,} partitions, "
+          f"{a['range_measured_seconds']:.0f} s measured ({a['range_measured_seconds'] / measured:.3f} s/partition)"
+          f"{extrapolated} -> {speedup:,.0f}x faster  [aim >= 50x: {aim(speedup >= 50)}]")
+    print(f"    peak RSS of one process {gib(a['rss'])} ({a['rss_process']}); CPU of the deployment's processes "
+          f"{a['cpu']:.0f} s = {a['cpu'] / measured:.3f} s/partition")
+    print(f"    steps of its first run: {steps_line(a['steps'])}")
+    if "ui_runs" in a:
+        ui = a["per_partition_extrapolated"] / a["ui_seconds"]
+        print(f"    Dagster UI backfill   : {a['ui_runs']} runs (single_run policy, split per day by Dagster), "
+              f"{a['ui_seconds']:.0f} s measured, {a['ui_status']} -> {ui:,.0f}x faster")
+
+
+def print_schedule_day(sched: dict) -> None:
+    per = sched["seconds"] / sched["patterns"]
+    line = f"(g) the daily schedule's day: {sched['runs']} range run(s) over {sched['patterns']:,} partitions in {sched['seconds']:.0f} s"
+    if sched.get("single_seconds"):
+        single = sched["single_seconds"]
+        line += f" = {per:.3f} s/partition; baseline one run per partition {single:.1f} s -> {single / per:,.0f}x"
+    print(line + f"; peak RSS of one process {gib(sched['rss'])} ({sched['rss_process']}); CPU of the deployment's "
+          f"processes {sched['cpu']:.0f} s = {sched['cpu'] / sched['patterns']:.3f} s/partition")
+    print(f"    steps of its first run: {steps_line(sched['steps'])}")
+
+
+def print_scale_out(out: dict) -> None:
+    per = out["run_seconds"][0] / out["partitions"]
+    ratio = 2 * out["partitions"] / out["together_seconds"] / (2 * out["partitions"] / out["serial_seconds"])
+    print(f"(i) scale-out, range runs of {out['block_patterns']} patterns x {out['block_days']} days over disjoint blocks:")
+    print(f"    1 worker : 2 runs one after the other {', '.join(f'{x:.0f}' for x in out['run_seconds'])} s "
+          f"= {out['serial_seconds']:.0f} s; {per:.3f} s/partition in a {out['block_patterns']} x {out['block_days']} "
+          f"range run [aim < 0.1 s: {aim(per < 0.1)}]")
+    print(f"    2 workers: 2 runs at once (QueuedRunCoordinator, feedback_loop/batch limit 2) {out['together_seconds']:.0f} s, "
+          f"overlapping {out['overlap_seconds']:.0f} s, both succeeded -> throughput {ratio:.2f}x one worker's")
+    print(f"    CPU of the deployment's processes: {out['serial_cpu']:.0f} s one after the other, {out['together_cpu']:.0f} s at once")
+
+
+def print_partitions_page(page: dict) -> None:
+    print(f"(h) partitions page of feedback_dataset in Chromium (median of 3): {page['partitions']:.1f} s; "
+          f"baseline the asset catalog {page['catalog']:.1f} s -> {page['partitions'] / page['catalog']:.1f}x")
+
+
+def print_reaction(b: dict) -> None:
+    r = b["reactions"]
+    print(f"(b) sensor reaction, rows inserted -> A/B result updated; sensor interval {b['interval']} s, "
+          f"{b['rows']} rows per trial")
+    print(f"    trials: {', '.join(f'{x:.1f}' for x in r)} s; median {statistics.median(r):.1f} s, max {max(r):.1f} s "
+          f"[aim < 60 s: {aim(max(r) < 60)}]")
+
+
+def print_memory(c: dict) -> None:
+    size = c["max_rss_kib"] * 1024
+    print(f"(c) backfill over {c['executions']:,} executions ({c['collected']:,} collected; {c['patterns']} patterns x "
+          f"{c['days']} days) in {c['runs']} range run(s) of {c['days_per_run']} day(s): {c['seconds']:.0f} s")
+    print(f"    peak memory (max RSS of the run process) {gib(size)} [aim < 2 GiB: {aim(size < 2 * 2**30)}]; "
+          f"data written by PostgreSQL generate_series in {c['write_seconds']:.0f} s")
+
+
+def print_launch(e: dict) -> None:
+    base = e["medians"]["execute_in_process"]
+    print(f"(d) one-partition run of the whole graph by launch path, median of {e['rounds']}")
+    for name, value in e["medians"].items():
+        print(f"    {name:<22}: {value:6.2f} s  {value / base:5.2f}x")
+    linked = e["medians"]["linked in-process"]
+    print(f"    one partition through the whole graph (linked in-process, the CLI's path) [aim < 1 s: {aim(linked < 1)}]")
+
+
+# In the order the parts run.
+PRINTERS = {
+    "history": print_history,
+    "e": print_sync,
+    "f": print_tick,
+    "a": print_backfill,
+    "g": print_schedule_day,
+    "i": print_scale_out,
+    "h": print_partitions_page,
+    "b": print_reaction,
+    "c": print_memory,
+    "d": print_launch,
+}
+
+
+def report(parts: dict, load: dict, header: bool = True) -> None:
+    """The figures of `parts`; without the header, as each part ends (a run cut short keeps them)."""
+    if header:
+        print("\n" + "=" * 100)
+        print("Deployment benchmark on PostgreSQL (dagster-daemon + dagster-webserver, repository dagster.yaml)")
+        print(f"machine: {os.cpu_count()} CPUs; Dagster {dg.__version__}; load average (1 min) at each part's end:"
+              f" {', '.join(f'{k} {v:.2f}' for k, v in load.items())}")
+        print("=" * 100)
+    for key, printer in PRINTERS.items():
+        if parts.get(key):
+            printer(parts[key])
+    if header:
+        print("=" * 100)
 
 
 def main() -> None:
@@ -678,6 +775,8 @@ def main() -> None:
         if name not in skip:
             parts[name] = measure()
             load[name] = os.getloadavg()[0]
+            report({name: parts[name]}, load, header=False)
+            log(f"({name}) done; load average {os.getloadavg()}")
 
     started = time.time()
     with Deployment(Path(tempfile.mkdtemp(prefix="fld-bench-")), admin_url, sensor_interval_seconds=options.sensor_interval,
@@ -687,11 +786,13 @@ def main() -> None:
         log(f"deployment up: {d.url}, logs in {d.logs}")
         if not set("aefghi") <= skip:  # they share the simulated history and need its patterns synced
             parts["history"] = write_history(d, options.patterns, options.days, options.per_day)
+            report({"history": parts["history"]}, load, header=False)
             skip.discard("e")
         part("e", lambda: bench_sync(d))
         part("f", lambda: bench_sensor_tick(d, options.patterns, options.tick_rows))
         part("a", lambda: bench_backfill(d, options.days, options.backfill_days, options.single_runs, options.ui_backfill))
-        part("g", lambda: bench_schedule_day(d))
+        part("g", lambda: {**bench_schedule_day(d),
+                           "single_seconds": parts["a"]["single_seconds"] / parts["a"]["single_runs"] if "a" in parts else None})
         part("i", lambda: bench_scale_out(d, options.days, options.block_patterns, options.block_days))
         part("h", lambda: bench_partitions_page(d, options.chromium))
         part("b", lambda: bench_reaction(d, options.reaction_trials, options.reaction_rows, options.sensor_interval))

@@ -98,7 +98,9 @@ def single_partition(url: str, instance_kind: str) -> float:
     engine = get_engine(url)
     init_databases(engine, engine)
     window = END - timedelta(days=1)
-    frame, _ = simulate_rows(SimulationConfig(patterns=1, days=1, per_day=10_000, seed=3, end_date=END, malformed_share=0.0, nasty_ids=False))
+    frame, _ = simulate_rows(
+        SimulationConfig(patterns=1, days=1, per_day=10_000, seed=3, end_date=END, malformed_share=0.0, nasty_ids=False)
+    )
     pattern_id = frame["pattern_id"].iloc[0]
     key = register_pattern_ids(engine, [pattern_id])[pattern_id]
     with engine.begin() as conn:

@@ -41,6 +41,7 @@ from feedback_loop_dagster.contracts import (
     ModelResult,
 )
 from feedback_loop_dagster.lib import partition_start, settings
+from feedback_loop_dagster.lib.report.outcome import LoopReport
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +52,6 @@ RUN_LOCK = threading.RLock()
 CONSOLE_LOG_LEVEL = "CRITICAL"
 # How a stage's outcome for a partition reads in the output contract's workflow_stages.
 STAGE_STATES = {"ok": "completed", "failed": "failed", "skipped": "skipped"}
-
-
-def first_uncollected_window(conn, pattern_id: str, first: date, window: date) -> date:
-    """The oldest window of [first, window) not collected yet for the pattern (else `window`)."""
-    import sqlalchemy as sa
-
-    from feedback_loop_dagster.lib.storage import tables
-
-    fp = tables.feedback_partitions
-    done = set(conn.scalars(sa.select(fp.c.window_start).where(fp.c.pattern_id == pattern_id, fp.c.window_start.between(first, window))))
-    day = first
-    while day < window and day in done:
-        day += timedelta(days=1)
-    return day
-
-
 @dataclass
 class LoopRunner:
     """Runs the loop's job in-process against one warehouse and one Dagster instance."""
@@ -149,6 +134,78 @@ class LoopRunner:
         return materialised, [r.run_id for r in results]
 
 
+def _analysis_period(runner: LoopRunner, pattern_id: str, window: date | None, contract: ModelFeedbackLoopInput | None):
+    """(window, the analysis period's first window, policy): `window` defaults to the pattern's
+    latest complete window; the policy is the stored one, or the contract's fields over it. A
+    window before the first daily partition is bad input (ValueError)."""
+    from feedback_loop_dagster.lib.collect.source import latest_day_with_executions
+    from feedback_loop_dagster.lib.experiment.experiments import open_window
+    from feedback_loop_dagster.lib.registry.policies import get_policy
+
+    today = open_window(runner.now)
+    window = window or latest_day_with_executions(runner.source, pattern_id, before=today) or today - timedelta(days=1)
+    with runner.warehouse.begin() as conn:
+        policy = get_policy(conn, pattern_id)
+        if contract is not None:
+            policy = contract.policy(policy)
+    first_partition = date.fromisoformat(partition_start.window_start_date())
+    if window < first_partition:
+        raise ValueError(
+            f"window {window} is before the first daily partition {first_partition} "
+            f"(set {settings.START_DATE_ENV} to an earlier date)"
+        )
+    return window, max(window - timedelta(days=policy.time_window_days - 1), first_partition), policy
+
+
+def _insufficient(found: int, counted: str, first: date, window: date, needed: int) -> str:
+    return (f"insufficient feedback: {found} {counted} between {first} and {window}, fewer than "
+            f"min_sample_size {needed}: {needed - found} more executions are needed")
+
+
+def _run_partition(
+    runner: LoopRunner, pattern_id: str, key: str, first: date, window: date, collect_period: bool, output
+) -> tuple[set[str], list[str]]:
+    """Runs the whole graph for (key, window), after collecting the period's earlier windows not
+    collected yet when `collect_period`; returns (assets materialised in the last run, run ids)."""
+    from feedback_loop_dagster.lib.collect.collector import first_uncollected_window
+
+    run_ids: list[str] = []
+    if collect_period:
+        with runner.warehouse.connect() as conn:
+            start = first_uncollected_window(conn, pattern_id, first, window)
+        if start < window:
+            # Only collect the earlier windows: running the later stages on them would start
+            # experiments in windows whose traffic was never split between the arms.
+            _, run_ids = runner.materialize([key], start, window - timedelta(days=1), only=["feedback_dataset"])
+            output.metadata["collected_windows"] = [start.isoformat(), (window - timedelta(days=1)).isoformat()]
+    done, ids = runner.materialize([key], window, window)
+    return done, run_ids + ids
+
+
+def _stage_states(done: set[str], outcomes: dict, failures: list) -> dict[str, str]:
+    """Each stage's state in the output contract, from the outcomes the stages recorded."""
+    states = {}
+    for asset, stage in STAGE_OF_ASSET.items():
+        if asset in done and asset in outcomes:
+            states[stage] = STAGE_STATES[outcomes[asset].status]
+        else:  # not materialised: its step failed, or did not run after a failed one
+            states[stage] = "failed" if any(f.stage == asset for f in failures) else "skipped"
+    return states
+
+
+def _report_outcome(output, outcome, first: date, window: date, needed: int) -> bool:
+    """Fills the output contract from the loop's outcome; whether it analysed `needed` executions."""
+    for name in LoopReport.model_fields:  # the figures the output shares with the report
+        if name != "warnings":
+            setattr(output, name, getattr(outcome, name))
+    output.warnings += outcome.warnings
+    if outcome.executions_analyzed >= needed:
+        return True
+    counted = f"valid executions of {output.pattern_id!r}"
+    output.warnings.append(_insufficient(outcome.executions_analyzed, counted, first, window, needed))
+    return False
+
+
 def run_loop(
     runner: LoopRunner,
     pattern_id: str,
@@ -164,17 +221,15 @@ def run_loop(
     period is the `time_window_days` windows ending at `window`. With `collect_period`, the
     period's earlier windows not collected yet are first collected (one range run of
     `feedback_dataset`, what the sensor would have done); then the whole graph runs for the
-    partition (pattern, window). With `gate_on_samples`, fewer
-    executions in the source than `min_sample_size` stop before any run, and fewer valid ones
-    after it make success=False; either way a warning says how many executions are missing.
-    Errors of the run are reported in the output (success=False), never raised; only bad input
-    raises ValueError.
+    partition (pattern, window). With `gate_on_samples`, fewer executions in the source than
+    `min_sample_size` stop before any run, and fewer valid ones after it make success=False;
+    either way a warning says how many executions are missing. Errors of the run are reported
+    in the output (success=False), never raised; only bad input raises ValueError.
     """
     from feedback_loop_dagster.defs.in_process_runs.failures import run_failures
-    from feedback_loop_dagster.lib.collect.source import count_executions, latest_day_with_executions
-    from feedback_loop_dagster.lib.experiment.experiments import open_window
+    from feedback_loop_dagster.lib.collect.source import count_executions
     from feedback_loop_dagster.lib.partition_status import stage_outcomes
-    from feedback_loop_dagster.lib.registry.policies import get_policy, set_policy
+    from feedback_loop_dagster.lib.registry.policies import set_policy
     from feedback_loop_dagster.lib.report import loop_outcome
     from feedback_loop_dagster.lib.storage.migrations import init_databases
 
@@ -194,31 +249,13 @@ def run_loop(
     try:
         warehouse, source = runner.warehouse, runner.source
         init_databases(warehouse, source)
-        today = open_window(runner.now)
-        window = window or latest_day_with_executions(source, pattern_id, before=today) or today - timedelta(days=1)
-        with warehouse.begin() as conn:
-            policy = get_policy(conn, pattern_id)
-            if contract is not None:
-                policy = contract.policy(policy)
-        days = policy.time_window_days
-        first = window - timedelta(days=days - 1)
-        first_partition = date.fromisoformat(partition_start.window_start_date())
-        if window < first_partition:
-            raise ValueError(
-                f"window {window} is before the first daily partition {first_partition} "
-                f"(set {settings.START_DATE_ENV} to an earlier date)"
-            )
-        first = max(first, first_partition)
+        window, first, policy = _analysis_period(runner, pattern_id, window, contract)
         output.metadata.update(window=window.isoformat(), first_window=first.isoformat(), policy=policy.model_dump(mode="json"))
         needed = policy.min_sample_size
-
         in_source = count_executions(source, pattern_id, first, window)
         if gate_on_samples and in_source < needed:
             output.feedback_collected = in_source
-            output.warnings.append(
-                f"insufficient feedback: {in_source} executions of {pattern_id!r} in hook_executions between {first} "
-                f"and {window}, fewer than min_sample_size {needed}: {needed - in_source} more executions are needed"
-            )
+            output.warnings.append(_insufficient(in_source, f"executions of {pattern_id!r} in hook_executions", first, window, needed))
             return finish(False)
 
         key = runner.register([pattern_id])[pattern_id]
@@ -226,43 +263,16 @@ def run_loop(
         if contract is not None:
             with warehouse.begin() as conn:
                 set_policy(conn, pattern_id, policy)
-        run_ids: list[str] = []
-        if collect_period:
-            with warehouse.connect() as conn:
-                start = first_uncollected_window(conn, pattern_id, first, window)
-            if start < window:
-                # Only collect the earlier windows: running the later stages on them would start
-                # experiments in windows whose traffic was never split between the arms.
-                _, run_ids = runner.materialize([key], start, window - timedelta(days=1), only=["feedback_dataset"])
-                output.metadata["collected_windows"] = [start.isoformat(), (window - timedelta(days=1)).isoformat()]
-        done, ids = runner.materialize([key], window, window)
-        run_ids += ids
+        done, run_ids = _run_partition(runner, pattern_id, key, first, window, collect_period, output)
         # Every window this call ran (the collected period too), one error per failed partition.
         ran = [(key, first + timedelta(days=d)) for d in range((window - first).days + 1)]
         failures = run_failures(runner.dagster_instance(), warehouse, run_ids, ran)
         output.errors += [failure.line() for failure in failures]
         with warehouse.connect() as conn:
-            outcomes = stage_outcomes(conn, key, window)
-        for asset, stage in STAGE_OF_ASSET.items():
-            if asset in done and asset in outcomes:
-                stages[stage] = STAGE_STATES[outcomes[asset].status]
-            else:  # not materialised: its step failed, or did not run after a failed one
-                stages[stage] = "failed" if any(f.stage == asset for f in failures) else "skipped"
+            stages.update(_stage_states(done, stage_outcomes(conn, key, window), failures))
         with warehouse.connect() as conn:
-            outcome = loop_outcome(conn, pattern_id, first, window, days)
-        for name in ("feedback_collected", "executions_analyzed", "improvements_identified", "improvement_opportunities",
-                     "improvements_validated", "validation_results", "improvements_applied", "improvements_rejected",
-                     "performance_delta", "baseline_metrics", "improved_metrics", "confidence_score", "p_value",
-                     "statistically_significant", "next_review_date"):
-            setattr(output, name, getattr(outcome, name))
-        output.warnings += outcome.warnings
-        enough = outcome.executions_analyzed >= needed
-        if not enough:
-            output.warnings.append(
-                f"insufficient feedback: {outcome.executions_analyzed} valid executions of {pattern_id!r} between "
-                f"{first} and {window}, fewer than min_sample_size {needed}: "
-                f"{needed - outcome.executions_analyzed} more executions are needed"
-            )
+            outcome = loop_outcome(conn, pattern_id, first, window, policy.time_window_days)
+        enough = _report_outcome(output, outcome, first, window, needed)
         output.metadata.update(run_ids=run_ids, **outcome.details)
         return finish(enough or not gate_on_samples)
     except ValueError:

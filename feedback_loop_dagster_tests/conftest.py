@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from feedback_loop_dagster.lib import settings
 from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
 # The suite never reads the developer's databases: the code location loads with the project's
 # defaults (its partitions start where the default warehouse's recorded first day says, see
@@ -67,7 +68,7 @@ def _start_local_cluster() -> None:
     subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
         capture_output=True,
-        timeout=60,
+        timeout=CEILING_SECONDS,
         check=False,
     )
     time.sleep(2)
@@ -124,7 +125,9 @@ def pytest_generate_tests(metafunc):
 def pytest_collection_modifyitems(items):
     """Every integration test (daemon, webserver, browser) is end to end; the end-to-end tests, the
     longest by far, run first, so that pytest-xdist's workers share them out and finish together
-    instead of one worker starting a five-minute test while the other runs out of work."""
+    instead of one worker starting a five-minute test while the other runs out of work. (`make test`
+    hands out whole modules in this order, `--dist loadscope --no-loadscope-reorder`, so that a
+    module's shared deployment starts once.)"""
     for item in items:
         if item.get_closest_marker("integration"):
             item.add_marker(pytest.mark.e2e)

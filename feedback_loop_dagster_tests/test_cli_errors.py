@@ -103,12 +103,12 @@ def test_a_file_that_is_not_a_database_is_one_clear_line(tmp_path):
 
 def test_a_programming_error_keeps_its_traceback(monkeypatch):
     """A KeyError is a bug, not a user error: it is not turned into `error: 'x'`."""
-    import feedback_loop_dagster.commands as commands
+    import feedback_loop_dagster.cli.policies as policies
 
     def broken(*_args, **_kwargs):
         raise KeyError("x")
 
-    monkeypatch.setattr(commands, "echo_table", broken)
+    monkeypatch.setattr(policies, "echo_table", broken)
     result = invoke(["policies", "show"])
     assert isinstance(result.exception, KeyError) and "error:" not in result.stderr
 

@@ -34,9 +34,10 @@ def test_every_loop_command_has_help(tmp_path):
 
     from feedback_loop_dagster.cli import main
 
-    commands = [["run"], ["backfill"], ["patterns", "list"], ["policies"], ["policies", "show"], ["policies", "set"], ["versions"], ["versions", "list"], ["versions", "show"],
-                ["versions", "register"], ["versions", "diff"], ["experiments"], ["experiments", "list"],
-                ["experiments", "show"], ["experiments", "start"], ["experiments", "stop"], ["approve"], ["reject"], ["rollback"], ["lineage"]]
+    commands = [["run"], ["backfill"], ["patterns", "list"], ["policies"], ["policies", "show"], ["policies", "set"],
+                ["versions"], ["versions", "list"], ["versions", "show"], ["versions", "register"], ["versions", "diff"],
+                ["experiments"], ["experiments", "list"], ["experiments", "show"], ["experiments", "start"], ["experiments", "stop"],
+                ["approve"], ["reject"], ["rollback"], ["lineage"]]
     for command in commands:
         result = CliRunner().invoke(main, [*command, "--help"])
         assert result.exit_code == 0 and result.output.startswith("Usage:") and len(result.output.splitlines()) > 3, command

@@ -85,6 +85,26 @@ def test_make_ui_starts_without_a_warning(tmp_path):
     assert "arning" not in text and "WARNING" not in text, text
 
 
+def test_the_loop_must_close_for_the_latest_window_by_its_freshness_deadline():
+    """loop_health, the last stage, carries a cron freshness policy whose window (midnight to the
+    deadline) holds the daily schedule's tick, and the instances enable its evaluation."""
+    from datetime import datetime, timedelta
+
+    from dagster._utils.schedules import cron_string_iterator
+
+    from feedback_loop_dagster.defs.code_location.schedules import CRON
+
+    spec = next(s for s in build_definitions().resolve_all_asset_specs() if s.key == dg.AssetKey("loop_health"))
+    policy = spec.freshness_policy
+    assert isinstance(policy, dg.FreshnessPolicy) and policy.timezone == "UTC"
+    midnight = datetime(2026, 3, 2).timestamp()
+    deadline = next(cron_string_iterator(midnight, policy.deadline_cron, "UTC"))
+    tick = next(cron_string_iterator(midnight, CRON, "UTC"))
+    assert deadline.timestamp() - policy.lower_bound_delta.total_seconds() <= midnight < tick.timestamp() < deadline.timestamp()
+    assert deadline - tick >= timedelta(hours=2)  # room for the run itself
+    assert "freshness:\n  enabled: true" in (Path(__file__).parents[1] / "dagster.yaml").read_text()
+
+
 def test_the_clock_is_one_resource_the_clocked_assets_share():
     """`now` is set once, on the `clock` resource (bound by build_definitions, or per run by its run
     config), not per asset: exactly the assets that start experiments or watches use it."""

@@ -19,7 +19,9 @@ from dagster._core.launcher import WorkerStatus
 from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 
+from feedback_loop_dagster.definitions import build_definitions
 from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions
+from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.in_process_runs.run_workers import (
     RUN_WORKER_TAG,
     RunWorker,
@@ -33,8 +35,6 @@ from feedback_loop_dagster.defs.in_process_runs.runs import (
     partition_rectangles,
     window_ranges,
 )
-from feedback_loop_dagster.definitions import build_definitions
-from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
 from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
@@ -64,7 +64,8 @@ def _collect_one_day(instance, url, engine):
     keys = register_pattern_ids(engine, ["code-review"])
     instance.add_dynamic_partitions(patterns_partitions.name, list(keys.values()))
     (result,) = materialize_windows(
-        build_definitions(FeedbackDatabases(database_url=url)), instance, list(keys.values()), DAY, DAY, asset_selection=[dg.AssetKey("feedback_dataset")]
+        build_definitions(FeedbackDatabases(database_url=url)), instance, list(keys.values()), DAY, DAY,
+        asset_selection=[dg.AssetKey("feedback_dataset")],
     )
     return instance.get_run_by_id(result.run_id)
 

@@ -8,16 +8,16 @@ import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from feedback_loop_dagster.definitions import build_definitions
 from feedback_loop_dagster.defs.code_location.jobs import BATCH_TAG, PATTERN_TAG
 from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions
 from feedback_loop_dagster.defs.code_location.schedules import (
     PATTERNS_PER_RUN,
     daily_loop_schedule,
     range_run_requests,
 )
-from feedback_loop_dagster.definitions import build_definitions
+from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions
 from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 

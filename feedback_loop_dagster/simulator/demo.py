@@ -36,13 +36,14 @@ from sqlalchemy.engine import Engine
 from feedback_loop_dagster.defs.code_location.clock import midnight_after
 from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows, quiet_run_config
 from feedback_loop_dagster.lib.experiment.assignment import experiment_salt, in_treatment
-from feedback_loop_dagster.lib.experiment.experiments import AB, WATCH, Experiment, list_experiments, running_experiment
+from feedback_loop_dagster.lib.experiment.experiments import Experiment, list_experiments, running_experiment
 from feedback_loop_dagster.lib.partition_start import record_first_window
 from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, get_label, get_version, register_version, set_label
 from feedback_loop_dagster.lib.stats.units import format_effect
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
+from feedback_loop_dagster.lib.storage.vocabulary import ExperimentKind
 from feedback_loop_dagster.lib.storage.writes import bulk_insert
 from feedback_loop_dagster.simulator.scenario import PatternTruth, Routing, demo_patterns, simulate_day, window_days
 
@@ -156,7 +157,7 @@ def _events(warehouse: Engine, pattern_ids: Sequence[str], day: date) -> list[st
             events.append(f"{pattern_id}: #{experiment_id} {verb} {target}".rstrip() + ("" if status == "done" else f" ({status})"))
         for experiment in list_experiments(conn):
             if experiment.pattern_id in pattern_ids and experiment.start_window == day + timedelta(days=1):
-                what = "A/B" if experiment.kind == AB else "watch"
+                what = "A/B" if experiment.kind == ExperimentKind.AB else "watch"
                 events.append(
                     f"{experiment.pattern_id}: {what} #{experiment.id} {experiment.treatment.version} vs "
                     f"{experiment.control.version} from tomorrow ({experiment.traffic_split:.0%} treatment)"
@@ -232,7 +233,7 @@ def outcomes(warehouse: Engine, patterns: Sequence[PatternTruth]) -> list[DemoRo
         for truth in patterns:
             experiments = list_experiments(conn, truth.pattern_id)
             active = get_label(conn, truth.pattern_id, ACTIVE)
-            ab = next((x for x in experiments if x.kind == AB), None)
+            ab = next((x for x in experiments if x.kind == ExperimentKind.AB), None)
             deciding: Experiment | None = ab
             if ab is None:
                 actual = NO_EXPERIMENT
@@ -240,7 +241,7 @@ def outcomes(warehouse: Engine, patterns: Sequence[PatternTruth]) -> list[DemoRo
                 actual = RUNNING
             elif ab.outcome == "promoted":
                 watch = next(
-                    (x for x in experiments if x.kind == WATCH and x.treatment.id == ab.treatment.id and x.id > ab.id), None
+                    (x for x in experiments if x.kind == ExperimentKind.WATCH and x.treatment.id == ab.treatment.id and x.id > ab.id), None
                 )
                 actual = PROMOTED
                 if watch is not None and watch.outcome == "rolled_back":
@@ -253,7 +254,7 @@ def outcomes(warehouse: Engine, patterns: Sequence[PatternTruth]) -> list[DemoRo
             reason = ""
             if deciding is not None:
                 reason = deciding.reason or (look[1]["reason"] if look else "no look yet")
-                later = [x for x in experiments if x.kind == AB and x.id != ab.id]
+                later = [x for x in experiments if x.kind == ExperimentKind.AB and x.id != ab.id]
                 if later:
                     reason += f" (then {len(later)} more A/B experiment(s))"
             elif truth.policy.auto_apply is False:

@@ -26,16 +26,16 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from feedback_loop_dagster.lib.collect.schema import EXECUTION_STATUSES
 from feedback_loop_dagster.lib.storage import tables
 
 # The frame's columns: the source contract minus `seq`, which the database assigns.
 COLUMNS: tuple[str, ...] = tuple(c.name for c in tables.hook_executions.columns if c.name != "seq")
 
-STATUSES = ("success", "failure", "error", "timeout", "cancelled", "in_progress")
 ERROR_CLASSES = ("TimeoutError", "RateLimitError", "ValidationError", "ToolError")
 
 MALFORMED_KINDS: tuple[str, ...] = (
-    "unknown_status",  # status outside STATUSES, e.g. "exploded"
+    "unknown_status",  # status outside EXECUTION_STATUSES, e.g. "exploded"
     "negative_duration",  # duration_ms < 0 (completed_at is still started_at + |duration|)
     "quality_out_of_range",  # quality_score outside [0, 1]
     "rating_out_of_range",  # user_rating outside [0, 1] and outside the 1-5 star scale
@@ -80,9 +80,9 @@ _ANONYMOUS_SHARE = 0.03
 
 # Text columns are generated as integer codes into these tables and decoded once per unit.
 _BAD_STATUSES = ("exploded", "on_fire", "???")
-_STATUS_TABLE = np.array(STATUSES + _BAD_STATUSES, dtype=object)
+_STATUS_TABLE = np.array(EXECUTION_STATUSES + _BAD_STATUSES, dtype=object)
 _SUCCESS, _FAILURE, _ERROR, _TIMEOUT, _CANCELLED, _IN_PROGRESS = range(6)
-_FIRST_BAD_STATUS = len(STATUSES)
+_FIRST_BAD_STATUS = len(EXECUTION_STATUSES)
 _UNSUCCESSFUL = np.array([_FAILURE, _ERROR, _TIMEOUT, _CANCELLED])
 _UNSUCCESSFUL_WEIGHTS = (0.35, 0.30, 0.20, 0.15)
 
@@ -342,12 +342,7 @@ class _Model:
         started_us = day_start_us + offsets
         execution_id = _uuids(rng, n)
 
-        # Status.
-        succeeded = rng.random(n) < self.success[p, version]
-        unsuccessful = _UNSUCCESSFUL[rng.choice(len(_UNSUCCESSFUL), size=n, p=_UNSUCCESSFUL_WEIGHTS)]
-        status = np.where(succeeded, _SUCCESS, unsuccessful)
-        in_progress = rng.random(n) < _IN_PROGRESS_SHARE
-        status[in_progress] = _IN_PROGRESS
+        status, in_progress = self._status(rng, n, p, version)
         is_success = status == _SUCCESS
         is_failed = (status == _FAILURE) | (status == _ERROR)
         is_timeout = status == _TIMEOUT
@@ -380,20 +375,7 @@ class _Model:
         stars = np.clip(np.rint(1.0 + 4.0 * basis + rng.normal(0.0, 0.7, n)), 1, 5)
         rating = np.where(rated, (stars - 1.0) / 4.0, np.nan)
 
-        # Retries: rare on success, common before a failure.
-        retry_draw = rng.random(n)
-        retries_if_failed = rng.integers(1, 4, size=n)
-        retry_count = np.zeros(n, dtype=np.int64)
-        retry_count[is_success & (retry_draw < 0.04)] = 1
-        retry_count[is_cancelled & (retry_draw < 0.10)] = 1
-        failed_retry = (is_failed | is_timeout) & (retry_draw < 0.45)
-        retry_count[failed_retry] = retries_if_failed[failed_retry]
-
-        # Errors: a class (TimeoutError for timeouts) and one of its messages.
-        failure_class = _FAILURE_CLASSES[rng.choice(len(_FAILURE_CLASSES), size=n, p=_FAILURE_CLASS_WEIGHTS)]
-        error_class = np.where(is_timeout, ERROR_CLASSES.index("TimeoutError"), failure_class)
-        error = 1 + _MESSAGES_PER_CLASS * error_class + rng.integers(0, _MESSAGES_PER_CLASS, size=n)
-        error = np.where(is_failed | is_timeout, error, 0)
+        retry_count, error = _retries_and_errors(rng, status)
 
         user = rng.integers(0, len(self.users) - 1, size=n)
         user[rng.random(n) < _ANONYMOUS_SHARE] = -1
@@ -414,7 +396,20 @@ class _Model:
         kind = _corrupt(rng, rows, config.malformed_share, config.malformed_kinds, per_day, duration, performance)
 
         order = np.argsort(started_us, kind="stable")
-        frame = pd.DataFrame(
+        return self._frame(rows, order, p, version, user), _KIND_TABLE[kind[order]]
+
+    def _status(self, rng: np.random.Generator, n: int, p: np.ndarray, version: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Status codes at each row's version's success rate, and which rows are still running."""
+        succeeded = rng.random(n) < self.success[p, version]
+        unsuccessful = _UNSUCCESSFUL[rng.choice(len(_UNSUCCESSFUL), size=n, p=_UNSUCCESSFUL_WEIGHTS)]
+        status = np.where(succeeded, _SUCCESS, unsuccessful)
+        in_progress = rng.random(n) < _IN_PROGRESS_SHARE
+        status[in_progress] = _IN_PROGRESS
+        return status, in_progress
+
+    def _frame(self, rows: _Rows, order: np.ndarray, p: np.ndarray, version: np.ndarray, user: np.ndarray) -> pd.DataFrame:
+        """The unit's rows in the source contract's columns, in `order` (by start time)."""
+        return pd.DataFrame(
             {
                 "execution_id": rows.execution_id[order],
                 "pattern_id": self.ids[p[order]],
@@ -434,7 +429,26 @@ class _Model:
             },
             copy=False,
         )
-        return frame, _KIND_TABLE[kind[order]]
+
+
+def _retries_and_errors(rng: np.random.Generator, status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Retries (rare on success, common before a failure) and error codes (a class, TimeoutError
+    for timeouts, and one of its messages; 0 = no error)."""
+    n = len(status)
+    is_failed = (status == _FAILURE) | (status == _ERROR)
+    is_timeout = status == _TIMEOUT
+    retry_draw = rng.random(n)
+    retries_if_failed = rng.integers(1, 4, size=n)
+    retry_count = np.zeros(n, dtype=np.int64)
+    retry_count[(status == _SUCCESS) & (retry_draw < 0.04)] = 1
+    retry_count[(status == _CANCELLED) & (retry_draw < 0.10)] = 1
+    failed_retry = (is_failed | is_timeout) & (retry_draw < 0.45)
+    retry_count[failed_retry] = retries_if_failed[failed_retry]
+
+    failure_class = _FAILURE_CLASSES[rng.choice(len(_FAILURE_CLASSES), size=n, p=_FAILURE_CLASS_WEIGHTS)]
+    error_class = np.where(is_timeout, ERROR_CLASSES.index("TimeoutError"), failure_class)
+    error = 1 + _MESSAGES_PER_CLASS * error_class + rng.integers(0, _MESSAGES_PER_CLASS, size=n)
+    return retry_count, np.where(is_failed | is_timeout, error, 0)
 
 
 @dataclass
@@ -510,8 +524,6 @@ def _corrupt(
         return kind
     codes = np.array([1 + MALFORMED_KINDS.index(k) for k in kinds])
     kind[bad] = codes[(rng.integers(len(codes)) + np.arange(count)) % len(codes)]
-    variant = rng.integers(0, 1 << 30, size=count)
-    magnitude = rng.uniform(0.05, 1.5, size=count)
 
     # A malformed row starts from a finished row, so its kind is its only defect.
     running = bad[rows.status[bad] == _IN_PROGRESS]
@@ -519,6 +531,24 @@ def _corrupt(
     rows.completed_us[running] = rows.started_us[running] + np.rint(duration[running] * 1000).astype(np.int64)
     rows.duration_ms[running] = duration[running]
     rows.performance_score[running] = performance[running]
+
+    _introduce_defects(rows, kind, bad, rng.integers(0, 1 << 30, size=count), rng.uniform(0.05, 1.5, size=count),
+                       duration, per_day)
+    return kind
+
+
+def _introduce_defects(
+    rows: _Rows,
+    kind: np.ndarray,
+    bad: np.ndarray,
+    variant: np.ndarray,
+    magnitude: np.ndarray,
+    duration: np.ndarray,
+    per_day: int,
+) -> None:
+    """Gives each row of `bad` the defect its `kind` names (`variant` and `magnitude`: its random
+    draws); a duplicate with no earlier valid row to copy becomes valid again (kind 0)."""
+    n = len(kind)
 
     def pick(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         mask = kind[bad] == 1 + MALFORMED_KINDS.index(name)
@@ -564,4 +594,3 @@ def _corrupt(
         ok = source >= (r // per_day) * per_day
         rows.execution_id[r[ok]] = rows.execution_id[source[ok]]
         kind[r[~ok]] = 0
-    return kind

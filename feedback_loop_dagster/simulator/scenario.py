@@ -186,6 +186,62 @@ def _units(truth: PatternTruth, index: int, day_index: int, per_day: int, rng: n
     return unit_ids, call_unit, order_in_session, seconds
 
 
+def _routed(routing, call_unit: np.ndarray, n: int):
+    """Per call: the version it runs and that version's knobs (timeout, retries, cache), and
+    whether its version is degraded."""
+    treated = np.zeros(n, dtype=bool) if routing.in_treatment is None else routing.in_treatment[call_unit]
+    version = np.where(treated, routing.treatment or "", routing.control).astype(object)
+
+    def knob(name: str, default: float) -> np.ndarray:
+        control = routing.control_config.get(name, default)
+        treatment = (routing.treatment_config or {}).get(name, default)
+        return np.where(treated, treatment, control).astype(float)
+
+    degraded = np.array([v in routing.degraded for v in version], dtype=bool)
+    return version, knob("timeout_ms", np.inf), knob("max_retries", 0).astype(int), knob("cache_ttl_seconds", 0) > 0, degraded
+
+
+def _retried(rate_limited: np.ndarray, max_retries: np.ndarray, u_retry: np.ndarray, retry_success: float):
+    """Retries of rate-limited calls up to each call's `max_retries`: (still failing, retries)."""
+    still_failing = rate_limited.copy()
+    retries = np.zeros(len(rate_limited), dtype=int)
+    for k in range(MAX_RETRY_DRAWS):
+        attempt = still_failing & (max_retries > k)
+        retries += attempt
+        still_failing &= ~(attempt & (u_retry[k] < retry_success))
+    return still_failing, retries
+
+
+def _outcomes(causes, n: int):
+    """Status, error type and message per call: success unless a cause's mask holds; a later
+    cause overrides an earlier one."""
+    status = np.full(n, "success", dtype=object)
+    error_type = np.full(n, None, dtype=object)
+    message = np.full(n, None, dtype=object)
+    for mask, st, error, text in causes:
+        status[mask], error_type[mask], message[mask] = st, error, text
+    return status, error_type, message
+
+
+def _day_frame(pattern_id: str, index: int, day: date, day_index: int, version: np.ndarray, seconds: np.ndarray,
+               duration: np.ndarray, outcome: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The day's calls in the source's columns: ids, version, start (`seconds` into the day),
+    end and duration, then `outcome`'s columns."""
+    start_of_day = datetime.combine(day, time.min, UTC)
+    started = pd.to_datetime(start_of_day) + pd.to_timedelta(np.round(seconds, 3), unit="s")
+    return pd.DataFrame(
+        {
+            "execution_id": [f"demo-{index}-{day_index:03d}-{i:05d}" for i in range(len(version))],
+            "pattern_id": pattern_id,
+            "pattern_version": version,
+            "started_at": started,
+            "completed_at": started + pd.to_timedelta(np.round(duration, 3), unit="ms"),
+            "duration_ms": np.round(duration, 3),
+            **outcome,
+        }
+    )
+
+
 def simulate_day(
     truth: PatternTruth,
     index: int,
@@ -218,33 +274,15 @@ def simulate_day(
     u_rating = rng.random(n)
     rating_noise = rng.normal(0.0, 0.08, n)
 
-    routing = route(unit_ids)
-    treated = np.zeros(n, dtype=bool) if routing.in_treatment is None else routing.in_treatment[call_unit]
-    version = np.where(treated, routing.treatment or "", routing.control).astype(object)
-
-    def knob(name: str, default: float) -> np.ndarray:
-        control = routing.control_config.get(name, default)
-        treatment = (routing.treatment_config or {}).get(name, default)
-        return np.where(treated, treatment, control).astype(float)
-
-    timeout_ms = knob("timeout_ms", np.inf)
-    max_retries = knob("max_retries", 0).astype(int)
-    cache_on = knob("cache_ttl_seconds", 0) > 0
-    degraded = np.array([v in routing.degraded for v in version], dtype=bool)
+    version, timeout_ms, max_retries, cache_on, degraded = _routed(route(unit_ids), call_unit, n)
 
     latency = truth.latency_median_ms * np.exp(truth.latency_sigma * z_latency)
-    repeat = order_in_session > 0
     cache = truth.cache or CacheEffect(hit_rate=0.0)
-    hit = cache_on & repeat & (u_cache < cache.hit_rate)
+    hit = cache_on & (order_in_session > 0) & (u_cache < cache.hit_rate)  # a repeat call in a session
     latency = np.where(hit, latency * cache.latency_factor, latency)
 
     rate_limited = ~hit & (u_rate_limit < truth.rate_limit_share)
-    still_failing = rate_limited.copy()
-    retries = np.zeros(n, dtype=int)
-    for k in range(MAX_RETRY_DRAWS):
-        attempt = still_failing & (max_retries > k)
-        retries += attempt
-        still_failing &= ~(attempt & (u_retry[k] < truth.retry_success))
+    still_failing, retries = _retried(rate_limited, max_retries, u_retry, truth.retry_success)
     latency = latency + retries * truth.retry_backoff_ms
 
     timed_out = latency > timeout_ms
@@ -253,35 +291,26 @@ def simulate_day(
     upstream = degraded & (u_degraded < truth.degraded_failure)
     other = u_fail < truth.failure_rate
 
-    status = np.full(n, "success", dtype=object)
-    error_type = np.full(n, None, dtype=object)
-    message = np.full(n, None, dtype=object)
-    for mask, st, error, text in (
-        (other & (fail_kind >= 0.5), "error", "ValidationError", "output failed schema validation"),
-        (other & (fail_kind < 0.5), "failure", "ToolError", "tool 'search' returned HTTP 502"),
-        (stale, "failure", "StaleResultError", "cached answer no longer matches the input"),
-        (upstream, "error", "UpstreamError", "upstream connection pool exhausted"),
-        (still_failing, "failure", "RateLimitError", "429 Too Many Requests after retries"),
-        (timed_out, "timeout", "TimeoutError", "execution exceeded timeout_ms"),
-    ):
-        status[mask], error_type[mask], message[mask] = st, error, text
+    status, error_type, message = _outcomes(
+        (
+            (other & (fail_kind >= 0.5), "error", "ValidationError", "output failed schema validation"),
+            (other & (fail_kind < 0.5), "failure", "ToolError", "tool 'search' returned HTTP 502"),
+            (stale, "failure", "StaleResultError", "cached answer no longer matches the input"),
+            (upstream, "error", "UpstreamError", "upstream connection pool exhausted"),
+            (still_failing, "failure", "RateLimitError", "429 Too Many Requests after retries"),
+            (timed_out, "timeout", "TimeoutError", "execution exceeded timeout_ms"),
+        ),
+        n,
+    )
     success = status == "success"
     quality = np.clip(np.where(hit, quality - cache.quality_drop, quality), 0.0, 1.0)
     quality_score = np.where(success, quality, np.nan)
     rated = u_rating < RATING_SHARE
     rating = np.clip(np.where(success, quality + rating_noise, 0.15 + rating_noise), 0.0, 1.0)
 
-    start_of_day = datetime.combine(day, time.min, UTC)
-    started = pd.to_datetime(start_of_day) + pd.to_timedelta(np.round(seconds, 3), unit="s")
-    completed = started + pd.to_timedelta(np.round(duration, 3), unit="ms")
-    frame = pd.DataFrame(
+    frame = _day_frame(
+        truth.pattern_id, index, day, day_index, version, seconds, duration,
         {
-            "execution_id": [f"demo-{index}-{day_index:03d}-{i:05d}" for i in range(n)],
-            "pattern_id": truth.pattern_id,
-            "pattern_version": version,
-            "started_at": started,
-            "completed_at": completed,
-            "duration_ms": np.round(duration, 3),
             "status": status,
             "quality_score": quality_score,
             "user_rating": np.where(rated, rating, np.nan),
@@ -289,7 +318,7 @@ def simulate_day(
             "error_type": error_type,
             "error_message": message,
             "unit_id": unit_ids[call_unit],
-        }
+        },
     )
     _corrupt(frame, malformed_share, np.random.default_rng([seed, index, day_index, 1]))
     return frame.sort_values("started_at", kind="stable").reset_index(drop=True)

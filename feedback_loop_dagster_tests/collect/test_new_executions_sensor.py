@@ -21,7 +21,6 @@ from feedback_loop_dagster.lib.safe_partition_key import safe_partition_key
 from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 
-
 TODAY = datetime.now(UTC).date()
 YESTERDAY = TODAY - timedelta(days=1)
 
@@ -64,7 +63,8 @@ class Ticks:
     def requested(self, result) -> set[tuple[str, str]]:
         pairs = set()
         for keys, first, last in self.rectangles(result):
-            days = (date.fromisoformat(first) + timedelta(days=d) for d in range((date.fromisoformat(last) - date.fromisoformat(first)).days + 1))
+            start, end = date.fromisoformat(first), date.fromisoformat(last)
+            days = (start + timedelta(days=d) for d in range((end - start).days + 1))
             pairs |= {(k, day.isoformat()) for day in days for k in keys}
         return pairs
 
@@ -136,7 +136,10 @@ def test_cursor_gaps_expire_after_the_overlap():
 
 def _collect(instance, url, pattern_keys, first, last):
     """What `feedback-loop backfill` does for the first stage: range runs of feedback_dataset."""
-    materialize_windows(build_definitions(FeedbackDatabases(database_url=url)), instance, pattern_keys, first, last, asset_selection=[dg.AssetKey("feedback_dataset")])
+    materialize_windows(
+        build_definitions(FeedbackDatabases(database_url=url)), instance, pattern_keys, first, last,
+        asset_selection=[dg.AssetKey("feedback_dataset")],
+    )
 
 
 def test_many_partitions_come_as_range_runs_over_blocks_of_patterns_and_windows(instance, engine, migrated_url):

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from feedback_loop_dagster.lib.collect import rules
 from feedback_loop_dagster.lib.collect.collector import collect_feedback
-from feedback_loop_dagster.lib.collect.schema import STATUSES, feedback_schema
+from feedback_loop_dagster.lib.collect.schema import EXECUTION_STATUSES, feedback_schema
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
@@ -48,13 +48,15 @@ def _contract_rows(draw) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "seq": list(range(1, n + 1)),
-            "execution_id": [draw(st.sampled_from(["e", "", "exec-1"])) + str(i) if i else draw(st.sampled_from(["", "x"])) for i in range(n)],
+            "execution_id": [
+                draw(st.sampled_from(["e", "", "exec-1"])) + str(i) if i else draw(st.sampled_from(["", "x"])) for i in range(n)
+            ],
             "pattern_id": ["p"] * n,
             "pattern_version": [draw(_VERSION) for _ in range(n)],
             "started_at": pd.to_datetime(started, utc=True).astype("datetime64[ns, UTC]"),
             "completed_at": pd.to_datetime(completed, utc=True).astype("datetime64[ns, UTC]"),
             "duration_ms": pd.array([draw(_DURATION) for _ in range(n)], dtype="float64"),
-            "status": [draw(st.one_of(st.none(), st.sampled_from([*STATUSES, "exploded"]))) for _ in range(n)],
+            "status": [draw(st.one_of(st.none(), st.sampled_from([*EXECUTION_STATUSES, "exploded"]))) for _ in range(n)],
             "quality_score": pd.array([draw(_FLOAT) for _ in range(n)], dtype="float64"),
             "performance_score": pd.array([draw(_FLOAT) for _ in range(n)], dtype="float64"),
             "user_rating": pd.array([draw(_FLOAT) for _ in range(n)], dtype="float64"),

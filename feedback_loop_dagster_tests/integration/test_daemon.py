@@ -22,8 +22,7 @@ from dagster._core.storage.tags import (
 from dagster_graphql import DagsterGraphQLClientError
 
 from feedback_loop_dagster.definitions import build_definitions
-from feedback_loop_dagster.defs.code_location.jobs import PATTERN_TAG
-from feedback_loop_dagster.defs.code_location.jobs import BATCH_TAG
+from feedback_loop_dagster.defs.code_location.jobs import BATCH_TAG, PATTERN_TAG
 from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions
 from feedback_loop_dagster.defs.code_location.schedules import range_run_requests
 from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions

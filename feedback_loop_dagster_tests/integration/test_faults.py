@@ -37,8 +37,7 @@ from feedback_loop_dagster_tests.integration.data import (
 from feedback_loop_dagster_tests.integration.harness import REPO, Deployment, PrivatePostgres
 from feedback_loop_dagster_tests.processes import start_blocking_run
 
-# One private server and deployment for the module: its tests stay on one pytest-xdist worker.
-pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.xdist_group("faults")]
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 SOURCE_TIMEOUT_MS = 1500
 PATTERN_TAG = "feedback_loop/pattern"

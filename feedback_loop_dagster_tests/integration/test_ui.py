@@ -198,10 +198,10 @@ def test_every_demo_pattern_has_a_legible_lineage_picture(demo, page, shots):
     for index, pattern_id in enumerate(demo.rows):
         _partition_page(page, demo, "pattern_lineage", pattern_id, demo.last_day, "mermaid")
         _entry(page, "graph").get_by_text("[Show Markdown]").click()
-        picture = page.locator('img[src^="data:image/png"]').first
+        picture = page.locator('img[src^="data:image/svg+xml"]').first
         picture.wait_for()
         size = picture.evaluate("img => ({natural: img.naturalWidth, shown: img.clientWidth, alt: img.alt})")
-        # drawn at 100 dpi with 12 pt names (about 16 px) and shown 1:1, not scaled down
+        # drawn with 16 px (12 pt) names and shown 1:1, not scaled down
         assert size["natural"] >= 640 and size["shown"] == size["natural"], (pattern_id, size)
         _shot(page, shots, f"03-lineage-{index}-{safe_partition_key(pattern_id)}")
         page.get_by_role("button", name="Close").click()

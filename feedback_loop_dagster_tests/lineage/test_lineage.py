@@ -16,6 +16,7 @@ from feedback_loop_dagster.lib.registry.versions import ACTIVE, RegistryError, r
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster_tests.lineage.builders import TODAY, W0, W1, W2, W3, P
 
+
 def versions(nodes):
     return [n.version for n in nodes]
 

@@ -24,6 +24,7 @@ from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern
 from feedback_loop_dagster_tests.factories import insert_executions
 from feedback_loop_dagster_tests.loop.traffic import PATTERN, POLICY, START, load, traffic
 
+
 def test_daily_statistics_add_up_to_the_statistics_of_all_rows():
     rng = np.random.default_rng(3)
     n = 500

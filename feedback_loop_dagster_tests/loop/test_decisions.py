@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from feedback_loop_dagster.defs.code_location.clock import midnight_after
 from feedback_loop_dagster.lib.apply.decisions import act_on_result
-from feedback_loop_dagster.lib.operator_actions.reviews import approve, dismiss
 from feedback_loop_dagster.lib.experiment.experiments import get_experiment, running_experiment
+from feedback_loop_dagster.lib.operator_actions.reviews import approve, dismiss
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, CANDIDATE, get_label
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
@@ -31,7 +31,7 @@ def decide(engine, experiment_id, window):
     """The loop's decision on `window`, as the run just after that window closes makes it."""
     with engine.begin() as conn:
         experiment = get_experiment(conn, experiment_id)
-        result = evaluate_as_of(conn, experiment, window).to_dict()
+        result = evaluate_as_of(conn, experiment, window)
         return act_on_result(conn, experiment, window, result, now=midnight_after(window))
 
 
@@ -185,7 +185,7 @@ KILLED_PROMOTION = textwrap.dedent(
     with engine.begin() as conn:
         experiment = get_experiment(conn, int(sys.argv[2]))
         window = date.fromisoformat(sys.argv[3])
-        print(act_on_result(conn, experiment, window, evaluate_as_of(conn, experiment, window).to_dict()).action, flush=True)
+        print(act_on_result(conn, experiment, window, evaluate_as_of(conn, experiment, window)).action, flush=True)
         while True:  # killed here: the promotion is written but not committed
             time.sleep(1)
     """
@@ -243,7 +243,7 @@ def test_two_concurrent_runs_promote_once(postgres_engine):
             with engine.begin() as conn:
                 loaded = get_experiment(conn, experiment.id)  # both read "running"
                 barrier.wait(timeout=CEILING_SECONDS)
-                result = evaluate_as_of(conn, loaded, last).to_dict()
+                result = evaluate_as_of(conn, loaded, last)
                 actions.append(act_on_result(conn, loaded, last, result).action)
                 time.sleep(0.3)  # hold the locks so the other transaction really waits
         except Exception as exc:  # surfaced below

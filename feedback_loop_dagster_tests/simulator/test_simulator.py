@@ -26,9 +26,9 @@ from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engin
 from feedback_loop_dagster.simulator import (
     COLUMNS,
     ERROR_CLASSES,
+    EXECUTION_STATUSES,
     MALFORMED_KINDS,
     NASTY_PATTERN_IDS,
-    STATUSES,
     SimulationConfig,
     SimulationConflict,
     iter_simulated_chunks,
@@ -59,7 +59,7 @@ def source_engine(tmp_path):
 
 def violations(frame: pd.DataFrame) -> pd.DataFrame:
     """One boolean column per malformed kind: which rows break that rule (a reference check)."""
-    status_known = frame["status"].isin(STATUSES)
+    status_known = frame["status"].isin(EXECUTION_STATUSES)
     finished = status_known & (frame["status"] != "in_progress")
 
     def bad_json(text):
@@ -163,7 +163,7 @@ def test_any_small_config_has_the_right_count_and_one_defect_per_malformed_row(p
 def test_valid_rows_are_within_the_contract(small):
     frame = small.frame[small.malformed_kind.isna()]
     assert not violations(frame).to_numpy().any()
-    assert frame["status"].isin(STATUSES).all()
+    assert frame["status"].isin(EXECUTION_STATUSES).all()
     assert frame["execution_id"].is_unique
 
     running = frame["status"] == "in_progress"
@@ -199,7 +199,7 @@ def test_errors_carry_a_class_and_a_message_only_on_failures(small):
     assert frame.loc[~failing, ["error_type", "error_message"]].isna().all().all()
     assert (frame.loc[frame["status"] == "timeout", "error_type"] == "TimeoutError").all()
     assert set(frame["error_type"].dropna()) == set(ERROR_CLASSES)
-    assert set(frame["status"]) == set(STATUSES)
+    assert set(frame["status"]) == set(EXECUTION_STATUSES)
 
 
 def test_profiles_latency_and_success_follow_their_ranges(small):

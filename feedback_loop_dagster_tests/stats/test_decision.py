@@ -465,3 +465,19 @@ def test_latency_logs_hundreds_apart_or_an_empty_arm_never_raise():
         result = evaluate_metric("latency", control, treatment)
         assert result.relative_effect is None or result.relative_effect >= -1.0
         format_effect(result)  # the wording does not overflow either
+
+
+@pytest.mark.parametrize("control, treatment", [
+    (arm(), arm(latency_ms=900.0, rating=0.8, retries=0.2)),
+    (arm(n=1, executions=1), arm(n=1, executions=1)),  # unbounded intervals, infinite standard errors
+])
+def test_a_stored_result_reads_back_as_the_result(control, treatment):
+    """`ExperimentResult.from_dict` gives the apply stage the typed look that `to_dict` stored."""
+    result = evaluate_experiment(control, treatment, PERF)
+    stored = json.loads(json.dumps(result.to_dict()))
+    back = ExperimentResult.from_dict(stored)
+    assert back.to_dict() == result.to_dict()
+    assert back.recommendation == result.recommendation and back.primary_metrics == result.primary_metrics
+    for name, metric in result.metrics.items():
+        assert (back.metrics[name].ci_lower, back.metrics[name].ci_upper, back.metrics[name].se) == (
+            metric.ci_lower, metric.ci_upper, metric.se)

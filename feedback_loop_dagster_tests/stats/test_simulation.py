@@ -16,7 +16,6 @@ import pytest
 
 from feedback_loop_dagster.lib.stats import ArmStats, Policy, ProportionStats, evaluate_experiment
 from feedback_loop_dagster.lib.stats.decision import _primary_need
-from feedback_loop_dagster.lib.stats.power import fixed_horizon_sample_size, sequential_sample_size
 from feedback_loop_dagster.lib.stats.devtools.vectorized import (
     APPLY,
     CONTINUE,
@@ -26,6 +25,7 @@ from feedback_loop_dagster.lib.stats.devtools.vectorized import (
     sequential_decisions,
     student_t_p_arrays,
 )
+from feedback_loop_dagster.lib.stats.power import fixed_horizon_sample_size, sequential_sample_size
 
 LOOKS = np.arange(30, 1001, 10)
 K = 400

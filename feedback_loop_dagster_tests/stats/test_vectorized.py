@@ -9,8 +9,6 @@ import pytest
 
 from feedback_loop_dagster.lib.stats import ArmStats, LogMeanStats, MeanStats, Policy, ProportionStats, evaluate_experiment
 from feedback_loop_dagster.lib.stats.devtools.estimates import student_core
-from feedback_loop_dagster.lib.stats.fixed_horizon import two_proportion_z_core, welch_core
-from feedback_loop_dagster.lib.stats.sufficient import moments
 from feedback_loop_dagster.lib.stats.devtools.vectorized import (
     APPLY,
     CONTINUE,
@@ -24,6 +22,8 @@ from feedback_loop_dagster.lib.stats.devtools.vectorized import (
     two_proportion_z_arrays,
     welch_arrays,
 )
+from feedback_loop_dagster.lib.stats.fixed_horizon import two_proportion_z_core, welch_core
+from feedback_loop_dagster.lib.stats.sufficient import moments
 
 CODE = {"continue": CONTINUE, "apply": APPLY, "reject": REJECT, "invalid": INVALID, "inconclusive": INCONCLUSIVE}
 

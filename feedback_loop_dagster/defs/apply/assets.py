@@ -15,7 +15,6 @@ from feedback_loop_dagster.lib.apply.decisions import act_on_result
 from feedback_loop_dagster.lib.experiment.experiments import experiments_as_of
 from feedback_loop_dagster.lib.validate.ab_results import stored_result
 
-
 CHANGES = ("promoted", "rejected", "inconclusive", "rolled_back", "queued_for_review", "confirmed")
 
 
@@ -56,8 +55,9 @@ def applied_improvements(
     """Executes each experiment's verdict under its policy, one transaction per change: promote
     the treatment (`promoted_over`, then watch it against the replaced version), reject it, end
     it as inconclusive when its time or sample is up (control kept), queue it for review
-    (`feedback-loop approve ID`), or roll a watched promotion back (`rolled_back_to`). Concluded experiments are never decided again. A watch starts no
-    earlier than the window open at the `clock` resource's moment (default: the real clock)."""
+    (`feedback-loop approve ID`), or roll a watched promotion back (`rolled_back_to`). Concluded
+    experiments are never decided again. A watch starts no earlier than the window open at the
+    `clock` resource's moment (default: the real clock)."""
     step = partial(_step, now=clock.simulated_now())
     outcomes = each_partition(context, databases.warehouse, "applied_improvements", step)
     report_partitions(context, outcomes, _figures)

@@ -22,7 +22,8 @@ from feedback_loop_dagster.defs.in_process_runs.runs import PATTERNS_PER_RUN, ra
 CRON = "30 0 * * *"
 
 
-def latest_complete_window(tick: date) -> date:
+def window_closed_by(tick: date) -> date:
+    """The window that closed at the midnight starting `tick`'s day."""
     return tick - timedelta(days=1)
 
 
@@ -43,7 +44,7 @@ def daily_run_requests(
     ),
 )
 def daily_loop_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
-    window = latest_complete_window(context.scheduled_execution_time.date())
+    window = window_closed_by(context.scheduled_execution_time.date())
     first = date.fromisoformat(window_partitions.start.date().isoformat())
     if window < first:
         return dg.SkipReason(f"window {window} is before the first window {first}")

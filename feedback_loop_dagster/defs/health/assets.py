@@ -8,11 +8,10 @@ same from the same core.
 """
 
 
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import pandas as pd
-import sqlalchemy as sa
 
 from feedback_loop_dagster.defs.code_location.partitions import partition_key, pattern_window_partitions, run_partition_pairs
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
@@ -31,8 +30,7 @@ from feedback_loop_dagster.lib.report.health import (
     health_row,
     load_history,
 )
-from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.partition_key_map import pattern_ids_for_keys
+from feedback_loop_dagster.lib.storage.partition_key_map import partition_keys_by_id, pattern_ids_for_keys
 
 # Patterns listed in each partition's `loop` table (`feedback-loop health` lists every one).
 LOOP_TABLE_PATTERNS = 50
@@ -96,12 +94,21 @@ def loop_view(history: HealthHistory, window: date, keys: dict[str, str], with_p
     return view
 
 
+# The daily schedule (defs/code_location/schedules.py, 00:30 UTC) closes the loop for the window that ended at
+# midnight. `loop_health` is the loop's last stage, so by 03:00 UTC it must have materialized since
+# midnight, or the loop did not close for the latest window. Dagster evaluates the policy per asset,
+# not per partition (dagster discussion #34023): a range run of old windows after midnight counts
+# too. The daemon evaluates it when the instance enables freshness (dagster.yaml `freshness:`).
+LATEST_WINDOW_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron="0 3 * * *", lower_bound_delta=timedelta(hours=3))
+
+
 @dg.asset(
     deps=[pattern_lineage],
     partitions_def=pattern_window_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="track",
     kinds={"python", "sql"},
+    freshness_policy=LATEST_WINDOW_FRESHNESS,
 )
 def loop_health(context: dg.AssetExecutionContext, databases: FeedbackDatabases) -> dg.MaterializeResult:
     """The loop's health as of the end of the window (the original design's Monitoring section),
@@ -118,7 +125,7 @@ def loop_health(context: dg.AssetExecutionContext, databases: FeedbackDatabases)
     ids = pattern_ids_for_keys(databases.warehouse, {k for k, _ in pairs})
     with databases.warehouse.connect() as conn:
         history = load_history(conn)
-        keys = dict(conn.execute(sa.select(tables.patterns.c.pattern_id, tables.patterns.c.partition_key)).all())
+        keys = partition_keys_by_id(conn)
     last = pairs[-1][1]
     latest = {key: window for key, window in pairs}  # pairs run oldest first: each pattern's last window
 

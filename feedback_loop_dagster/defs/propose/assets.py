@@ -1,18 +1,15 @@
 """`improvement_proposals`: evidence -> typed proposals with data-derived expected deltas."""
 
 import dagster as dg
-import pandas as pd
-import sqlalchemy as sa
 
 from feedback_loop_dagster.defs.analyze.assets import pattern_analysis
 from feedback_loop_dagster.defs.code_location.partitions import pattern_window_partitions
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.per_partition.loop import each_partition
 from feedback_loop_dagster.defs.per_partition.metadata import report_partitions, table_metadata
-from feedback_loop_dagster.lib.propose.proposals import propose
+from feedback_loop_dagster.lib.propose.proposals import proposals_by_id, propose
 from feedback_loop_dagster.lib.registry.policies import get_policy
 from feedback_loop_dagster.lib.stats.units import format_change, improvement_in_unit
-from feedback_loop_dagster.lib.storage import tables
 
 SHOWN = ["id", "kind", "title", "metric", "expected_delta", "expected_delta_low", "expected_delta_high", "risk",
          "priority", "status", "patch"]
@@ -39,10 +36,7 @@ def improvement_proposals(context: dg.AssetExecutionContext, databases: Feedback
     )
     ids = sorted({i for o in outcomes if o.ok for i in o.value.created + o.value.seen_again})
     with databases.warehouse.connect() as conn:
-        shown = pd.DataFrame(
-            conn.execute(sa.select(*(tables.proposals.c[c] for c in SHOWN)).where(tables.proposals.c.id.in_(ids))).all(),
-            columns=SHOWN,
-        ).set_index("id", drop=False)
+        shown = proposals_by_id(conn, ids, SHOWN)
 
     def figures(outcome) -> dict:
         proposed = outcome.value

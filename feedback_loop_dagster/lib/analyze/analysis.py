@@ -23,8 +23,8 @@ from feedback_loop_dagster.lib.registry.policies import get_policy
 from feedback_loop_dagster.lib.registry.versions import ensure_observed_versions
 from feedback_loop_dagster.lib.stats import ArmStats, Policy
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.partition_rows import delete_partition_rows
 from feedback_loop_dagster.lib.storage.partition_key_map import pattern_ids_for_keys
+from feedback_loop_dagster.lib.storage.partition_rows import delete_partition_rows
 from feedback_loop_dagster.lib.storage.reads import read_frames
 from feedback_loop_dagster.lib.storage.writes import bulk_insert
 

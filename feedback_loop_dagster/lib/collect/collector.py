@@ -25,8 +25,8 @@ from feedback_loop_dagster.lib.collect.source import SOURCE_COLUMNS, column_type
 from feedback_loop_dagster.lib.collect.source import relation as source_relation
 from feedback_loop_dagster.lib.collect.source import rows_query as source_rows_query
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.partition_rows import delete_partition_rows
 from feedback_loop_dagster.lib.storage.partition_key_map import pattern_ids_for_keys
+from feedback_loop_dagster.lib.storage.partition_rows import delete_partition_rows
 from feedback_loop_dagster.lib.storage.reads import read_frames
 from feedback_loop_dagster.lib.storage.writes import bulk_insert, upsert
 
@@ -146,51 +146,8 @@ def checked_rows(
     `details` and `raw` (the source row as JSON); with `skip_stored`, only the rows whose
     execution_id `feedback` does not hold for their partition. The benchmark's in-database row
     uses it too."""
-    s = relation.c
-    raw = {c: (s[c] if c in columns else sa.null()) for c in SOURCE_COLUMNS}
-    on = s["pattern_id"] == wanted.c.pattern_id
-    if dialect.pg and kinds["started_at"] == rules.TIMESTAMP:
-        # the UTC day as a join key (a hash join on (pattern, day)), and the bounds for an index
-        day = sa.cast(sa.func.timezone("UTC", sa.cast(s["started_at"], sa.DateTime(timezone=True))), sa.Date)
-        on &= (day == wanted.c.window_start) & (s["started_at"] >= wanted.c.lo) & (s["started_at"] < wanted.c.hi)
-    elif not dialect.pg:  # a day either side, as text: the source's index still serves
-        on &= (s["started_at"] >= wanted.c.lo_text) & (s["started_at"] < wanted.c.hi_text)
-    read_json = raw["quality_score"].is_(None) & raw["quality_results"].is_not(None)
-    # The source rows with the quality document parsed once (OFFSET 0 keeps each value computed
-    # once per row: the database would otherwise inline the subquery and repeat the expression
-    # wherever a rule reads the value).
-    rows = (
-        sa.select(
-            wanted.c.pattern_key,
-            wanted.c.window_start,
-            wanted.c.lo,
-            wanted.c.hi,
-            *(value.label(name) for name, value in raw.items()),
-            sa.case((read_json, dialect.quality_document(raw["quality_results"], kinds["quality_results"]))).label(
-                rules.QUALITY_DOCUMENT
-            ),
-        )
-        .select_from(relation.join(wanted, on))
-        .where(~_stored(wanted, s["execution_id"]) if skip_stored else sa.true())
-        .offset(0)
-        .subquery("source_rows")
-    )
-    source = {name: rows.c[name] for name in [*SOURCE_COLUMNS, rules.QUALITY_DOCUMENT]}
-
-    # Each column read as the contract's type, in the requested window only.
-    parsed = rules.parsed_values(source, kinds, dialect)
-    started = parsed["started_at"]
-    # the source's own values travel along, for the quarantine's `raw` (only quarantined rows pay for it)
-    stage = [rows.c.pattern_key, rows.c.window_start, *(rows.c[n].label(f"source_{n}") for n in columns)]
-    stage += [v.label(n) for n, v in parsed.items()]
-    if not unique_ids:
-        # A repeated execution_id within a partition: the lowest seq wins.
-        stage.append(
-            sa.func.row_number()
-            .over(partition_by=[rows.c.pattern_key, rows.c.window_start, parsed["execution_id"]], order_by=rows.c.seq)
-            .label("occurrence")
-        )
-    b = sa.select(*stage).where((started >= rows.c.lo) & (started < rows.c.hi)).offset(0).subquery("parsed")
+    rows = _requested_rows(relation, columns, kinds, wanted, dialect, skip_stored)
+    b = _parsed_rows(rows, columns, kinds, dialect, unique_ids)
 
     # The contract's values, and the parse rules as flags.
     values, parse_rules = rules.contract_values(b.c, dialect)
@@ -203,7 +160,6 @@ def checked_rows(
     ]
     # not fenced: the rules below read these cheap values inline
     c = sa.select(*stage, *([] if unique_ids else [b.c.occurrence])).subquery("contract")
-
 
     def checks(row) -> list[rules.Rule]:
         found = [rules.Rule(rule.reason, dialect.is_set(row[f"parse_{i}"])) for i, rule in enumerate(parse_rules)]
@@ -224,6 +180,68 @@ def checked_rows(
         sa.case((bad, rules.details_of(checks(d.c), dialect))).label("details"),
         sa.case((bad, _raw_json({n: d.c[f"source_{n}"] for n in columns}, columns, dialect))).label("raw"),
     ).subquery("checked")
+
+
+def _requested_rows(
+    relation: sa.TableClause,
+    columns: Sequence[str],
+    kinds: Mapping[str, str],
+    wanted: sa.Table,
+    dialect: rules.Dialect,
+    skip_stored: bool,
+) -> sa.Subquery:
+    """The source rows of the wanted partitions (a day either side of each window), every contract
+    column (NULL where the source lacks it) and the quality document parsed once."""
+    s = relation.c
+    raw = {c: (s[c] if c in columns else sa.null()) for c in SOURCE_COLUMNS}
+    on = s["pattern_id"] == wanted.c.pattern_id
+    if dialect.pg and kinds["started_at"] == rules.TIMESTAMP:
+        # the UTC day as a join key (a hash join on (pattern, day)), and the bounds for an index
+        day = sa.cast(sa.func.timezone("UTC", sa.cast(s["started_at"], sa.DateTime(timezone=True))), sa.Date)
+        on &= (day == wanted.c.window_start) & (s["started_at"] >= wanted.c.lo) & (s["started_at"] < wanted.c.hi)
+    elif not dialect.pg:  # a day either side, as text: the source's index still serves
+        on &= (s["started_at"] >= wanted.c.lo_text) & (s["started_at"] < wanted.c.hi_text)
+    read_json = raw["quality_score"].is_(None) & raw["quality_results"].is_not(None)
+    # The source rows with the quality document parsed once (OFFSET 0 keeps each value computed
+    # once per row: the database would otherwise inline the subquery and repeat the expression
+    # wherever a rule reads the value).
+    return (
+        sa.select(
+            wanted.c.pattern_key,
+            wanted.c.window_start,
+            wanted.c.lo,
+            wanted.c.hi,
+            *(value.label(name) for name, value in raw.items()),
+            sa.case((read_json, dialect.quality_document(raw["quality_results"], kinds["quality_results"]))).label(
+                rules.QUALITY_DOCUMENT
+            ),
+        )
+        .select_from(relation.join(wanted, on))
+        .where(~_stored(wanted, s["execution_id"]) if skip_stored else sa.true())
+        .offset(0)
+        .subquery("source_rows")
+    )
+
+
+def _parsed_rows(
+    rows: sa.Subquery, columns: Sequence[str], kinds: Mapping[str, str], dialect: rules.Dialect, unique_ids: bool
+) -> sa.Subquery:
+    """`rows` with each column read as the contract's type, in the requested window only."""
+    source = {name: rows.c[name] for name in [*SOURCE_COLUMNS, rules.QUALITY_DOCUMENT]}
+
+    parsed = rules.parsed_values(source, kinds, dialect)
+    started = parsed["started_at"]
+    # the source's own values travel along, for the quarantine's `raw` (only quarantined rows pay for it)
+    stage = [rows.c.pattern_key, rows.c.window_start, *(rows.c[n].label(f"source_{n}") for n in columns)]
+    stage += [v.label(n) for n, v in parsed.items()]
+    if not unique_ids:
+        # A repeated execution_id within a partition: the lowest seq wins.
+        stage.append(
+            sa.func.row_number()
+            .over(partition_by=[rows.c.pattern_key, rows.c.window_start, parsed["execution_id"]], order_by=rows.c.seq)
+            .label("occurrence")
+        )
+    return sa.select(*stage).where((started >= rows.c.lo) & (started < rows.c.hi)).offset(0).subquery("parsed")
 
 
 def _store(conn, relation, columns, kinds, wanted, dialect: rules.Dialect, ceiling: float, unique_ids: bool) -> None:
@@ -491,4 +509,15 @@ def _read_source(
     (`read_frames`), so that a malformed value in a loosely typed source reaches the rules as a
     value instead of an exception that fails the partition."""
     with source.connect() as conn:
-        yield from read_frames(conn, source_rows_query(columns, pattern_ids, min(w for _, w in pairs), max(w for _, w in pairs)), list(columns), chunk_rows)
+        query = source_rows_query(columns, pattern_ids, min(w for _, w in pairs), max(w for _, w in pairs))
+        yield from read_frames(conn, query, list(columns), chunk_rows)
+
+
+def first_uncollected_window(conn: Connection, pattern_id: str, first: date, window: date) -> date:
+    """The oldest window of [first, window) not collected yet for the pattern (else `window`)."""
+    fp = tables.feedback_partitions
+    done = set(conn.scalars(sa.select(fp.c.window_start).where(fp.c.pattern_id == pattern_id, fp.c.window_start.between(first, window))))
+    day = first
+    while day < window and day in done:
+        day += timedelta(days=1)
+    return day

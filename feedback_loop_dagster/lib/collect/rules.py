@@ -25,7 +25,7 @@ import pandera.pandas as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from feedback_loop_dagster.lib.collect.schema import STATUSES, FeedbackSchema, feedback_schema
+from feedback_loop_dagster.lib.collect.schema import EXECUTION_STATUSES, FeedbackSchema, feedback_schema
 from feedback_loop_dagster.lib.registry.versions import VERSION_NAME_PATTERN
 
 # Vocabulary of tracing libraries we have seen, mapped onto ours (DESIGN.md section 2).
@@ -288,7 +288,7 @@ def parsed_values(source: Mapping[str, sa.ColumnElement], kinds: Mapping[str, st
     status = dialect.text(source["status"])
     cleaned = dialect.trim_lower(status)
     values["status"] = sa.case(
-        (status.in_(STATUSES), status), else_=sa.case(STATUS_SYNONYMS, value=cleaned, else_=cleaned)
+        (status.in_(EXECUTION_STATUSES), status), else_=sa.case(STATUS_SYNONYMS, value=cleaned, else_=cleaned)
     )
     for name in NUMBER_COLUMNS:
         number = dialect.number(source[name], kinds[name])

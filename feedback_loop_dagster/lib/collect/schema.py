@@ -16,7 +16,7 @@ from pandera.typing import Series
 from feedback_loop_dagster.lib.registry.versions import VERSION_NAME_PATTERN
 from feedback_loop_dagster.lib.settings import DEFAULT_MAX_DURATION_MS
 
-STATUSES = ("success", "failure", "error", "timeout", "cancelled", "in_progress")
+EXECUTION_STATUSES = ("success", "failure", "error", "timeout", "cancelled", "in_progress")
 # More retries than this for one execution is a broken counter, not a slow pattern.
 MAX_RETRY_COUNT = 1000
 DURATION_CEILING_ERROR = "above the duration ceiling"
@@ -34,7 +34,7 @@ class FeedbackSchema(pa.DataFrameModel):
     completed_at: Series[UtcTimestamp] = pa.Field(nullable=True)
     # the ceiling is configurable: validate with feedback_schema(max_duration_ms)
     duration_ms: Series[float] = pa.Field(ge=0, le=DEFAULT_MAX_DURATION_MS, nullable=True)
-    status: Series[str] = pa.Field(isin=STATUSES)
+    status: Series[str] = pa.Field(isin=EXECUTION_STATUSES)
     quality_score: Series[float] = pa.Field(ge=0, le=1, nullable=True)
     performance_score: Series[float] = pa.Field(ge=0, le=1, nullable=True)
     user_rating: Series[float] = pa.Field(ge=0, le=1, nullable=True)

@@ -12,8 +12,8 @@ from sqlalchemy.engine import Connection
 
 from feedback_loop_dagster.lib.clock import utc_now
 from feedback_loop_dagster.lib.errors import NotFound
-from feedback_loop_dagster.lib.registry.patch import merge_patch
 from feedback_loop_dagster.lib.registry.edges import add_edge
+from feedback_loop_dagster.lib.registry.patch import merge_patch
 from feedback_loop_dagster.lib.registry.versions import (
     ACTIVE,
     CANDIDATE,
@@ -27,9 +27,8 @@ from feedback_loop_dagster.lib.registry.versions import (
 )
 from feedback_loop_dagster.lib.stats import Policy
 from feedback_loop_dagster.lib.storage import tables
+from feedback_loop_dagster.lib.storage.vocabulary import DecisionStatus, ExperimentKind, ExperimentStatus
 
-AB = "ab"
-WATCH = "watch"
 # After a promotion the replaced version keeps this share of traffic, so a regression of the
 # new version shows up in a concurrent comparison rather than against stale history.
 WATCH_HOLDBACK = 0.2
@@ -79,7 +78,7 @@ def get_experiment(conn: Connection, experiment_id: int) -> Experiment:
 
 def running_experiment(conn: Connection, pattern_id: str) -> Experiment | None:
     e = tables.experiments
-    row = conn.execute(sa.select(e).where(e.c.pattern_id == pattern_id, e.c.status == "running")).mappings().first()
+    row = conn.execute(sa.select(e).where(e.c.pattern_id == pattern_id, e.c.status == ExperimentStatus.RUNNING)).mappings().first()
     return _load(conn, row) if row else None
 
 
@@ -121,7 +120,7 @@ def start_experiment(
     treatment: Version,
     policy: Policy,
     start_window: date,
-    kind: str = AB,
+    kind: ExperimentKind = ExperimentKind.AB,
     traffic_split: float | None = None,
     proposal_id: int | None = None,
     created_by: str = "feedback-loop",
@@ -144,12 +143,12 @@ def start_experiment(
             traffic_split=split,
             policy=snapshot.model_dump_json(),
             start_window=start_window,
-            status="running",
+            status=ExperimentStatus.RUNNING,
             created_at=datetime.now(UTC),
             created_by=created_by,
         )
     )
-    if kind == AB:
+    if kind == ExperimentKind.AB:
         set_label(conn, pattern_id, CANDIDATE, treatment.id, evidence_window=None)
     return get_experiment(conn, int(result.inserted_primary_key[0]))
 
@@ -228,7 +227,8 @@ def start_from_proposal(
         source="proposal",
         proposal_id=proposal["id"],
     )
-    add_edge(conn, candidate.id, active.id, "derived_from", {"proposal_id": proposal["id"], "title": proposal["title"]}, window_start=window)
+    origin = {"proposal_id": proposal["id"], "title": proposal["title"]}
+    add_edge(conn, candidate.id, active.id, "derived_from", origin, window_start=window)
     conn.execute(p.update().where(p.c.id == proposal["id"]).values(status="experimenting"))
     return start_experiment(
         conn, pattern_id, active, candidate, policy, experiment_start_window(window, now), proposal_id=proposal["id"]
@@ -240,8 +240,8 @@ def conclude_experiment(conn: Connection, experiment_id: int, window: date, outc
     e = tables.experiments
     done = conn.execute(
         e.update()
-        .where(e.c.id == experiment_id, e.c.status == "running")
-        .values(status="concluded", concluded_window=window, outcome=outcome, reason=reason)
+        .where(e.c.id == experiment_id, e.c.status == ExperimentStatus.RUNNING)
+        .values(status=ExperimentStatus.CONCLUDED, concluded_window=window, outcome=outcome, reason=reason)
     ).rowcount
     return done == 1
 
@@ -257,8 +257,8 @@ def stop_experiment(conn: Connection, experiment_id: int, window: date, reason: 
     e = tables.experiments
     done = conn.execute(
         e.update()
-        .where(e.c.id == experiment_id, e.c.status == "running")
-        .values(status="stopped", concluded_window=window, outcome="stopped", reason=f"stopped by {user}: {reason}")
+        .where(e.c.id == experiment_id, e.c.status == ExperimentStatus.RUNNING)
+        .values(status=ExperimentStatus.STOPPED, concluded_window=window, outcome="stopped", reason=f"stopped by {user}: {reason}")
     ).rowcount
     if done != 1:
         raise RegistryError(
@@ -266,7 +266,7 @@ def stop_experiment(conn: Connection, experiment_id: int, window: date, reason: 
             + (f" ({experiment.outcome})" if experiment.outcome else "")
             + ", not running"
         )
-    if experiment.kind == AB:
+    if experiment.kind == ExperimentKind.AB:
         labels = tables.pattern_labels
         conn.execute(
             labels.delete().where(
@@ -278,8 +278,8 @@ def stop_experiment(conn: Connection, experiment_id: int, window: date, reason: 
     d = tables.decisions
     conn.execute(
         d.update()
-        .where(d.c.experiment_id == experiment_id, d.c.status == "pending_review")
-        .values(status="dismissed", decided_by=f"user:{user}")
+        .where(d.c.experiment_id == experiment_id, d.c.status == DecisionStatus.PENDING_REVIEW)
+        .values(status=DecisionStatus.DISMISSED, decided_by=f"user:{user}")
     )
     if experiment.proposal_id is not None:
         p = tables.proposals

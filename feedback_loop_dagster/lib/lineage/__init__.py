@@ -9,21 +9,21 @@
 
 from feedback_loop_dagster.lib.lineage.graph import (
     STATUS_MEANINGS,
-    STATUSES,
     ConfigDiff,
     LineageEdge,
     LineageGraph,
     LineageNode,
+    VersionStatus,
 )
-from feedback_loop_dagster.lib.registry.edges import ANCESTRY_EDGES, EVENT_EDGES
 from feedback_loop_dagster.lib.lineage.load import LineageData, lineage_graph, load_lineage
 from feedback_loop_dagster.lib.lineage.queries import Lineage
 from feedback_loop_dagster.lib.lineage.render import layered_layout, mermaid
+from feedback_loop_dagster.lib.registry.edges import ANCESTRY_EDGES, EVENT_EDGES
 
 __all__ = [
     "ANCESTRY_EDGES",
     "EVENT_EDGES",
-    "STATUSES",
+    "VersionStatus",
     "STATUS_MEANINGS",
     "ConfigDiff",
     "Lineage",

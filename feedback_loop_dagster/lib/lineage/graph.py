@@ -21,11 +21,12 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 from feedback_loop_dagster.lib.errors import NotFound
-from feedback_loop_dagster.lib.registry.patch import diff_patch
 from feedback_loop_dagster.lib.registry.edges import ANCESTRY_EDGES
+from feedback_loop_dagster.lib.registry.patch import diff_patch
 from feedback_loop_dagster.lib.registry.versions import Version
 from feedback_loop_dagster.lib.stats.metrics import METRICS
 from feedback_loop_dagster.lib.stats.units import effect_in_unit, format_effect, format_in_unit, verdict_of
@@ -33,19 +34,25 @@ from feedback_loop_dagster.lib.stats.units import effect_in_unit, format_effect,
 # The order in which a version's parents are tried for its primary parent (first-parent path).
 _PRIMARY_ORDER = {"parent": 0, "derived_from": 1, "merged_from": 2, "inspired_by": 3}
 
-ACTIVE = "active"
-CANDIDATE = "candidate"
-DEPRECATED = "deprecated"
-ROLLED_BACK = "rolled_back"
-ARCHIVED = "archived"
-# Precedence: a version has the first status that applies to it as of the graph's window.
-STATUSES = (ACTIVE, CANDIDATE, ROLLED_BACK, DEPRECATED, ARCHIVED)
+
+
+class VersionStatus(StrEnum):
+    """A version's status in the lineage graph as of its window. In order of precedence: a
+    version has the first status that applies to it."""
+
+    ACTIVE = "active"
+    CANDIDATE = "candidate"
+    ROLLED_BACK = "rolled_back"
+    DEPRECATED = "deprecated"
+    ARCHIVED = "archived"
+
+
 STATUS_MEANINGS = {
-    ACTIVE: "the version the `active` label points at: the one serving traffic by default",
-    CANDIDATE: "the treatment of an A/B experiment running as of the window",
-    ROLLED_BACK: "was promoted, regressed while watched and was rolled back (and is not active again)",
-    DEPRECATED: "was active once and has since been replaced (promoted over or replaced by hand)",
-    ARCHIVED: "never active: a rejected or stopped candidate, or a registered version never promoted",
+    VersionStatus.ACTIVE: "the version the `active` label points at: the one serving traffic by default",
+    VersionStatus.CANDIDATE: "the treatment of an A/B experiment running as of the window",
+    VersionStatus.ROLLED_BACK: "was promoted, regressed while watched and was rolled back (and is not active again)",
+    VersionStatus.DEPRECATED: "was active once and has since been replaced (promoted over or replaced by hand)",
+    VersionStatus.ARCHIVED: "never active: a rejected or stopped candidate, or a registered version never promoted",
 }
 
 
@@ -65,7 +72,7 @@ class LineageNode(Version):
             "id": self.id,
             "pattern_id": self.pattern_id,
             "version": self.version,
-            "status": self.status,
+            "status": str(self.status),  # a plain string: Dagster metadata refuses enums
             "status_reason": self.status_reason,
             "parent_id": self.parent_id,
             "source": self.source,
@@ -283,7 +290,8 @@ class LineageGraph:
                 return self.nodes[named[0]]
             if len(named) > 1:
                 raise NotFound(f"version name {ref!r} is ambiguous: write it as pattern@{ref}")
-            raise NotFound(f"no version {ref!r} in the lineage of {', '.join(map(repr, self.pattern_ids)) or 'no pattern'}{self._as_of_note()}")
+            patterns = ", ".join(map(repr, self.pattern_ids)) or "no pattern"
+            raise NotFound(f"no version {ref!r} in the lineage of {patterns}{self._as_of_note()}")
         raise NotFound(f"not a version reference: {ref!r}")
 
     def _as_of_note(self) -> str:
@@ -291,10 +299,6 @@ class LineageGraph:
 
     def versions(self, pattern_id: str | None = None) -> list[LineageNode]:
         return [n for n in self.nodes.values() if pattern_id is None or n.pattern_id == pattern_id]
-
-    def edges_of(self, ref: Any) -> list[LineageEdge]:
-        node = self.node(ref)
-        return [e for e in self.edges if node.id in (e.from_id, e.to_id)]
 
     # --- traversal ---------------------------------------------------------------------------
 
@@ -350,10 +354,7 @@ class LineageGraph:
             if len(self.pattern_ids) > 1:
                 raise NotFound(f"the graph holds several patterns ({', '.join(map(repr, self.pattern_ids))}): name one")
             pattern_id = self.pattern_ids[0] if self.pattern_ids else None
-        return next((n for n in self.nodes.values() if n.pattern_id == pattern_id and n.status == ACTIVE), None)
-
-    def roots(self, pattern_id: str | None = None) -> list[LineageNode]:
-        return [n for n in self.versions(pattern_id) if not self._parents[n.id]]
+        return next((n for n in self.nodes.values() if n.pattern_id == pattern_id and n.status == VersionStatus.ACTIVE), None)
 
     def diff(self, version_a: Any, version_b: Any) -> ConfigDiff:
         """How `version_b`'s config differs from `version_a`'s (merge patch and changed leaves)."""
@@ -391,13 +392,13 @@ class LineageGraph:
 
     def node_rows(self) -> list[dict[str, Any]]:
         """One flat row per version, the most relevant first (by status, then newest)."""
-        rank = {s: i for i, s in enumerate(STATUSES)}
+        rank = {s: i for i, s in enumerate(VersionStatus)}
         ordered = sorted(self.nodes.values(), key=lambda n: (rank.get(n.status, 9), -n.id))
         return [
             {
                 "pattern_id": n.pattern_id,
                 "version": n.version,
-                "status": n.status,
+                "status": str(n.status),
                 "why": n.status_reason,
                 "parent": self.nodes[n.parent_id].version if n.parent_id in self.nodes else None,
                 "source": n.source,

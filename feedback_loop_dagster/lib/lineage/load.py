@@ -34,19 +34,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from feedback_loop_dagster.lib.lineage.graph import (
-    ACTIVE,
-    ARCHIVED,
-    CANDIDATE,
-    DEPRECATED,
-    ROLLED_BACK,
-    LineageEdge,
-    LineageGraph,
-    LineageNode,
-)
+from feedback_loop_dagster.lib.lineage.graph import LineageEdge, LineageGraph, LineageNode, VersionStatus
 from feedback_loop_dagster.lib.registry.edges import EVENT_EDGES
-from feedback_loop_dagster.lib.registry.versions import Version
+from feedback_loop_dagster.lib.registry.versions import ACTIVE, CANDIDATE, Version
 from feedback_loop_dagster.lib.storage import tables
+from feedback_loop_dagster.lib.storage.vocabulary import ExperimentKind, ExperimentStatus
 
 _MAX_EXPANSION_ROUNDS = 20
 
@@ -148,8 +140,36 @@ class LineageData:
     def _statuses(
         self, pattern_id: str, included: set[int], by_id: dict[int, dict], as_of: date | None
     ) -> dict[int, tuple[str, str]]:
+        """Each included version's status and why, as of `as_of` (see the module doc)."""
+        active, active_reason, state, ever_active = self._label_history(pattern_id, by_id, as_of)
+        candidates, concluded = self._experiment_arms(pattern_id, as_of)
+        out = {}
+        for i in included:
+            if by_id[i]["pattern_id"] != pattern_id:
+                continue
+            if i == active:
+                out[i] = (VersionStatus.ACTIVE, active_reason)
+            elif i in candidates:
+                out[i] = (VersionStatus.CANDIDATE, candidates[i])
+            elif i in state:
+                out[i] = state[i]
+            elif i in ever_active:
+                out[i] = (VersionStatus.DEPRECATED, "no longer active")
+            else:
+                seen = by_id[i]["source"] in ("observed", "implicit")
+                out[i] = (VersionStatus.ARCHIVED, concluded.get(i, "seen in executions, never made active" if seen else "never active"))
+        return out
+
+    def _label_history(
+        self, pattern_id: str, by_id: dict[int, dict], as_of: date | None
+    ) -> tuple[int | None, str, dict[int, tuple[str, str]], set[int]]:
+        """Replays the `active` label's moves up to `as_of`: the active version and why, the
+        statuses the moves gave the versions they left, and every version ever active."""
         def name(i: int) -> str:
             return by_id[i]["version"] if i in by_id else f"#{i}"
+
+        def effective(e) -> date:
+            return _day(e["window_start"]) or _day(e["created_at"])
 
         events = sorted(
             (
@@ -157,12 +177,8 @@ class LineageData:
                 for e in self.edges
                 if e["edge_type"] in EVENT_EDGES and by_id.get(e["from_version_id"], {}).get("pattern_id") == pattern_id
             ),
-            key=lambda e: (_day(e["window_start"]) or _day(e["created_at"]), e["id"]),
+            key=lambda e: (effective(e), e["id"]),
         )
-
-        def effective(e) -> date:
-            return _day(e["window_start"]) or _day(e["created_at"])
-
         upto = [e for e in events if as_of is None or effective(e) <= as_of]
         later = [e for e in events if as_of is not None and effective(e) > as_of]
         label = self.labels.get((pattern_id, ACTIVE))
@@ -179,26 +195,30 @@ class LineageData:
             evidence = json.loads(e["evidence"]) if e["evidence"] else {}
             exp = f" (experiment #{evidence['experiment_id']})" if evidence.get("experiment_id") else ""
             if e["edge_type"] == "promoted_over":
-                state[dst] = (DEPRECATED, f"{name(src)} was promoted over it in {when}{exp}")
+                state[dst] = (VersionStatus.DEPRECATED, f"{name(src)} was promoted over it in {when}{exp}")
                 active, active_reason = src, f"promoted over {name(dst)} in {when}{exp}"
             elif e["edge_type"] == "rolled_back_to":
-                state[src] = (ROLLED_BACK, f"rolled back to {name(dst)} in {when}{exp}")
+                state[src] = (VersionStatus.ROLLED_BACK, f"rolled back to {name(dst)} in {when}{exp}")
                 active, active_reason = dst, f"restored when {name(src)} was rolled back in {when}{exp}"
             else:  # replaced_by
-                state[src] = (DEPRECATED, f"replaced by {name(dst)} in {when}")
+                state[src] = (VersionStatus.DEPRECATED, f"replaced by {name(dst)} in {when}")
                 active, active_reason = dst, f"replaced {name(src)} in {when}"
             ever_active.add(active)
         if not later and label is not None and label != active:
             active, active_reason = label, "set as active"
             ever_active.add(label)
+        return active, active_reason, state, ever_active
 
+    def _experiment_arms(self, pattern_id: str, as_of: date | None) -> tuple[dict[int, str], dict[int, str]]:
+        """The treatments of A/B experiments running as of `as_of` (candidates) and of those
+        concluded by then, each with why."""
         candidates: dict[int, str] = {}
         concluded: dict[int, str] = {}
         for x in self.experiments:
-            if x["pattern_id"] != pattern_id or x["kind"] != "ab":
+            if x["pattern_id"] != pattern_id or x["kind"] != ExperimentKind.AB:
                 continue
             if as_of is None:
-                running = x["status"] == "running"
+                running = x["status"] == ExperimentStatus.RUNNING
             else:
                 running = x["start_window"] - timedelta(days=1) <= as_of and (
                     x["concluded_window"] is None or x["concluded_window"] > as_of
@@ -210,23 +230,7 @@ class LineageData:
         current = self.labels.get((pattern_id, CANDIDATE))
         if as_of is None and current is not None and current not in candidates:
             candidates[current] = "candidate label"
-
-        out = {}
-        for i in included:
-            if by_id[i]["pattern_id"] != pattern_id:
-                continue
-            if i == active:
-                out[i] = (ACTIVE, active_reason)
-            elif i in candidates:
-                out[i] = (CANDIDATE, candidates[i])
-            elif i in state:
-                out[i] = state[i]
-            elif i in ever_active:
-                out[i] = (DEPRECATED, "no longer active")
-            else:
-                seen = by_id[i]["source"] in ("observed", "implicit")
-                out[i] = (ARCHIVED, concluded.get(i, "seen in executions, never made active" if seen else "never active"))
-        return out
+        return candidates, concluded
 
 
 def _lead_result(result_json: str | None) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""Pictures of a lineage graph: Mermaid source and a layered layout for a small PNG.
+"""Pictures of a lineage graph: Mermaid source and a layered layout for the SVG (picture.py).
 
 Both show at most `max_nodes` versions: the active and candidate ones and the newest others, so a
 pattern with hundreds of versions still gives a readable picture (the tables list every one).
@@ -10,7 +10,7 @@ import re
 import unicodedata
 from itertools import zip_longest
 
-from feedback_loop_dagster.lib.lineage.graph import ACTIVE, CANDIDATE, STATUSES, LineageEdge, LineageGraph, LineageNode
+from feedback_loop_dagster.lib.lineage.graph import LineageEdge, LineageGraph, LineageNode, VersionStatus
 
 STATUS_COLOURS = {
     "active": "#2e7d32",
@@ -32,7 +32,7 @@ EDGE_STYLE = {  # mermaid arrow per edge type: ancestry solid, label moves dotte
 def shown_nodes(graph: LineageGraph, max_nodes: int) -> list[LineageNode]:
     """At most `max_nodes` versions: the active and candidate ones, then, alternately, their
     lineage paths (nearest first) and the newest others."""
-    leading = [n.id for n in graph.nodes.values() if n.status in (ACTIVE, CANDIDATE)]
+    leading = [n.id for n in graph.nodes.values() if n.status in (VersionStatus.ACTIVE, VersionStatus.CANDIDATE)]
     context = [a.id for i in leading for a in reversed(graph.get_lineage_path(i)[:-1])]
     newest = sorted(graph.nodes, reverse=True)
     chosen: dict[int, None] = {}
@@ -110,7 +110,7 @@ def mermaid(graph: LineageGraph, max_nodes: int = 60) -> str:
     for e in graph.edges:
         if e.from_id in ids and e.to_id in ids:
             lines.append(f'    {ids[e.from_id]} {EDGE_STYLE[e.edge_type]}|"{mermaid_text(_edge_label(e))}"| {ids[e.to_id]}')
-    for status in STATUSES:
+    for status in VersionStatus:
         colour = STATUS_COLOURS[status]
         text = "#fff" if status in ("active", "candidate", "rolled_back") else "#000"
         lines.append(f"    classDef {status} fill:{colour},color:{text},stroke:#333")

@@ -13,16 +13,17 @@ from sqlalchemy.engine import Connection
 from feedback_loop_dagster.lib.apply.decisions import Action, promote, reject, rollback
 from feedback_loop_dagster.lib.clock import utc_today
 from feedback_loop_dagster.lib.errors import NotFound
-from feedback_loop_dagster.lib.experiment.experiments import WATCH, Experiment, get_experiment
+from feedback_loop_dagster.lib.experiment.experiments import Experiment, get_experiment
 from feedback_loop_dagster.lib.registry.versions import RegistryError
 from feedback_loop_dagster.lib.storage import tables
+from feedback_loop_dagster.lib.storage.vocabulary import DecisionStatus, ExperimentKind, ExperimentStatus
 
 
 def pending_review(conn: Connection, decision_id: int) -> tuple[Experiment, dict[str, Any], date]:
     row = conn.execute(sa.select(tables.decisions).where(tables.decisions.c.id == decision_id)).mappings().first()
     if row is None:
         raise NotFound(f"no decision with id {decision_id}")
-    if row["status"] != "pending_review":
+    if row["status"] != DecisionStatus.PENDING_REVIEW:
         raise RegistryError(f"decision {decision_id} is {row['status']}, not pending review")
     evidence = json.loads(row["evidence"])
     return get_experiment(conn, row["experiment_id"]), evidence, row["window_start"]
@@ -42,7 +43,8 @@ def manual_rollback(conn: Connection, pattern_id: str, reason: str, user: str, t
     """`feedback-loop rollback PATTERN`: end the running watch by returning to the replaced version,
     decided in the window open `today` (default: the real clock's), never before the watch began."""
     e = tables.experiments
-    row = conn.execute(sa.select(e.c.id).where(e.c.pattern_id == pattern_id, e.c.status == "running", e.c.kind == WATCH)).first()
+    watching = (e.c.pattern_id == pattern_id, e.c.status == ExperimentStatus.RUNNING, e.c.kind == ExperimentKind.WATCH)
+    row = conn.execute(sa.select(e.c.id).where(*watching)).first()
     if row is None:
         raise RegistryError(f"pattern {pattern_id!r} has no promotion under watch to roll back")
     experiment = get_experiment(conn, row[0])

@@ -16,8 +16,8 @@ from sqlalchemy.engine import Connection
 from feedback_loop_dagster.lib.clock import utc_today
 from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
 from feedback_loop_dagster.lib.experiment.experiments import running_experiment
-from feedback_loop_dagster.lib.registry.patch import merge_patch
 from feedback_loop_dagster.lib.registry.edges import add_edge
+from feedback_loop_dagster.lib.registry.patch import merge_patch
 from feedback_loop_dagster.lib.registry.versions import (
     ACTIVE,
     CANDIDATE,

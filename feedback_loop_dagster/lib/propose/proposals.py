@@ -156,3 +156,10 @@ def propose(conn: Connection, pattern_id: str, window: date, policy: Policy) -> 
         )
         created.append(int(result.inserted_primary_key[0]))
     return ProposalOutcome(created, seen, superseded, tried)
+
+
+def proposals_by_id(conn: Connection, ids: list[int], columns: list[str]) -> pd.DataFrame:
+    """The stored proposals `ids` (their `columns`, which include `id`), indexed by id."""
+    p = tables.proposals
+    rows = conn.execute(sa.select(*(p.c[c] for c in columns)).where(p.c.id.in_(ids))).all()
+    return pd.DataFrame(rows, columns=columns).set_index("id", drop=False)

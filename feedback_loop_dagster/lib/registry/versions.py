@@ -69,11 +69,6 @@ class Version:
         )
 
 
-def version_name(pattern_version: str | None) -> str:
-    """The registry name of the version an execution ran (null = the implicit first version)."""
-    return pattern_version if pattern_version else IMPLICIT_VERSION
-
-
 def register_version(
     conn: Connection,
     pattern_id: str,

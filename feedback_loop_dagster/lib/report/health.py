@@ -41,8 +41,8 @@ from sqlalchemy.engine import Connection
 from feedback_loop_dagster.lib.stats.metrics import METRICS
 from feedback_loop_dagster.lib.stats.units import effect_in_unit, format_in_unit, unit_of
 from feedback_loop_dagster.lib.storage import tables
+from feedback_loop_dagster.lib.storage.vocabulary import DecisionAction, DecisionStatus, ExperimentKind
 
-AB, WATCH = "ab", "watch"
 ACCURACY_TARGET = 0.90
 FALSE_POSITIVE_TARGET = 0.05
 
@@ -171,15 +171,15 @@ def load_history(conn: Connection, pattern_ids: Iterable[str] | None = None) -> 
             only(
                 sa.select(ab.c.experiment_id, ab.c.result)
                 .select_from(ab.join(d, sa.and_(d.c.experiment_id == ab.c.experiment_id, d.c.window_start == ab.c.window_start)))
-                .where(d.c.action == "apply", d.c.status == "done"),
+                .where(d.c.action == DecisionAction.APPLY, d.c.status == DecisionStatus.DONE),
                 d.c.pattern_id,
             )
         )
     }
-    watches = [e for e in experiments if e.kind == WATCH]
+    watches = [e for e in experiments if e.kind == ExperimentKind.WATCH]
     promotions = []
     for experiment in experiments:
-        if experiment.kind != AB or experiment.outcome != "promoted" or experiment.concluded_window is None:
+        if experiment.kind != ExperimentKind.AB or experiment.outcome != "promoted" or experiment.concluded_window is None:
             continue
         # promote() starts the watch with the same two versions, right after the promotion
         watch = next((w for w in watches if w.id > experiment.id and w.pattern_id == experiment.pattern_id
@@ -192,7 +192,7 @@ def load_history(conn: Connection, pattern_ids: Iterable[str] | None = None) -> 
     pending = [
         (p, e, w)
         for p, e, w in conn.execute(
-            only(sa.select(d.c.pattern_id, d.c.experiment_id, d.c.window_start).where(d.c.status == "pending_review"),
+            only(sa.select(d.c.pattern_id, d.c.experiment_id, d.c.window_start).where(d.c.status == DecisionStatus.PENDING_REVIEW),
                  d.c.pattern_id)
         )
     ]
@@ -238,7 +238,7 @@ def health_as_of(history: HealthHistory, as_of: date, pattern_id: str | None = N
     health.days_between_improvements = _mean_gap([p.window for p in promotions])
     health.days_since_last_improvement = (as_of - max(p.window for p in promotions)).days if promotions else None
 
-    ab_tests = [e for e in history.experiments if e.kind == AB]
+    ab_tests = [e for e in history.experiments if e.kind == ExperimentKind.AB]
     ended = [e for e in ab_tests if e.ended_by(as_of)]
     verdicts = [e for e in ended if e.outcome in ("promoted", "rejected", "inconclusive")]
     health.ab_ended = len(verdicts)

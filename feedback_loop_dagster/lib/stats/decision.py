@@ -91,6 +91,8 @@ __all__ = [
 ]
 
 DECISIONS = ("apply", "reject", "continue", "inconclusive", "invalid")
+# What a non-finite MetricResult field stored as JSON null stood for.
+_UNBOUNDED = {"ci_lower": -INF, "ci_upper": INF, "se": INF}
 _DEFAULT_POLICY = Policy()
 
 
@@ -199,6 +201,16 @@ class MetricResult:
         d["summary"] = self.summary
         return json_safe(d)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MetricResult":
+        """The result :meth:`to_dict` wrote. JSON has no infinities, so a bound or standard error
+        stored as null comes back as the infinity it stood for."""
+        values = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        for name, missing in _UNBOUNDED.items():
+            if values.get(name) is None:
+                values[name] = missing
+        return cls(**values)
+
 
 @dataclass(slots=True)
 class ExperimentResult:
@@ -258,6 +270,14 @@ class ExperimentResult:
     def state(self) -> dict[str, dict[str, float | None]]:
         """Per-metric sequential state to pass as ``previous`` at the next look."""
         return {m: r.state() for m, r in self.metrics.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ExperimentResult":
+        """The result :meth:`to_dict` wrote (a stored look), for the stages that act on it."""
+        values = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        values["metrics"] = {m: MetricResult.from_dict(r) for m, r in d.get("metrics", {}).items()}
+        values["primary_metrics"] = tuple(d.get("primary_metrics", ()))
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}

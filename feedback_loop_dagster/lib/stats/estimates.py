@@ -12,7 +12,6 @@ observations) are legitimate values here; :func:`json_safe` turns them into
 from __future__ import annotations
 
 import math
-
 from typing import Any, NamedTuple
 
 import numpy as np

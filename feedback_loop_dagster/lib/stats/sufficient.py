@@ -35,7 +35,7 @@ __all__ = [
     "MeanStats",
     "LogMeanStats",
     "ArmStats",
-    "METRIC_FIELDS",
+    "ARM_STAT_TYPES",
 ]
 
 # Relative threshold under which a variance is considered a rounding residue.
@@ -211,10 +211,6 @@ class MeanStats:
         """Sample variance (ddof=1); 0.0 when ``n < 2``; clamped and de-noised (see module doc)."""
         return mean_var(self.n, self.total, self.total_sq)[1]
 
-    @property
-    def std(self) -> float:
-        return math.sqrt(self.variance)
-
     def to_dict(self) -> dict[str, Any]:
         return {"n": self.n, "total": self.total, "total_sq": self.total_sq}
 
@@ -248,7 +244,7 @@ class LogMeanStats(MeanStats):
 
 
 #: ArmStats field -> statistic class.
-METRIC_FIELDS: dict[str, type] = {
+ARM_STAT_TYPES: dict[str, type] = {
     "success": ProportionStats,
     "latency": LogMeanStats,
     "quality": MeanStats,
@@ -362,7 +358,7 @@ class ArmStats:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (for storing daily statistics); inverse of :meth:`from_dict`."""
         out: dict[str, Any] = {"executions": self.executions}
-        for name in METRIC_FIELDS:
+        for name in ARM_STAT_TYPES:
             s = getattr(self, name)
             out[name] = None if s is None else s.to_dict()
         return out
@@ -370,7 +366,7 @@ class ArmStats:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ArmStats":
         kwargs: dict[str, Any] = {"executions": int(d.get("executions", 0) or 0)}
-        for name, klass in METRIC_FIELDS.items():
+        for name, klass in ARM_STAT_TYPES.items():
             v = d.get(name)
             kwargs[name] = None if v is None else klass.from_dict(v)
         return cls(**kwargs)

@@ -85,7 +85,8 @@ def _sqlite_engine(parsed: sa.URL) -> Engine:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             blocking = next((p for p in (folder, *folder.parents) if p.exists()), folder)
-            why = f"{blocking} is a file, not a folder" if not blocking.is_dir() else f"cannot create folder {exc.filename} ({exc.strerror})"
+            why = (f"{blocking} is a file, not a folder" if not blocking.is_dir()
+                   else f"cannot create folder {exc.filename} ({exc.strerror})")
             raise StorageError(f"cannot create SQLite database {parsed.database!r}: {why}") from None
     engine = sa.create_engine(parsed, connect_args={"timeout": 60})
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
 from feedback_loop_dagster.lib.safe_partition_key import safe_partition_key
@@ -66,3 +66,8 @@ def pattern_ids_for_keys(engine: Engine, keys: Iterable[str]) -> dict[str, str]:
             "`feedback-loop patterns sync` or let new_executions_sensor add them"
         )
     return found
+
+
+def partition_keys_by_id(conn: Connection) -> dict[str, str]:
+    """pattern id -> partition key, for every registered pattern."""
+    return dict(conn.execute(sa.select(patterns.c.pattern_id, patterns.c.partition_key)).all())

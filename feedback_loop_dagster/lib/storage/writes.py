@@ -7,15 +7,15 @@ DB-API executemany per block, the values in the form SQLAlchemy's types would bi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, date
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from psycopg.copy import QueuedLibpqWriter
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from feedback_loop_dagster.lib.storage import pg_copy

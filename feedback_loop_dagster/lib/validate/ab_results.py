@@ -73,7 +73,8 @@ def stored_results(conn: Connection, experiment_id: int, until: date) -> list[di
     return [{"window": w, **json.loads(r)} for w, r in rows]
 
 
-def stored_result(conn: Connection, experiment_id: int, window: date) -> dict | None:
+def stored_result(conn: Connection, experiment_id: int, window: date) -> ExperimentResult | None:
+    """The look `evaluate_as_of` stored for `window`, or None."""
     ab = tables.ab_results
     text = conn.scalar(sa.select(ab.c.result).where(ab.c.experiment_id == experiment_id, ab.c.window_start == window))
-    return json.loads(text) if text else None
+    return ExperimentResult.from_dict(json.loads(text)) if text else None
