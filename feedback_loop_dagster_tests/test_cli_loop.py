@@ -36,7 +36,7 @@ def test_every_loop_command_has_help(tmp_path):
 
     commands = [["run"], ["backfill"], ["patterns", "list"], ["policies"], ["policies", "show"], ["policies", "set"],
                 ["versions"], ["versions", "list"], ["versions", "show"], ["versions", "register"], ["versions", "diff"],
-                ["experiments"], ["experiments", "list"], ["experiments", "start"], ["experiments", "stop"],
+                ["experiments"], ["experiments", "list"], ["experiments", "show"], ["experiments", "start"], ["experiments", "stop"],
                 ["approve"], ["reject"], ["rollback"], ["lineage"]]
     for command in commands:
         result = CliRunner().invoke(main, [*command, "--help"])
@@ -155,6 +155,10 @@ def test_review_rollback_and_lineage(loop_db, engine, tmp_path):
     assert approved["action"] == "promoted"
     assert "not pending review" in cli_error("approve", str(decision), url=url, tmp_path=tmp_path)
     assert "no decision with id 999" in cli_error("reject", "999", url=url, tmp_path=tmp_path)
+    shown = cli("experiments", "show", str(approved["experiment"]), url=url, tmp_path=tmp_path).stdout
+    assert shown.startswith(f"#{approved['experiment']} ab v2 vs v1: ") and 'patch: {"timeout_ms": 4000}' in shown
+    assert re.search(rf"decision #{decision}: apply \(v1 -> v2\), done +.*\(by reviewer:ana\)", shown), shown
+    assert cli_error("experiments", "show", "999", url=url, tmp_path=tmp_path) == "error: no experiment with id 999\n"
     rolled = cli("rollback", "summarise", "--reason", "latency regressed", url=url, tmp_path=tmp_path)
     assert "rolled back 'summarise'" in rolled.stdout
     assert "no promotion under watch" in cli_error("rollback", "summarise", url=url, tmp_path=tmp_path)

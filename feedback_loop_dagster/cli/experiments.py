@@ -1,4 +1,4 @@
-"""`experiments list|start|stop`, `approve`, `reject` and `rollback`: experiments and the
+"""`experiments list|show|start|stop`, `approve`, `reject` and `rollback`: experiments and the
 decisions on them."""
 
 from __future__ import annotations
@@ -43,6 +43,33 @@ def experiments_list(pattern: str | None, status: str, as_json: bool) -> None:
     else:
         echo_table(rows, ["id", "pattern_id", "kind", "control", "treatment", "status", "outcome", "start_window",
                           "last_look", "verdict", "effect", "p_value", "n", "decision"], empty="no experiments")
+
+
+@experiments.command("show")
+@click.argument("experiment_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def experiments_show(experiment_id: int, as_json: bool) -> None:
+    """One experiment: its verdict, each metric's effect and interval in its unit with p and n,
+    guardrails with their margins, what the candidate changed (its JSON merge patch), how the
+    verdict went, and the Dagster partition that shows its last look."""
+    from feedback_loop_dagster.lib.report.experiment import experiment_report, patch_text
+
+    ensure_warehouse()
+    with warehouse_engine().connect() as conn:
+        report = experiment_report(conn, experiment_id)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    click.echo(report.headline)
+    click.echo(f"pattern {report.pattern_id!r}, {report.status}{f' ({report.outcome})' if report.outcome else ''}, "
+               f"from {report.start_window}, {report.traffic_split:.0%} treatment; last look {report.last_look or '-'}")
+    click.echo(f"patch: {patch_text(report.patch)}")
+    click.echo("")
+    echo_table([vars(m) for m in report.metrics], ["metric", "role", "effect", "p", "n", "guardrail"], empty="no look yet", cut=None)
+    click.echo("")
+    echo_table([vars(e) for e in report.history], ["window", "event", "detail"], cut=None)
+    if report.partition:
+        click.echo(f"\nin Dagster: {report.partition_path}  (asset ab_test_results, partition {report.partition})")
 
 
 @experiments.command("start")

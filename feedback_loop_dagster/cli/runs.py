@@ -39,11 +39,11 @@ def _print_output(output) -> None:
             click.echo(f"  {name}  " + ", ".join(f"{k}={cell(v)}" for k, v in data[name].items()))
     if data["improvement_opportunities"]:
         click.echo("\nimprovements identified:")
-        echo_table(data["improvement_opportunities"], ["id", "type", "description", "expected_delta", "risk", "status"])
+        echo_table(data["improvement_opportunities"], ["id", "type", "description", "expected", "risk", "status"])
     if data["validation_results"]:
         click.echo("\nA/B results:")
-        echo_table(data["validation_results"], ["experiment_id", "kind", "window", "verdict", "p_value", "performance_delta",
-                                                "n_control", "n_treatment"])
+        echo_table(data["validation_results"], ["experiment_id", "kind", "window", "verdict", "effect", "p_value",
+                                                "n_control", "n_treatment"], cut=None)
     for warning in data["warnings"]:
         click.echo(f"warning: {warning}")
     for error in data["errors"]:

@@ -1,8 +1,16 @@
-"""The Dagster UI in a real browser: headless Chromium (Debian's /usr/bin/chromium) driven by Playwright
-against the integration deployment's webserver.
+"""The Dagster UI in a real browser, as a new user sees it after the demo: headless Chromium (Debian's
+/usr/bin/chromium) driven by Playwright against a webserver over PostgreSQL.
 
-Screenshots go to test-artifacts/ui/ (git-ignored), one per page, so a person can check that they
-show what these tests claim.
+The demo's scenario (its six patterns, ten days, as in loop/test_demo_scenario.py) runs in-process
+into a fresh deployment, as `make demo` does; the webserver starts afterwards, as `make ui` does, so
+its partitions start at the demo's first day. The tests check issue 11 page by page: each partition
+shows its own figures, the A/B verdict and interval are readable without scrolling or a click,
+every pattern has a lineage picture shown at its legible size, the health page shows the demo's
+figures, the job's Runs tab lists the demo's runs, the partition bars are mostly materialised, and
+the global graph reads in loop order at 1,600 px.
+
+Screenshots: one per page, in $FEEDBACK_LOOP_UI_ARTIFACTS or else a folder of the pytest session's
+temporary directory; the folder is printed in the test output.
 """
 
 from __future__ import annotations
@@ -14,17 +22,23 @@ from datetime import date
 from pathlib import Path
 from urllib.parse import quote
 
-import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from feedback_loop_dagster.definitions import build_definitions
-from feedback_loop_dagster.defs.code_location.clock import midnight_after
-from feedback_loop_dagster.defs.code_location.jobs import PATTERN_TAG
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows, quiet_run_config
+
+from feedback_loop_dagster.lib.experiment.experiments import experiments_as_of, list_experiments
+from feedback_loop_dagster.lib.safe_partition_key import safe_partition_key
+from feedback_loop_dagster.lib.report.experiment import headline
+from feedback_loop_dagster.lib.report.health import health_as_of, health_row, load_history
+from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
-from feedback_loop_dagster_tests.integration.data import experiment_history
-from feedback_loop_dagster_tests.integration.harness import DESIGN_ASSETS, REPO
+from feedback_loop_dagster.lib.validate.ab_results import stored_result
+from feedback_loop_dagster.simulator.demo import run_demo
+from feedback_loop_dagster_tests.conftest import postgres_admin_url
+from feedback_loop_dagster_tests.integration.harness import DESIGN_ASSETS, Deployment
+from feedback_loop_dagster_tests.loop.test_demo_scenario import DAYS, PER_DAY, SEED, _patterns
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -40,51 +54,61 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTIFACTS = REPO / "test-artifacts" / "ui"
-PATTERN = "ui-summarise-ticket"
-DAYS = [date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3)]
-# Pages of a webserver on a loaded machine (2 cores at load average 20) take long to render.
+VIEWPORT = {"width": 1600, "height": 1000}
+# Pages of a webserver on a loaded machine (2 cores at load average 20) take long to render; every
+# wait is for an element or an event, this only bounds it.
 LOAD_TIMEOUT_MS = 300_000
+ROLLED_BACK = "sql-generator"
 
 
 @pytest.fixture(scope="module")
-def experiment_data(deployment):
-    """Three days of a pattern whose A/B experiment runs from the first day, materialised in-process
-    into the instance the webserver reads (as the CLI and the demo do)."""
-    engine = get_engine(deployment.warehouse_url)
-    local = build_definitions(FeedbackDatabases(database_url=deployment.warehouse_url))
-    add_pattern_partitions(deployment.instance, [PATTERN])
-    for day in experiment_history(engine, PATTERN, DAYS[0], len(DAYS)):
-        # each day's run replayed at the midnight closing it, as the demo does (defs/code_location/clock.py)
-        materialize_windows(
-            local, deployment.instance, [PATTERN], day, day, run_config=quiet_run_config(midnight_after(day))
-        )
-    return PATTERN
-
-
-@pytest.fixture(scope="module")
-def page(deployment):
+def demo(tmp_path_factory):
+    """A deployment holding the demo's runs and data, with its webserver started after them."""
     if not Path(CHROMIUM).exists():
-        message = f"no Chromium at {CHROMIUM}: apt-get install chromium chromium-driver"
+        message = f"no Chromium at {CHROMIUM}: apt-get install chromium"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
+    with Deployment(tmp_path_factory.mktemp("ui-deployment"), postgres_admin_url()) as deployment:
+        engine = get_engine(deployment.warehouse_url)
+        rows = run_demo(build_definitions(FeedbackDatabases(database_url=deployment.warehouse_url)), deployment.instance, engine, engine,
+                        days=DAYS, per_day=PER_DAY, seed=SEED, patterns=_patterns(), progress=None)
+        assert all(row.match for row in rows), [(r.pattern_id, r.actual) for r in rows]
+        deployment.start_webserver()
+        deployment.engine = engine
+        deployment.rows = {r.pattern_id: r for r in rows}
+        with engine.connect() as conn:
+            deployment.last_day = conn.scalar(sa.select(sa.func.max(tables.feedback_partitions.c.window_start)))
+        yield deployment
+
+
+@pytest.fixture(scope="module")
+def shots(request, tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("FEEDBACK_LOOP_UI_ARTIFACTS") or tmp_path_factory.mktemp("ui-screenshots"))
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"\nUI screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def page(demo):
     from playwright.sync_api import sync_playwright
 
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            tab = browser.new_page(viewport={"width": 1600, "height": 1000})
+            tab = browser.new_page(viewport=VIEWPORT)
             tab.set_default_timeout(LOAD_TIMEOUT_MS)
             yield tab
         finally:
             browser.close()
 
 
-def _open(page, deployment, path: str, ready_text: str, exact: bool = True):
-    page.goto(deployment.url + path)
+def _open(page, demo, path: str, ready_text: str, exact: bool = True):
+    page.goto(demo.url + path)
     page.get_by_text(ready_text, exact=exact).first.wait_for()
     _dismiss_community_dialog(page)
 
@@ -105,173 +129,151 @@ def _dismiss_community_dialog(page):
     dialog.wait_for(state="hidden")
 
 
-def _shot(page, name: str) -> Path:
-    path = ARTIFACTS / f"{name}.png"
-    page.wait_for_timeout(500)  # let the last layout pass paint
+def _shot(page, shots: Path, name: str) -> Path:
     if page.get_by_text("Join the Dagster community").count():  # it can open after the page loaded
         _dismiss_community_dialog(page)
-        page.wait_for_timeout(300)
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")  # painted
+    path = shots / f"{name}.png"
     page.screenshot(path=str(path))
     return path
 
 
-def _label_matches(label: str, asset: str) -> bool:
-    """A node label is the asset's name, or that name shortened with an ellipsis in the middle."""
-    if label == asset:
-        return True
-    if "…" in label:
-        head, _, tail = label.partition("…")
-        return asset.startswith(head) and asset.endswith(tail) and len(asset) > len(head) + len(tail)
-    return False
+def _partition_page(page, demo, asset: str, pattern_id: str, day: date, ready: str):
+    key = f"{safe_partition_key(pattern_id)}|{day}"
+    _open(page, demo, f"/assets/{asset}?view=partitions&partition={quote(key, safe='')}", ready)
+    page.get_by_text(key, exact=True).first.wait_for()  # the partition's own panel
+    return key
 
 
-GRAPH_SCRIPT = """() => {
-  const nodes = [];
-  for (const fo of document.querySelectorAll('svg foreignObject')) {
-    const name = fo.querySelector('[class*="AssetNode_assetName"], [class*="assetName"]');
-    if (!name) continue;
-    nodes.push({label: name.textContent.trim(), x: +fo.getAttribute('x'), width: +fo.getAttribute('width'),
-                y: +fo.getAttribute('y'), height: +fo.getAttribute('height')});
-  }
-  const edges = [];
-  for (const p of document.querySelectorAll('svg path[marker-end]')) {
-    const stroke = p.getAttribute('stroke') || '';
-    if (stroke.includes('highlighted')) continue;  // the hover layer repeats every edge
-    const nums = (p.getAttribute('d').match(/-?[0-9.]+/g) || []).map(Number);
-    edges.push({x1: nums[0], y1: nums[1], x2: nums[nums.length - 2], y2: nums[nums.length - 1]});
-  }
-  return {nodes, edges};
-}"""
+def _entry(page, label: str):
+    """The value cell of a metadata entry of the partition shown."""
+    return page.locator("tr", has=page.locator("td", has_text=re.compile(rf"^{re.escape(label)}$"))).first.locator("td").nth(1)
 
 
-def test_asset_graph_shows_the_designs_assets_and_their_edges(deployment, page):
-    expected = DESIGN_ASSETS
-    # The lineage of the middle asset, deep enough to reach both ends of the chain.
-    _open(page, deployment, "/assets/experiments?view=lineage&lineageScope=neighbors&lineageDepth=8", "experiments")
-    page.wait_for_function("() => document.querySelectorAll('svg path[marker-end]').length >= 7")
-    _shot(page, "01-asset-graph")
-    graph = page.evaluate(GRAPH_SCRIPT)
-
-    nodes = {}
-    for node in graph["nodes"]:
-        names = [a for a in expected if _label_matches(node["label"], a)]
-        if len(names) == 1:
-            nodes[names[0]] = node
-    assert set(nodes) == set(expected), f"graph labels: {[n['label'] for n in graph['nodes']]}"
-
-    def node_at(x: float, y: float, side: str) -> str | None:
-        for name, n in nodes.items():
-            edge_x = n["x"] + n["width"] if side == "right" else n["x"]
-            if abs(edge_x - x) <= 12 and n["y"] <= y <= n["y"] + n["height"]:
-                return name
-        return None
-
-    drawn = {(node_at(e["x1"], e["y1"], "right"), node_at(e["x2"], e["y2"], "left")) for e in graph["edges"]}
-    chain = set(zip(expected, expected[1:]))
-    assert chain <= drawn, f"missing edges {chain - drawn}; drawn {drawn}"
+def _in_view(locator) -> bool:
+    box = locator.bounding_box()
+    return box is not None and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= VIEWPORT["width"] \
+        and box["y"] + box["height"] <= VIEWPORT["height"]
 
 
-def test_a_partitioned_asset_shows_pattern_by_window_partitions(deployment, page, experiment_data):
-    _open(page, deployment, "/assets/feedback_dataset?view=partitions", "Partitions")
-    # One column per dimension: patterns (filterable) and daily windows.
-    page.get_by_placeholder("Filter by pattern").fill(experiment_data)
-    page.get_by_text(experiment_data, exact=True).first.click()
-    page.get_by_placeholder("Filter by window").fill("2026-03-0")
-    for day in DAYS:
-        page.get_by_text(day.isoformat(), exact=True).first.wait_for()
-    page.get_by_text(DAYS[-1].isoformat(), exact=True).first.click()
-    page.get_by_text(f"{experiment_data}|{DAYS[-1]}", exact=True).first.wait_for()
-    page.get_by_text("Materialized", exact=True).first.wait_for()
-    _shot(page, "02-feedback-dataset-partitions")
-    assert page.get_by_text(re.compile(r"\d+ Partitions Selected")).count() >= 1
+def test_a_partition_shows_its_own_row_count(demo, page, shots):
+    day = demo.last_day
+    _partition_page(page, demo, "feedback_dataset", ROLLED_BACK, day, "dagster/row_count")
+    fp = tables.feedback_partitions
+    with demo.engine.connect() as conn:  # the valid rows stored for the partition, and for the whole run
+        own = conn.scalar(sa.select(fp.c.valid_rows).where(fp.c.pattern_id == ROLLED_BACK, fp.c.window_start == day))
+        run = conn.scalar(sa.select(sa.func.sum(fp.c.valid_rows)).where(fp.c.window_start == day))
+    assert 0 < own < run
+    _entry(page, "dagster/row_count").get_by_text(str(own), exact=True).wait_for()
+    _entry(page, "pattern_id").get_by_text(ROLLED_BACK, exact=True).wait_for()
+    _shot(page, shots, "01-feedback-dataset-partition")
 
 
-def test_ab_test_results_materialisation_shows_its_table_and_plot(deployment, page, experiment_data):
-    partition = f"{experiment_data}|{DAYS[-1]}"
-    _open(page, deployment, f"/assets/ab_test_results?view=partitions&partition={quote(partition)}", "lift_over_time")
-    # The partition's own results (its pattern's experiments): one row per experiment, with its
-    # verdict and the engine's numbers.
-    page.locator("tr", has=page.get_by_text("pattern_id", exact=True)).first.get_by_text(experiment_data, exact=True).first.wait_for()
-    results = page.locator("tr", has=page.get_by_text("results", exact=True)).first
-    for column in ("experiment", "verdict", "p_value", "confidence_score", "performance_delta"):
-        results.get_by_text(column, exact=True).first.wait_for()
-    _shot(page, "03-ab-test-results-table")
-
-    page.locator("tr", has=page.get_by_text("lift_over_time", exact=True)).get_by_text("[Show Markdown]").click()
-    plot = page.locator('img[src^="data:image/png"]').first
+def test_the_ab_verdict_and_interval_are_readable_without_scrolling_or_a_click(demo, page, shots):
+    with demo.engine.connect() as conn:
+        experiment = next(e for e in list_experiments(conn, ROLLED_BACK) if e.outcome == "rolled_back")
+        day = experiment.concluded_window
+        shown = experiments_as_of(conn, ROLLED_BACK, day)
+        expected = [headline(e, stored_result(conn, e.id, day)) for e in shown]
+        others = {e.id for e in list_experiments(conn)} - {e.id for e in shown}
+    _partition_page(page, demo, "ab_test_results", ROLLED_BACK, day, "verdict")
+    verdict = _entry(page, "verdict")
+    for text in expected:  # the verdict, the effect and its [low, high] interval in pts, p, n
+        assert re.search(r"; success rate [+-]\d+\.\d pts \[[+-]\d+\.\d, [+-]\d+\.\d\], worse; p=", text), text
+        line = verdict.get_by_text(text, exact=False)
+        line.wait_for()
+        assert _in_view(line), line.bounding_box()
+    verdict.get_by_text('patch {"timeout_ms"', exact=False).wait_for()  # what the candidate changed, beside it
+    # the lift plot is shown inline (no "[Show Markdown]"), at its natural size
+    plot = _entry(page, f"lift #{experiment.id}").locator('img[src^="data:image/svg+xml"]')
     plot.wait_for()
-    assert plot.evaluate("img => img.complete && img.naturalWidth > 100 && img.naturalHeight > 50")
-    assert experiment_data in (plot.get_attribute("alt") or "")
-    _shot(page, "04-ab-test-results-plot")
-    page.get_by_role("button", name="Close").click()
+    assert plot.evaluate("img => img.complete && img.naturalWidth >= 500 && img.clientWidth === img.naturalWidth")
+    # only this partition's pattern's experiments
+    text = page.locator("table").first.inner_text()
+    assert not {int(i) for i in re.findall(r"#(\d+)", text)} & others, text
+    _shot(page, shots, "02-ab-test-results-partition")
 
 
-def test_automation_pages_list_our_sensor_and_schedule(deployment, page):
-    _open(page, deployment, "/automation", "new_executions_sensor")
-    page.get_by_text("daily_loop_schedule", exact=True).first.wait_for()
-    _shot(page, "05-automation")
-
-    _open(page, deployment, "/locations/feedback_loop_dagster/sensors/new_executions_sensor", "Polls hook_executions", exact=False)
-    page.get_by_text("new_executions_sensor").first.wait_for()
-    page.get_by_text("feedback_loop_job").first.wait_for()
-    _shot(page, "06-sensor")
-
-    _open(page, deployment, "/locations/feedback_loop_dagster/schedules/daily_loop_schedule", "for every pattern", exact=False)
-    page.get_by_text("daily_loop_schedule").first.wait_for()
-    page.get_by_text("feedback_loop_job").first.wait_for()
-    _shot(page, "07-schedule")
+def test_every_demo_pattern_has_a_legible_lineage_picture(demo, page, shots):
+    for index, pattern_id in enumerate(demo.rows):
+        _partition_page(page, demo, "pattern_lineage", pattern_id, demo.last_day, "mermaid")
+        _entry(page, "graph").get_by_text("[Show Markdown]").click()
+        picture = page.locator('img[src^="data:image/svg+xml"]').first
+        picture.wait_for()
+        size = picture.evaluate("img => ({natural: img.naturalWidth, shown: img.clientWidth, alt: img.alt})")
+        # drawn with 16 px (12 pt) names and shown 1:1, not scaled down
+        assert size["natural"] >= 640 and size["shown"] == size["natural"], (pattern_id, size)
+        _shot(page, shots, f"03-lineage-{index}-{safe_partition_key(pattern_id)}")
+        page.get_by_role("button", name="Close").click()
 
 
-def _markdown_images(page, label: str) -> list[dict]:
-    """Opens a markdown metadata entry's dialog; each embedded picture's natural and shown size."""
-    page.locator("tr", has=page.get_by_text(label, exact=True)).first.get_by_text("[Show Markdown]").click()
-    images = page.locator('img[src^="data:image/svg+xml"]')
-    images.first.wait_for()
-    return [images.nth(i).evaluate("img => ({natural: img.naturalWidth, shown: img.clientWidth, alt: img.alt})")
-            for i in range(images.count())]
+def test_the_health_page_shows_the_demos_figures(demo, page, shots):
+    with demo.engine.connect() as conn:
+        row = health_row(health_as_of(load_history(conn), demo.last_day, ROLLED_BACK))
+    assert row["promoted"] == "1" and row["false_positives"] != "-"  # the demo's rollback
+    _partition_page(page, demo, "loop_health", ROLLED_BACK, demo.last_day, "health")
+    health = _entry(page, "health")
+    for column in ("accuracy", "false_positives", "rejection_rate", "promoted", "mean_effect"):
+        health.get_by_text(column, exact=True).wait_for()
+    for value in (row["false_positives"], row["mean_effect"]):
+        health.get_by_text(value, exact=False).first.wait_for()
+    _entry(page, "loop").get_by_text("(all patterns)", exact=True).wait_for()
+    _shot(page, shots, "04-loop-health")
 
 
-def test_the_lineage_picture_is_shown_at_its_legible_size(deployment, page, experiment_data):
-    partition = f"{experiment_data}|{DAYS[-1]}"
-    _open(page, deployment, f"/assets/pattern_lineage?view=partitions&partition={quote(partition)}", "mermaid")
-    pictures = _markdown_images(page, "graph")
-    _shot(page, "08-lineage-picture")
-    mine = [p for p in pictures if p["alt"].startswith(experiment_data)]
-    # drawn with 16 px (12 pt) names and shown 1:1, not scaled down
-    assert mine and all(p["natural"] >= 640 and p["shown"] == p["natural"] for p in mine), pictures
-    page.get_by_role("button", name="Close").click()
-
-
-def test_the_health_page_shows_the_loops_figures(deployment, page, experiment_data):
-    partition = f"{experiment_data}|{DAYS[-1]}"
-    _open(page, deployment, f"/assets/loop_health?view=partitions&partition={quote(partition)}", "loop_over_time")
-    table = page.locator("tr", has=page.get_by_text("loop", exact=True)).first
-    for text in ("(all patterns)", experiment_data, "accuracy", "false_positives", "rejection_rate", "running"):
-        table.get_by_text(text, exact=True).first.wait_for()
-    _shot(page, "09-loop-health")
-    plots = _markdown_images(page, "loop_over_time")
-    assert plots and plots[0]["shown"] == plots[0]["natural"] >= 800
-    _shot(page, "10-loop-health-plot")
-    page.get_by_role("button", name="Close").click()
-
-
-def test_runs_launched_in_process_are_the_jobs_runs_with_working_links(deployment, page, experiment_data):
-    """The fixture's runs were executed in-process, as the CLI and the demo execute theirs
-    (defs/in_process_runs/runs.py): the UI files them under the job of the code location, not under /guess/."""
-    ours = deployment.instance.get_runs(dg.RunsFilter(tags={PATTERN_TAG: experiment_data}))
-    assert len(ours) == len(DAYS)
-    _open(page, deployment, "/locations/feedback_loop_dagster/jobs/feedback_loop_job/runs", "feedback_loop_job")
-    for run in ours:
+def test_the_jobs_runs_tab_lists_the_demos_runs(demo, page, shots):
+    """The demo's runs ran in-process, as the CLI's do, and are filed under the code location's job."""
+    runs = demo.instance.get_runs()
+    assert len(runs) == DAYS  # one range run over the patterns per simulated day
+    _open(page, demo, "/locations/feedback_loop_dagster/jobs/feedback_loop_job/runs", "feedback_loop_job")
+    for run in runs:
         page.get_by_text(run.run_id[:8], exact=True).first.wait_for()
     assert page.get_by_text("No runs found").count() == 0
-    _shot(page, "11-job-runs-tab")
+    _shot(page, shots, "05-job-runs-tab")
 
-    _open(page, deployment, f"/runs/{ours[0].run_id}", "feedback_loop_job")
-    links = page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))")
-    assert "/locations/feedback_loop_dagster/jobs/feedback_loop_job" in links, links
-    assert not [link for link in links if "/guess/" in link]
-    _shot(page, "12-in-process-run")
 
-    _open(page, deployment, "/overview/activity/timeline", "feedback_loop_dagster")
-    page.get_by_text("feedback_loop_job", exact=True).first.wait_for()
-    _shot(page, "13-overview-timeline")
+def test_the_partition_bar_is_mostly_materialised(demo, page, shots):
+    _open(page, demo, "/assets/feedback_dataset?view=partitions", "Partitions")
+    counts = {}
+    for state in ("Materialized", "Missing"):
+        label = page.get_by_text(re.compile(rf"^{state} \(\d+\)$")).first
+        label.wait_for()
+        counts[state] = int(re.search(r"\((\d+)\)", label.inner_text()).group(1))
+    # the demo's days for each pattern; only today's open window is missing
+    assert counts["Materialized"] == DAYS * len(demo.rows), counts
+    assert counts["Missing"] <= 2 * len(demo.rows), counts
+    _shot(page, shots, "06-feedback-dataset-partitions")
+
+
+LOOP_GROUPS = ["collect", "analyze", "experiment", "apply", "track"]
+GRAPH_SCRIPT = """() => [...document.querySelectorAll('svg foreignObject')].map(fo => {
+  const box = fo.getBoundingClientRect();
+  return {label: fo.textContent.trim(), left: box.left, right: box.right};
+})"""
+
+
+def test_the_global_graph_reads_in_loop_order_at_1600_px(demo, page, shots):
+    """Five groups in the loop's order, left to right, all on a 1,600 px screen, names in full."""
+    _open(page, demo, "/asset-groups", "Global asset lineage")
+    page.wait_for_function(f"() => ({GRAPH_SCRIPT})().filter(n => {LOOP_GROUPS}.includes(n.label)).length === {len(LOOP_GROUPS)}")
+    _shot(page, shots, "07-global-asset-graph")
+    nodes = {n["label"]: n for n in page.evaluate(GRAPH_SCRIPT)}
+    lefts = [nodes[g]["left"] for g in LOOP_GROUPS]
+    assert lefts == sorted(lefts), dict(zip(LOOP_GROUPS, lefts, strict=True))
+    assert all(0 <= nodes[g]["left"] and nodes[g]["right"] <= VIEWPORT["width"] for g in LOOP_GROUPS), nodes
+    # and the design's assets fall into them in loop order
+    groups = {spec.key.to_user_string(): spec.group_name for spec in build_definitions().resolve_all_asset_specs()}
+    assert [groups[a] for a in DESIGN_ASSETS] == sorted((groups[a] for a in DESIGN_ASSETS), key=LOOP_GROUPS.index)
+
+
+def test_the_per_experiment_view_names_the_partition_to_open(demo, page, shots):
+    """`feedback-loop experiments show ID` ends with the path of the partition showing its last look."""
+    from feedback_loop_dagster.lib.report.experiment import experiment_report
+
+    with demo.engine.connect() as conn:
+        experiment = next(e for e in list_experiments(conn, ROLLED_BACK) if e.outcome == "rolled_back")
+        report = experiment_report(conn, experiment.id)
+    _open(page, demo, report.partition_path, "verdict")
+    page.get_by_text(report.partition, exact=True).first.wait_for()
+    _entry(page, "verdict").get_by_text(report.headline, exact=False).wait_for()
+    _shot(page, shots, "08-experiment-partition")

@@ -18,7 +18,7 @@ def test_pattern_lineage_as_of_each_window_of_a_range_run(engine, migrated_url, 
     register_pattern_ids(engine, [P])
     defs = build_definitions(FeedbackDatabases(database_url=migrated_url))
     node = defs.resolve_assets_def("pattern_lineage")
-    assert node.group_names_by_key[dg.AssetKey("pattern_lineage")] == "lineage"
+    assert node.group_names_by_key[dg.AssetKey("pattern_lineage")] == "track"
     assert node.backfill_policy == dg.BackfillPolicy.single_run()
     with dg.instance_for_test() as instance:
         add_pattern_partitions(instance, [P])

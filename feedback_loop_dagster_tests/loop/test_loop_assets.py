@@ -3,6 +3,7 @@ matches partition-by-partition runs, and re-materialising changes nothing (idemp
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -13,8 +14,10 @@ from feedback_loop_dagster.definitions import build_definitions
 from feedback_loop_dagster.defs.code_location.clock import clock_run_config
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows
+from feedback_loop_dagster.defs.per_partition.plots import INLINE_MARKDOWN_LIMIT
 from feedback_loop_dagster.lib.experiment.assignment import assign_variant
 from feedback_loop_dagster.lib.registry.policies import set_policy
+from feedback_loop_dagster.lib.report.experiment import experiment_report
 from feedback_loop_dagster.lib.registry.versions import register_version
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
@@ -127,10 +130,26 @@ def test_ab_results_show_a_table_a_plot_and_a_passing_srm_check(loop, engine):
     (result,) = materialize_windows(
         defs, instance, [PATTERN], START + timedelta(days=1), START + timedelta(days=2), run_config=at(START + timedelta(days=3))
     )
-    metadata = result.asset_materializations_for_node("ab_test_results")[-1].metadata
+    last = f"{PATTERN}|{START + timedelta(days=2)}"
+    (metadata,) = [m.metadata for m in result.asset_materializations_for_node("ab_test_results") if m.partition == last]
     assert metadata["experiments_evaluated"].value == 1
-    assert "data:image/png;base64," in metadata["lift_over_time"].value
-    assert {"metric", "improvement", "p_value", "guardrail"} <= {c.name for c in metadata["metrics"].schema.columns}
+    (experiment_id,) = [k.removeprefix("lift #") for k in metadata if k.startswith("lift #")]
+    # the verdict first, the lead effect with its interval in the metric's unit, then p and n, and the patch
+    assert re.search(rf"#{experiment_id} ab \S+ vs \S+: \S+; success rate [+-]?\d+\.\d pts \[[+-]?\d+\.\d, [+-]?\d+\.\d\]",
+                     metadata["verdict"].value.replace("\\", "")), metadata["verdict"].value
+    assert "; p=" in metadata["verdict"].value and "patch `{" in metadata["verdict"].value
+    # the lift plot is short enough for the UI to show it inline (defs/per_partition/plots.py)
+    plot = metadata[f"lift #{experiment_id}"].value
+    assert "data:image/svg+xml," in plot and len(plot) < INLINE_MARKDOWN_LIMIT
+    metrics = metadata[f"metrics #{experiment_id}"].value
+    assert metrics.startswith("- **success** (primary): success rate ") and "; guardrail " in metrics
+    assert len(metrics) < INLINE_MARKDOWN_LIMIT
+    # `experiments show` reads the same look back: its headline is the partition's verdict line
+    with engine.connect() as conn:
+        report = experiment_report(conn, int(experiment_id))
+    assert report.headline in metadata["verdict"].value.replace("\\", "").replace("*", "")
+    assert report.partition == last and report.partition_path.endswith("%7C" + str(START + timedelta(days=2)))
+    assert report.metrics[0].role == "primary" and report.metrics[0].effect.startswith("success rate ")
     checks = [
         e.event_specific_data for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == "sample_ratio_mismatch"

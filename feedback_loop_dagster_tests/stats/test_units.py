@@ -10,9 +10,11 @@ import pytest
 from feedback_loop_dagster.lib.stats import LogMeanStats, MeanStats, Policy, ProportionStats, evaluate_metric
 from feedback_loop_dagster.lib.stats.units import (
     effect_in_unit,
+    format_change,
     format_effect,
     format_in_unit,
     format_margin,
+    improvement_in_unit,
     to_unit,
     unit_of,
     verdict_of,
@@ -97,3 +99,12 @@ def test_helpers():
     assert verdict_word("success", 0.0) == "unchanged"
     with pytest.raises(ValueError, match="unknown metric 'speed'"):
         unit_of("speed")
+
+
+def test_an_expected_improvement_is_written_as_the_effect_the_ab_test_will_report():
+    """Proposals hold changes on the improvement scale (positive = better); people read them as
+    treatment - control in the metric's unit, interval [low, high]."""
+    assert format_change("success", *(improvement_in_unit("success", x) for x in (0.05, 0.02, 0.08))) == "+5.0 pts [+2.0, +8.0]"
+    # 12% faster (6-18%): a latency change of -12%, its interval ordered low to high
+    assert format_change("latency", *(improvement_in_unit("latency", x) for x in (0.12, 0.06, 0.18))) == "-12.0% [-18.0%, -6.0%]"
+    assert improvement_in_unit("retries", 0.1) == pytest.approx(-0.1) and improvement_in_unit("quality", None) is None

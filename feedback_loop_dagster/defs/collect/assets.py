@@ -20,7 +20,7 @@ from feedback_loop_dagster.lib.registry.policies import get_policies
 hook_executions = dg.AssetSpec(
     "hook_executions",
     description="Traces of every pattern execution (the source table, DESIGN.md section 2).",
-    group_name="source",
+    group_name="collect",
     kinds={"sql"},
 )
 

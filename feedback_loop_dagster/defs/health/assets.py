@@ -106,7 +106,7 @@ LATEST_WINDOW_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron="0 3 * * *", low
     deps=[pattern_lineage],
     partitions_def=pattern_window_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="health",
+    group_name="track",
     kinds={"python", "sql"},
     freshness_policy=LATEST_WINDOW_FRESHNESS,
 )

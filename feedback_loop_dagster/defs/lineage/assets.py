@@ -52,7 +52,7 @@ def _drawn(graph: LineageGraph) -> tuple:
     deps=[applied_improvements],
     partitions_def=pattern_window_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="lineage",
+    group_name="track",
     kinds={"python", "sql"},
 )
 def pattern_lineage(context: dg.AssetExecutionContext, databases: FeedbackDatabases) -> dg.MaterializeResult:

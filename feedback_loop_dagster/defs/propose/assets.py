@@ -9,16 +9,18 @@ from feedback_loop_dagster.defs.per_partition.loop import each_partition
 from feedback_loop_dagster.defs.per_partition.metadata import report_partitions, table_metadata
 from feedback_loop_dagster.lib.propose.proposals import proposals_by_id, propose
 from feedback_loop_dagster.lib.registry.policies import get_policy
+from feedback_loop_dagster.lib.stats.units import format_change, improvement_in_unit
 
 SHOWN = ["id", "kind", "title", "metric", "expected_delta", "expected_delta_low", "expected_delta_high", "risk",
          "priority", "status", "patch"]
+SHOWN_COLUMNS = ["id", "kind", "title", "metric", "expected", "risk", "priority", "status", "patch"]
 
 
 @dg.asset(
     deps=[pattern_analysis],
     partitions_def=pattern_window_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="propose",
+    group_name="analyze",
     kinds={"python", "sql"},
 )
 def improvement_proposals(context: dg.AssetExecutionContext, databases: FeedbackDatabases) -> dg.MaterializeResult:
@@ -38,13 +40,19 @@ def improvement_proposals(context: dg.AssetExecutionContext, databases: Feedback
 
     def figures(outcome) -> dict:
         proposed = outcome.value
-        mine = shown.loc[proposed.created + proposed.seen_again]
+        mine = shown.loc[proposed.created + proposed.seen_again].sort_values("priority", ascending=False)
+        # the expected change in the metric's unit, as the A/B result will report it
+        expected = [
+            format_change(m, *(improvement_in_unit(m, v) for v in (d, lo, hi)))
+            for m, d, lo, hi in zip(mine.metric, mine.expected_delta, mine.expected_delta_low, mine.expected_delta_high, strict=True)
+        ]
+        mine = mine.drop(columns=["expected_delta", "expected_delta_low", "expected_delta_high"]).assign(expected=expected)
         return {
             "new_proposals": len(proposed.created),
             "open_proposals_seen_again": len(proposed.seen_again),
             "superseded": proposed.superseded,
             "already_tried": len(proposed.already_tried),
-            "proposals": table_metadata(mine.sort_values("priority", ascending=False)),
+            "proposals": table_metadata(mine[SHOWN_COLUMNS]),
         }
 
     report_partitions(context, outcomes, figures)

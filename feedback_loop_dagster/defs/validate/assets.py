@@ -1,16 +1,23 @@
 """`ab_test_results`: the engine's cumulative, always-valid result for every experiment."""
 
 import dagster as dg
-import pandas as pd
 
 from feedback_loop_dagster.defs.code_location.partitions import pattern_window_partitions
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.experiment.assets import experiments
 from feedback_loop_dagster.defs.per_partition.checks import PartitionCheck, partition_check_events, partition_check_spec
 from feedback_loop_dagster.defs.per_partition.loop import each_partition
-from feedback_loop_dagster.defs.per_partition.metadata import report_partitions, table_metadata
-from feedback_loop_dagster.defs.per_partition.plots import lift_plot_markdown
+from feedback_loop_dagster.defs.per_partition.metadata import report_partitions
+from feedback_loop_dagster.defs.per_partition.plots import lift_plot_markdown, markdown_text
 from feedback_loop_dagster.lib.experiment.experiments import experiments_as_of
+from feedback_loop_dagster.lib.report.experiment import (
+    candidate_patch,
+    experiment_title,
+    headline,
+    metric_lines,
+    patch_text,
+)
+from feedback_loop_dagster.lib.stats.units import effect_in_unit
 from feedback_loop_dagster.lib.validate.ab_results import evaluate_as_of, stored_results
 
 SRM_CHECK = "sample_ratio_mismatch"
@@ -24,65 +31,48 @@ def _step(conn, partition):
     return looks
 
 
-def _metric_rows(experiment, result) -> list[dict]:
-    return [
-        {
-            "experiment": experiment.id,
-            "metric": m.metric,
-            "role": m.role,
-            "control": f"{experiment.control.version} n={m.n_control} mean={m.mean_control:.4g}",
-            "treatment": f"{experiment.treatment.version} n={m.n_treatment} mean={m.mean_treatment:.4g}",
-            "improvement": m.relative_improvement,
-            "ci_low": m.relative_improvement_ci_lower,
-            "ci_high": m.relative_improvement_ci_upper,
-            "p_value": m.p_value,
-            "guardrail": m.guardrail_status,
-            "verdict": result.recommendation,
-        }
-        for m in result.metrics.values()
-    ]
-
-
 def _lift_plot(experiment, result, history) -> str | None:
     lead = result.lead_metric
     if not lead or not history:
         return None
-    series = [h["metrics"].get(lead, {}) for h in history]
     return lift_plot_markdown(
-        f"#{experiment.id} {experiment.pattern_id}: {lead} ({experiment.treatment.version} vs {experiment.control.version})",
+        experiment_title(experiment),
+        lead,
         [h["window"] for h in history],
-        [s.get("relative_improvement") for s in series],
-        [s.get("relative_improvement_ci_lower") for s in series],
-        [s.get("relative_improvement_ci_upper") for s in series],
+        [effect_in_unit(h["metrics"].get(lead) or {"metric": lead}) for h in history],
+    )
+
+
+def _metrics_markdown(result: dict) -> str:
+    """One line per metric, primaries first: its effect and interval in its unit, p and n, and a
+    guardrail's status with its bound and margin. Markdown rather than a table: Dagster widens a
+    table to its content, and a table wider than the panel pushes every value off-screen."""
+    return "\n".join(
+        f"- **{m.metric}** ({m.role}): {m.effect}; p={m.p}; n={m.n}" + (f"; guardrail {m.guardrail}" if m.guardrail else "")
+        for m in metric_lines(result)
     )
 
 
 def _figures(outcome) -> dict:
+    """What a person reads in five seconds first (per experiment: the verdict, the lead effect and
+    its interval in the metric's unit, p, n, and what the candidate changed), then the lift plot
+    (inline), every metric with its guardrail, and the engine's reason. Effect texts hold only
+    metric names, numbers and units, so only version names need escaping."""
     looks = outcome.value
-    summary = pd.DataFrame(
-        [
-            {
-                "experiment": e.id,
-                "kind": e.kind,
-                "verdict": r.recommendation,
-                "reason": r.reason,
-                "p_value": r.p_value,
-                "confidence_score": r.confidence_score,
-                "performance_delta": r.performance_delta,
-                "n_control": r.n_control,
-                "n_treatment": r.n_treatment,
-                "srm_p_value": r.srm_p_value,
-            }
-            for e, r, _ in looks
-        ]
-    )
-    plots = [plot for plot in (_lift_plot(e, r, h) for e, r, h in looks) if plot]
-    return {
-        "experiments_evaluated": len(looks),
-        "results": table_metadata(summary),
-        "metrics": table_metadata(pd.DataFrame([row for e, r, _ in looks for row in _metric_rows(e, r)]), limit=100),
-        "lift_over_time": dg.MetadataValue.md("\n\n".join(plots) if plots else "No running experiment."),
-    }
+    figures: dict = {"experiments_evaluated": len(looks)}
+    if looks:
+        figures["verdict"] = dg.MetadataValue.md("\n".join(
+            f"- {headline(e, h[-1], title=f'**{markdown_text(experiment_title(e))}**')}; "
+            f"patch `{patch_text(candidate_patch(e)).replace('`', '')}`"
+            for e, _, h in looks
+        ))
+    for e, r, h in looks:
+        plot = _lift_plot(e, r, h)
+        if plot:
+            figures[f"lift #{e.id}"] = dg.MetadataValue.md(plot)
+        figures[f"metrics #{e.id}"] = dg.MetadataValue.md(_metrics_markdown(h[-1]))
+        figures[f"reason #{e.id}"] = dg.MetadataValue.text(r.reason)
+    return figures
 
 
 def _srm_check(outcome) -> PartitionCheck:
@@ -103,7 +93,7 @@ def _srm_check(outcome) -> PartitionCheck:
     deps=[experiments],
     partitions_def=pattern_window_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="validate",
+    group_name="experiment",
     kinds={"python", "sql"},
     check_specs=[
         partition_check_spec(

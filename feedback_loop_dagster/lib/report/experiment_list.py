@@ -9,7 +9,7 @@ import json
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from feedback_loop_dagster.lib.stats.units import format_effect, verdict_of
+from feedback_loop_dagster.lib.report.experiment import lead_effect
 from feedback_loop_dagster.lib.storage import tables as t
 
 ALL = "all"
@@ -40,7 +40,7 @@ def experiment_rows(conn: Connection, pattern_id: str | None = None, status: str
         r["last_look"] = look["window_start"].isoformat() if look else None
         r["verdict"] = look["decision"] if look else None
         r["p_value"] = look["p_value"] if look else None
-        r["effect"] = lead_effect(look["result"]) if look else None
+        r["effect"] = lead_effect(json.loads(look["result"])) if look else None
         r["performance_delta"] = look["performance_delta"] if look else None  # the seed contract's field
         r["n"] = f"{look['control_n']}/{look['treatment_n']}" if look else None
         decision = decisions.get(r["id"])
@@ -64,10 +64,3 @@ def _decisions(conn: Connection, ids: list[int]) -> dict[int, tuple]:
     d = t.decisions
     return {e: (i, a, s) for i, e, a, s in conn.execute(
         sa.select(d.c.id, d.c.experiment_id, d.c.action, d.c.status).where(d.c.experiment_id.in_(ids)))}
-
-
-def lead_effect(result_json: str) -> str | None:
-    """The lead metric's effect in a stored A/B result, as units.format_effect writes it."""
-    result = json.loads(result_json)
-    lead = (result.get("metrics") or {}).get(result.get("lead_metric"))
-    return format_effect(lead, label=True, verdict=verdict_of(lead)) if lead else None

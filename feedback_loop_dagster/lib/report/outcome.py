@@ -30,6 +30,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, get_label, get_version
+from feedback_loop_dagster.lib.report.experiment import lead_effect
+from feedback_loop_dagster.lib.stats.units import format_in_unit, improvement_in_unit
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.vocabulary import DecisionAction, DecisionStatus, ExperimentKind, ExperimentStatus
 
@@ -108,7 +110,9 @@ def loop_outcome(conn: Connection, pattern_id: str, first: date, window: date, t
     out.improvements_identified = len(proposals)
     out.improvement_opportunities = [
         {"id": r["id"], "type": r["kind"], "description": r["title"], "metric": r["metric"],
-         "expected_delta": r["expected_delta"], "risk": r["risk"], "status": r["status"],
+         "expected_delta": r["expected_delta"],
+         "expected": format_in_unit(r["metric"], improvement_in_unit(r["metric"], r["expected_delta"])),
+         "risk": r["risk"], "status": r["status"],
          "patch": json.loads(r["patch"]) if r["patch"] else None}
         for r in proposals
     ]
@@ -128,6 +132,7 @@ def loop_outcome(conn: Connection, pattern_id: str, first: date, window: date, t
         {"experiment_id": r["experiment_id"], "kind": r["kind"], "window": r["window_start"].isoformat(),
          "verdict": r["decision"], "reason": r["reason"], "p_value": r["p_value"],
          "confidence": r["confidence_score"], "performance_delta": r["performance_delta"],
+         "effect": lead_effect(json.loads(r["result"])),
          "n_control": r["control_n"], "n_treatment": r["treatment_n"], "srm_p_value": r["srm_p_value"]}
         for r in latest_by_experiment.values()
     ]
@@ -170,3 +175,4 @@ def loop_outcome(conn: Connection, pattern_id: str, first: date, window: date, t
     out.next_review_date = window_end(window + timedelta(days=1)) if running else window_end(window + timedelta(days=time_window_days))
     out.details["running_experiment"] = running
     return out
+

@@ -31,10 +31,12 @@ __all__ = [
     "EffectInUnit",
     "UNITS",
     "effect_in_unit",
+    "format_change",
     "format_effect",
     "format_in_unit",
     "format_margin",
     "geometric_means_text",
+    "improvement_in_unit",
     "to_unit",
     "unit_of",
     "verdict_of",
@@ -179,6 +181,24 @@ def _ms(x: Any) -> str:
     return f"{x:.0f}" if abs(x) >= 10 else f"{x:.3g}"
 
 
+def format_change(metric: str, value: float, low: float, high: float) -> str:
+    """A change and its interval, all in ``metric``'s unit: ``+4.2 pts [+1.0, +7.4]`` (bounds
+    put in order)."""
+    low, high = min(low, high), max(low, high)
+    return f"{format_in_unit(metric, value)} {_interval(metric, low, high)}"
+
+
+def improvement_in_unit(metric: str, x: float | None) -> float | None:
+    """A change on the improvement scale (positive = better: a difference of rates or means, for
+    latency the fraction faster) as an effect in ``metric``'s unit, treatment - control: a 12%
+    faster latency is ``-12.0`` (%), 0.05 fewer retries ``-0.05`` retries/exec."""
+    if x is None:
+        return None
+    if unit_of(metric) == "%":
+        return -x * 100.0
+    return to_unit(metric, METRICS[metric].direction * x)
+
+
 def format_effect(result: Any, *, label: bool = False, verdict: str | None = None) -> str:
     """The effect of a metric result as a person reads it.
 
@@ -192,7 +212,7 @@ def format_effect(result: Any, *, label: bool = False, verdict: str | None = Non
     name = f"{METRICS[metric].label} " if label else ""
     if value is None:
         return f"{METRICS[metric].label}: no data" if label else "no data"
-    text = f"{name}{format_in_unit(metric, value)} {_interval(metric, low, high)}"
+    text = f"{name}{format_change(metric, value, low, high)}"
     if metric == "latency":
         text += f" ({geometric_means_text(result)})"
     if verdict:
