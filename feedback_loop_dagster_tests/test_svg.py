@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from datetime import date, timedelta
 from urllib.parse import unquote
 
-from feedback_loop_dagster.defs.per_partition.pictures import svg_markdown
+from feedback_loop_dagster.defs.per_partition.plots import svg_markdown
 from feedback_loop_dagster.lib import svg
 from feedback_loop_dagster.lib.lineage import lineage_graph
 from feedback_loop_dagster.lib.lineage.picture import lineage_svg

@@ -27,11 +27,10 @@ import sqlalchemy as sa
 
 from feedback_loop_dagster.definitions import build_definitions
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
-
 from feedback_loop_dagster.lib.experiment.experiments import experiments_as_of, list_experiments
-from feedback_loop_dagster.lib.safe_partition_key import safe_partition_key
 from feedback_loop_dagster.lib.report.experiment import headline
 from feedback_loop_dagster.lib.report.health import health_as_of, health_row, load_history
+from feedback_loop_dagster.lib.safe_partition_key import safe_partition_key
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.validate.ab_results import stored_result

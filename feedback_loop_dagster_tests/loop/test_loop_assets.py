@@ -17,8 +17,8 @@ from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitio
 from feedback_loop_dagster.defs.per_partition.plots import INLINE_MARKDOWN_LIMIT
 from feedback_loop_dagster.lib.experiment.assignment import assign_variant
 from feedback_loop_dagster.lib.registry.policies import set_policy
-from feedback_loop_dagster.lib.report.experiment import experiment_report
 from feedback_loop_dagster.lib.registry.versions import register_version
+from feedback_loop_dagster.lib.report.experiment import experiment_report
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids

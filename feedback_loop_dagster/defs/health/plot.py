@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from feedback_loop_dagster.defs.per_partition.pictures import svg_markdown
+from feedback_loop_dagster.defs.per_partition.plots import svg_markdown
 from feedback_loop_dagster.lib.report.health import Health
 from feedback_loop_dagster.lib.report.health_picture import health_svg
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from feedback_loop_dagster.defs.per_partition.pictures import svg_markdown
+from feedback_loop_dagster.defs.per_partition.plots import svg_markdown
 from feedback_loop_dagster.lib.lineage import LineageGraph
 from feedback_loop_dagster.lib.lineage.picture import lineage_svg
 

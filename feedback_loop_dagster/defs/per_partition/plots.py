@@ -1,19 +1,14 @@
-"""Small PNG plots embedded in materialisation metadata, so the UI shows them without files."""
+"""Pictures in materialization metadata as markdown images of inline SVG (lib/svg.py): no files,
+and the UI shows them at their natural size (inline when short enough, see INLINE_MARKDOWN_LIMIT)."""
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from feedback_loop_dagster.lib.lineage.render import visible_text  # noqa: E402
-from feedback_loop_dagster.lib.stats.metrics import METRICS  # noqa: E402
-from feedback_loop_dagster.lib.stats.units import EffectInUnit, format_in_unit, unit_of  # noqa: E402
+from feedback_loop_dagster.lib.lineage.render import visible_text
+from feedback_loop_dagster.lib.stats.metrics import METRICS
+from feedback_loop_dagster.lib.stats.units import EffectInUnit, format_in_unit, unit_of
+from feedback_loop_dagster.lib.svg import data_url
 
 _MARKDOWN_SPECIAL = set("\\`*_{}[]()<>#+-.!|~&")
 
@@ -24,17 +19,9 @@ def markdown_text(text: str) -> str:
     return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in visible_text(text))
 
 
-def figure_png(figure) -> bytes:
-    """The figure as PNG bytes (closed afterwards)."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def figure_markdown(figure, title: str) -> str:
-    """The figure as a PNG embedded in markdown (closed afterwards), `title` as its alt text."""
-    return f"![{markdown_text(title)}](data:image/png;base64,{base64.b64encode(figure_png(figure)).decode()})"
+def svg_markdown(svg: str, alt: str) -> str:
+    """The SVG as a markdown image, `alt` shown literally; the URL in angle brackets may hold blanks."""
+    return f"![{markdown_text(alt)}](<{data_url(svg)}>)"
 
 
 # Dagster's UI shows a markdown value inline in a partition's metadata when it is shorter than 1,000
@@ -42,12 +29,6 @@ def figure_markdown(figure, title: str) -> str:
 # dagster 1.13); a PNG never fits, a small SVG of a few dozen points does.
 INLINE_MARKDOWN_LIMIT = 1000
 _WIDTH, _HEIGHT, _LEFT, _RIGHT, _TOP, _BOTTOM = 520, 176, 86, 510, 10, 146
-
-
-def _svg_image(svg: str, alt: str) -> str:
-    """The SVG as a markdown image with a data URL (angle brackets allow its blanks)."""
-    escaped = svg.replace("%", "%25").replace("<", "%3C").replace(">", "%3E").replace("#", "%23").replace('"', "%22")
-    return f"![{markdown_text(alt)}](<data:image/svg+xml,{escaped}>)"
 
 
 def _lift_svg(metric: str, windows: list, effects: list[EffectInUnit]) -> str:
@@ -88,7 +69,7 @@ def lift_plot_markdown(title: str, metric: str, windows: list, effects: list[Eff
     stride = 1
     while True:
         picked = sorted({*range(0, len(windows), stride), len(windows) - 1})
-        text = caption + _svg_image(_lift_svg(metric, [windows[i] for i in picked], [effects[i] for i in picked]), title)
+        text = caption + svg_markdown(_lift_svg(metric, [windows[i] for i in picked], [effects[i] for i in picked]), title)
         if len(text) < INLINE_MARKDOWN_LIMIT or len(picked) <= 2:
             return text
         stride += 1
