@@ -7,14 +7,16 @@ Invalid values raise `ValueError` (pydantic's ValidationError) naming the field.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from enum import Enum
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from feedback_loop_dagster.lib.clock import utc_now
 from feedback_loop_dagster.lib.partition_status import STAGES as ASSET_STAGES
+from feedback_loop_dagster.lib.report.outcome import LoopReport
 from feedback_loop_dagster.lib.stats import Policy
 
 
@@ -72,32 +74,17 @@ class ModelFeedbackLoopInput(BaseModel):
         return Policy.model_validate({**base.model_dump(), **{name: getattr(self, name) for name in POLICY_FIELDS}})
 
 
-class ModelFeedbackLoopOutput(BaseModel):
-    """Every field of the original output contract (see lib/report/outcome.py for meanings)."""
+class ModelFeedbackLoopOutput(LoopReport):
+    """Every field of the original output contract: the loop's figures (`LoopReport`, meanings in
+    lib/report/outcome.py) and the run's own fields below."""
 
     success: bool
     pattern_id: str
-    feedback_collected: int = 0
-    executions_analyzed: int = 0
-    improvements_identified: int = 0
-    improvement_opportunities: list[dict[str, Any]] = Field(default_factory=list)
-    improvements_validated: int = 0
-    validation_results: list[dict[str, Any]] = Field(default_factory=list)
-    improvements_applied: int = 0
-    improvements_rejected: int = 0
-    performance_delta: float = 0.0
-    baseline_metrics: dict[str, float] = Field(default_factory=dict)
-    improved_metrics: dict[str, float] = Field(default_factory=dict)
-    confidence_score: float = Field(default=0.0, ge=0.0, le=1.0)
-    p_value: float | None = None
-    statistically_significant: bool = False
-    next_review_date: datetime | None = None
     workflow_stages: dict[str, str] = Field(default_factory=dict)
     errors: list[str] = Field(default_factory=list)
-    warnings: list[str] = Field(default_factory=list)
     correlation_id: UUID
     duration_ms: float = 0.0
-    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    timestamp: datetime = Field(default_factory=utc_now)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -51,13 +51,6 @@ RUN_LOCK = threading.RLock()
 CONSOLE_LOG_LEVEL = "CRITICAL"
 # How a stage's outcome for a partition reads in the output contract's workflow_stages.
 STAGE_STATES = {"ok": "completed", "failed": "failed", "skipped": "skipped"}
-# The output contract's fields that the loop's outcome, read back from the warehouse, fills in.
-OUTCOME_FIELDS = (
-    "feedback_collected", "executions_analyzed", "improvements_identified", "improvement_opportunities",
-    "improvements_validated", "validation_results", "improvements_applied", "improvements_rejected",
-    "performance_delta", "baseline_metrics", "improved_metrics", "confidence_score", "p_value",
-    "statistically_significant", "next_review_date",
-)
 
 
 @dataclass
@@ -203,8 +196,11 @@ def _stage_states(done: set[str], outcomes: dict, failures: list) -> dict[str, s
 
 def _report_outcome(output, outcome, first: date, window: date, needed: int) -> bool:
     """Fills the output contract from the loop's outcome; whether it analysed `needed` executions."""
-    for name in OUTCOME_FIELDS:
-        setattr(output, name, getattr(outcome, name))
+    from feedback_loop_dagster.lib.report.outcome import LoopReport
+
+    for name in LoopReport.model_fields:  # the figures the output shares with the report
+        if name != "warnings":
+            setattr(output, name, getattr(outcome, name))
     output.warnings += outcome.warnings
     if outcome.executions_analyzed >= needed:
         return True

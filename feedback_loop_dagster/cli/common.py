@@ -74,6 +74,10 @@ def user_name(value: str | None) -> str:
         return "cli"
 
 
+def today() -> date:
+    return utc_today()
+
+
 def cell(value: Any) -> str:
     if value is None:
         return "-"

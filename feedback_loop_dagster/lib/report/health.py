@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection
 from feedback_loop_dagster.lib.stats.metrics import METRICS
 from feedback_loop_dagster.lib.stats.units import effect_in_unit, format_in_unit, unit_of
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.vocabulary import ExperimentKind
+from feedback_loop_dagster.lib.storage.vocabulary import DecisionAction, DecisionStatus, ExperimentKind
 
 ACCURACY_TARGET = 0.90
 FALSE_POSITIVE_TARGET = 0.05
@@ -171,7 +171,7 @@ def load_history(conn: Connection, pattern_ids: Iterable[str] | None = None) -> 
             only(
                 sa.select(ab.c.experiment_id, ab.c.result)
                 .select_from(ab.join(d, sa.and_(d.c.experiment_id == ab.c.experiment_id, d.c.window_start == ab.c.window_start)))
-                .where(d.c.action == "apply", d.c.status == "done"),
+                .where(d.c.action == DecisionAction.APPLY, d.c.status == DecisionStatus.DONE),
                 d.c.pattern_id,
             )
         )
@@ -192,7 +192,7 @@ def load_history(conn: Connection, pattern_ids: Iterable[str] | None = None) -> 
     pending = [
         (p, e, w)
         for p, e, w in conn.execute(
-            only(sa.select(d.c.pattern_id, d.c.experiment_id, d.c.window_start).where(d.c.status == "pending_review"),
+            only(sa.select(d.c.pattern_id, d.c.experiment_id, d.c.window_start).where(d.c.status == DecisionStatus.PENDING_REVIEW),
                  d.c.pattern_id)
         )
     ]

@@ -22,40 +22,49 @@ Field meanings (all over the windows [first, window]):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, get_label, get_version
 from feedback_loop_dagster.lib.storage import tables
+from feedback_loop_dagster.lib.storage.vocabulary import DecisionAction, DecisionStatus, ExperimentKind, ExperimentStatus
 
 OUTCOME_METRIC_COLUMNS = ("executions", "success_rate", "latency_p50", "latency_p95", "latency_p99", "latency_geomean",
                  "quality_mean", "rating_mean", "retries_mean")
 
 
-@dataclass
-class LoopOutcome:
+class LoopReport(BaseModel):
+    """The figures of the original output contract over [first, window] (meanings: module doc).
+    The output model, `contracts.ModelFeedbackLoopOutput`, is this plus the run's own fields."""
+
     feedback_collected: int = 0
     executions_analyzed: int = 0
-    quarantined: int = 0
     improvements_identified: int = 0
-    improvement_opportunities: list[dict[str, Any]] = field(default_factory=list)
+    improvement_opportunities: list[dict[str, Any]] = Field(default_factory=list)
     improvements_validated: int = 0
-    validation_results: list[dict[str, Any]] = field(default_factory=list)
+    validation_results: list[dict[str, Any]] = Field(default_factory=list)
     improvements_applied: int = 0
     improvements_rejected: int = 0
     performance_delta: float = 0.0
-    baseline_metrics: dict[str, float] = field(default_factory=dict)
-    improved_metrics: dict[str, float] = field(default_factory=dict)
-    confidence_score: float = 0.0
+    baseline_metrics: dict[str, float] = Field(default_factory=dict)
+    improved_metrics: dict[str, float] = Field(default_factory=dict)
+    confidence_score: float = Field(default=0.0, ge=0.0, le=1.0)
     p_value: float | None = None
     statistically_significant: bool = False
     next_review_date: datetime | None = None
-    warnings: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class LoopOutcome(LoopReport):
+    """`loop_outcome`'s answer: the contract's figures, plus what the caller files elsewhere
+    (the quarantined count, and `details` for the output's metadata)."""
+
+    quarantined: int = 0
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 def collected_counts(conn: Connection, pattern_id: str, first: date, window: date) -> tuple[int, int, int]:
@@ -113,7 +122,7 @@ def loop_outcome(conn: Connection, pattern_id: str, first: date, window: date, t
         .where(ab.c.pattern_id == pattern_id, ab.c.window_start.between(first, window))
         .order_by(ab.c.window_start, ab.c.experiment_id)
     ).mappings().all()
-    out.improvements_validated = len({r["experiment_id"] for r in looks if r["kind"] == "ab" and r["decision"] == "apply"})
+    out.improvements_validated = len({r["experiment_id"] for r in looks if r["kind"] == ExperimentKind.AB and r["decision"] == "apply"})
     latest_by_experiment = {r["experiment_id"]: r for r in looks}
     out.validation_results = [
         {"experiment_id": r["experiment_id"], "kind": r["kind"], "window": r["window_start"].isoformat(),
@@ -127,9 +136,9 @@ def loop_outcome(conn: Connection, pattern_id: str, first: date, window: date, t
     decisions = conn.execute(
         sa.select(d.c.id, d.c.action, d.c.status).where(d.c.pattern_id == pattern_id, d.c.window_start.between(first, window))
     ).all()
-    out.improvements_applied = sum(1 for _, action, status in decisions if action == "apply" and status == "done")
+    out.improvements_applied = sum(1 for _, action, status in decisions if action == DecisionAction.APPLY and status == DecisionStatus.DONE)
     out.improvements_rejected = sum(1 for _, action, _ in decisions if action in ("reject", "rollback"))
-    pending = [i for i, action, status in decisions if status == "pending_review"]
+    pending = [i for i, action, status in decisions if status == DecisionStatus.PENDING_REVIEW]
     if pending:
         out.warnings.append(
             "waiting for review: " + ", ".join(f"`feedback-loop approve {i}` or `reject {i}`" for i in pending)
@@ -156,7 +165,7 @@ def loop_outcome(conn: Connection, pattern_id: str, first: date, window: date, t
     if bad and source and bad / source > 0.05:
         out.warnings.append(f"{bad} of {source} executions were quarantined as invalid ({bad / source:.1%})")
 
-    running = conn.scalar(sa.select(x.c.id).where(x.c.pattern_id == pattern_id, x.c.status == "running").limit(1))
+    running = conn.scalar(sa.select(x.c.id).where(x.c.pattern_id == pattern_id, x.c.status == ExperimentStatus.RUNNING).limit(1))
     # A running experiment is looked at again when the next window completes.
     out.next_review_date = window_end(window + timedelta(days=1)) if running else window_end(window + timedelta(days=time_window_days))
     out.details["running_experiment"] = running

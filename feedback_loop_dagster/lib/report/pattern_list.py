@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 from feedback_loop_dagster.lib.registry.policies import default_policy
 from feedback_loop_dagster.lib.storage import tables as t
+from feedback_loop_dagster.lib.storage.vocabulary import ExperimentStatus
 
 
 def pattern_rows(conn: Connection) -> list[dict]:
@@ -25,9 +26,9 @@ def pattern_rows(conn: Connection) -> list[dict]:
             )
         )
     }
+    e, pp, fp = t.experiments, t.pattern_policies, t.feedback_partitions
     running = {p: f"#{i} ({k})" for i, p, k in conn.execute(
-        sa.select(t.experiments.c.id, t.experiments.c.pattern_id, t.experiments.c.kind).where(t.experiments.c.status == "running"))}
-    pp, fp = t.pattern_policies, t.feedback_partitions
+        sa.select(e.c.id, e.c.pattern_id, e.c.kind).where(e.c.status == ExperimentStatus.RUNNING))}
     policies = {p: json.loads(text).get("name") for p, text in conn.execute(sa.select(pp.c.pattern_id, pp.c.policy))}
     collected = dict(conn.execute(sa.select(fp.c.pattern_id, sa.func.max(fp.c.window_start)).group_by(fp.c.pattern_id)).all())
     default = default_policy().name
