@@ -28,7 +28,7 @@ Aims (the issue's): (a) at least 50x faster than one run per partition; (i) a 50
 0.1 s per partition; (d) one partition through the whole graph under 1 s; (b) under 60 s at a 30 s
 interval; (c) under 2 GiB.
 
-    .venv/bin/python benchmarks/deployment.py        # default sizes: about 15-20 min on a quiet 2-core machine
+    .venv/bin/python benchmarks/deployment.py        # default sizes (not timed on a quiet machine; estimate 15-25 min)
     .venv/bin/python benchmarks/deployment.py --patterns 1000 --days 90 --per-day 50 \
         --backfill-days 1 --skip b,c,d               # 1,000 patterns x 90 days (4.5 M executions)
     .venv/bin/python benchmarks/deployment.py --skip a,e,f,g,h,i   # only (b), (c), (d)
@@ -152,23 +152,37 @@ def write_history(d: Deployment, patterns: int, days: int, per_day: int) -> dict
 
 class PeakMemory:
     """The largest RSS one process of the deployment (daemon, webserver, code servers, run
-    workers) reaches while the block runs, sampled every `interval` s."""
+    workers) reaches while the block runs, sampled every `interval` s; and the CPU seconds those
+    processes used meanwhile (`cpu`, PostgreSQL's aside), which a loaded machine inflates far less
+    than wall time."""
 
     def __init__(self, d: Deployment, interval: float = 0.5):
         self.d, self.interval, self.peak, self.name = d, interval, 0, ""
+        self._cpu_first: dict[int, float] = {}
+        self._cpu_last: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
+    @property
+    def cpu(self) -> float:
+        return sum(self._cpu_last[pid] - self._cpu_first[pid] for pid in self._cpu_last)
+
     def _sample(self) -> None:
+        first_pass = True
         while not self._stop.is_set():
             for proc in list(self.d.processes.values()):
                 for p in process_tree(proc.pid):
                     try:
                         rss = p.memory_info().rss
+                        times = p.cpu_times()
                         if rss > self.peak:
                             self.peak, self.name = rss, " ".join(p.cmdline())[-70:]
                     except psutil.Error:
-                        pass
+                        continue
+                    # processes already running count from now on, new ones (run workers) from their start
+                    self._cpu_first.setdefault(p.pid, times.user + times.system if first_pass else 0.0)
+                    self._cpu_last[p.pid] = times.user + times.system
+            first_pass = False
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
@@ -326,7 +340,7 @@ def bench_backfill(d: Deployment, days: int, backfill_days: int | None, single_r
     result["range_runs"] = len(records)
     result["range_measured_seconds"] = seconds
     result["range_seconds"] = seconds * days / measured_days
-    result["rss"], result["rss_process"] = memory.peak, memory.name
+    result["rss"], result["rss_process"], result["cpu"] = memory.peak, memory.name, memory.cpu
     result["steps"] = step_seconds(d, records[0].dagster_run.run_id)
 
     if ui_backfill:
@@ -362,6 +376,7 @@ def bench_schedule_day(d: Deployment) -> dict:
     with PeakMemory(d) as memory:
         seconds, records = submit_and_wait(d, requests)
     return {"patterns": patterns, "runs": len(records), "seconds": seconds, "rss": memory.peak, "rss_process": memory.name,
+            "cpu": memory.cpu,
             "steps": step_seconds(d, records[0].dagster_run.run_id)}
 
 
@@ -378,15 +393,18 @@ def bench_scale_out(d: Deployment, days: int, block_patterns: int, block_days: i
     first = last - timedelta(days=block_days - 1)
     partitions = block_patterns * block_days
     log(f"(i) two range runs of {block_patterns} x {block_days} one after the other, then two at once")
-    serial = [submit_and_wait(d, range_run_requests(block, first, last, patterns_per_run=len(block)))[0]
-              for block in blocks[:2]]
-    together, records = submit_and_wait(
-        d, [r for block in blocks[2:] for r in range_run_requests(block, first, last, patterns_per_run=len(block))]
-    )
+    with PeakMemory(d) as one_worker:
+        serial = [submit_and_wait(d, range_run_requests(block, first, last, patterns_per_run=len(block)))[0]
+                  for block in blocks[:2]]
+    with PeakMemory(d) as two_workers:
+        together, records = submit_and_wait(
+            d, [r for block in blocks[2:] for r in range_run_requests(block, first, last, patterns_per_run=len(block))]
+        )
     (a, b) = sorted(records, key=lambda r: r.start_time)
     return {"block_patterns": block_patterns, "block_days": block_days, "partitions": partitions,
             "serial_seconds": sum(serial), "run_seconds": serial, "together_seconds": together,
-            "overlap_seconds": max(0.0, min(a.end_time, b.end_time) - b.start_time)}
+            "overlap_seconds": max(0.0, min(a.end_time, b.end_time) - b.start_time),
+            "serial_cpu": one_worker.cpu, "together_cpu": two_workers.cpu}
 
 
 # --- (h) the partitions page ------------------------------------------------------------------
@@ -628,7 +646,8 @@ def print_backfill(a: dict) -> None:
     print(f"    our policy (range runs): {a['range_runs']} run(s) over {a['measured_days']} day(s) = {measured:,} partitions, "
           f"{a['range_measured_seconds']:.0f} s measured ({a['range_measured_seconds'] / measured:.3f} s/partition)"
           f"{extrapolated} -> {speedup:,.0f}x faster  [aim >= 50x: {aim(speedup >= 50)}]")
-    print(f"    peak RSS of one process {gib(a['rss'])} ({a['rss_process']})")
+    print(f"    peak RSS of one process {gib(a['rss'])} ({a['rss_process']}); CPU of the deployment's processes "
+          f"{a['cpu']:.0f} s = {a['cpu'] / measured:.3f} s/partition")
     print(f"    steps of its first run: {steps_line(a['steps'])}")
     if "ui_runs" in a:
         ui = a["per_partition_extrapolated"] / a["ui_seconds"]
@@ -642,7 +661,8 @@ def print_schedule_day(sched: dict) -> None:
     if sched.get("single_seconds"):
         single = sched["single_seconds"]
         line += f" = {per:.3f} s/partition; baseline one run per partition {single:.1f} s -> {single / per:,.0f}x"
-    print(line + f"; peak RSS of one process {gib(sched['rss'])} ({sched['rss_process']})")
+    print(line + f"; peak RSS of one process {gib(sched['rss'])} ({sched['rss_process']}); CPU of the deployment's "
+          f"processes {sched['cpu']:.0f} s = {sched['cpu'] / sched['patterns']:.3f} s/partition")
     print(f"    steps of its first run: {steps_line(sched['steps'])}")
 
 
@@ -655,6 +675,7 @@ def print_scale_out(out: dict) -> None:
           f"range run [aim < 0.1 s: {aim(per < 0.1)}]")
     print(f"    2 workers: 2 runs at once (QueuedRunCoordinator, feedback_loop/batch limit 2) {out['together_seconds']:.0f} s, "
           f"overlapping {out['overlap_seconds']:.0f} s, both succeeded -> throughput {ratio:.2f}x one worker's")
+    print(f"    CPU of the deployment's processes: {out['serial_cpu']:.0f} s one after the other, {out['together_cpu']:.0f} s at once")
 
 
 def print_partitions_page(page: dict) -> None:

@@ -41,6 +41,7 @@ from feedback_loop_dagster.contracts import (
     ModelResult,
 )
 from feedback_loop_dagster.lib import partition_start, settings
+from feedback_loop_dagster.lib.report.outcome import LoopReport
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,6 @@ def _stage_states(done: set[str], outcomes: dict, failures: list) -> dict[str, s
 
 def _report_outcome(output, outcome, first: date, window: date, needed: int) -> bool:
     """Fills the output contract from the loop's outcome; whether it analysed `needed` executions."""
-    from feedback_loop_dagster.lib.report.outcome import LoopReport
-
     for name in LoopReport.model_fields:  # the figures the output shares with the report
         if name != "warnings":
             setattr(output, name, getattr(outcome, name))

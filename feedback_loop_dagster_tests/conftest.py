@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from feedback_loop_dagster.lib import settings
 from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
 # The suite never reads the developer's databases: the code location loads with the project's
 # defaults (its partitions start where the default warehouse's recorded first day says, see
@@ -67,7 +68,7 @@ def _start_local_cluster() -> None:
     subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
         capture_output=True,
-        timeout=60,
+        timeout=CEILING_SECONDS,
         check=False,
     )
     time.sleep(2)

@@ -162,7 +162,7 @@ def _tool(name: str) -> str:
 def _check_compose(path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [_tool("check-jsonschema"), "--schemafile", str(SCHEMAS / "compose-spec.json"), str(path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=CEILING_SECONDS,
     )
 
 
@@ -193,7 +193,7 @@ def _helm_problems(values: dict) -> list[str]:
 
 
 def test_deploy_yaml_passes_yamllint():
-    result = subprocess.run([_tool("yamllint"), "--strict", *YAML_FILES], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([_tool("yamllint"), "--strict", *YAML_FILES], cwd=ROOT, capture_output=True, text=True, timeout=CEILING_SECONDS)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -229,7 +229,7 @@ def test_daemon_and_webserver_get_the_code_locations_event_levers_everywhere():
     env.update(PATH=f"{Path(sys.executable).parent}:{env['PATH']}", FEEDBACK_LOOP_SKIP_CHECK="1",
                DAGSTER_EVENT_BATCH_SIZE="7")
     result = subprocess.run(["sh", str(ROOT / "deploy" / "entrypoint.sh"), "env"], env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=CEILING_SECONDS)
     assert result.returncode == 0, result.stderr
     exported = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     assert exported["DAGSTER_EVENT_BATCH_SIZE"] == "7"

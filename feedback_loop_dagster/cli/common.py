@@ -74,10 +74,6 @@ def user_name(value: str | None) -> str:
         return "cli"
 
 
-def today() -> date:
-    return utc_today()
-
-
 def cell(value: Any) -> str:
     if value is None:
         return "-"

@@ -13,7 +13,7 @@ from feedback_loop_dagster.lib.errors import InvalidInput
 @click.command("health")
 @click.argument("pattern", required=False)
 @click.option("--as-of", "as_of", type=DATE, help="As of the end of this window [default: today, UTC].")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also write the plot over time to this PNG file.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also write the plot over time to this SVG file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def health_command(pattern: str | None, as_of: date | None, plot_path: str | None, as_json: bool) -> None:
     """Loop health (the design's Monitoring section) per pattern and over all patterns, or for
@@ -40,14 +40,13 @@ def health_command(pattern: str | None, as_of: date | None, plot_path: str | Non
     if pattern_id is not None:
         per_pattern = [health_as_of(history, as_of, pattern_id)]
     if plot_path:
-        from feedback_loop_dagster.defs.health.plot import health_figure
-        from feedback_loop_dagster.defs.per_partition.plots import figure_png
+        from feedback_loop_dagster.lib.report.health_picture import health_svg
 
         title = f"{pattern_id if pattern_id is not None else 'all patterns'}: loop health as of {as_of}"
-        png = figure_png(health_figure(title, health_over_time(history, as_of, pattern_id)))
+        picture = health_svg(title, health_over_time(history, as_of, pattern_id))
         try:
-            with open(plot_path, "wb") as handle:
-                handle.write(png)
+            with open(plot_path, "w", encoding="utf-8") as handle:
+                handle.write(picture)
         except OSError as exc:
             raise InvalidInput(f"cannot write --plot {plot_path!r}: {exc.strerror}") from None
     if as_json:

@@ -225,7 +225,7 @@ def test_automation_pages_list_our_sensor_and_schedule(deployment, page):
 def _markdown_images(page, label: str) -> list[dict]:
     """Opens a markdown metadata entry's dialog; each embedded picture's natural and shown size."""
     page.locator("tr", has=page.get_by_text(label, exact=True)).first.get_by_text("[Show Markdown]").click()
-    images = page.locator('img[src^="data:image/png"]')
+    images = page.locator('img[src^="data:image/svg+xml"]')
     images.first.wait_for()
     return [images.nth(i).evaluate("img => ({natural: img.naturalWidth, shown: img.clientWidth, alt: img.alt})")
             for i in range(images.count())]
@@ -237,7 +237,7 @@ def test_the_lineage_picture_is_shown_at_its_legible_size(deployment, page, expe
     pictures = _markdown_images(page, "graph")
     _shot(page, "08-lineage-picture")
     mine = [p for p in pictures if p["alt"].startswith(experiment_data)]
-    # drawn at 100 dpi with 12 pt names and shown 1:1, not scaled down
+    # drawn with 16 px (12 pt) names and shown 1:1, not scaled down
     assert mine and all(p["natural"] >= 640 and p["shown"] == p["natural"] for p in mine), pictures
     page.get_by_role("button", name="Close").click()
 

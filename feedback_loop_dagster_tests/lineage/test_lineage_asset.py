@@ -1,17 +1,17 @@
 """`pattern_lineage` through Dagster: one range run over several windows gives
-each window's partition its own graph as of its end, with tables, Mermaid source and an embedded PNG."""
+each window's partition its own graph as of its end, with tables, Mermaid source and an embedded SVG picture."""
 
 from __future__ import annotations
-
-import base64
 
 import dagster as dg
 
 from feedback_loop_dagster.definitions import build_definitions
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
 from feedback_loop_dagster.defs.in_process_runs.runs import add_pattern_partitions, materialize_windows
+from feedback_loop_dagster.defs.per_partition.plots import markdown_text
 from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster_tests.lineage.builders import W0, W1, W2, W3, P
+from feedback_loop_dagster_tests.svg_pictures import svg_pictures, texts
 
 
 def test_pattern_lineage_as_of_each_window_of_a_range_run(engine, migrated_url, family):
@@ -40,6 +40,10 @@ def test_pattern_lineage_as_of_each_window_of_a_range_run(engine, migrated_url, 
     assert (rollback["experiment"], rollback["p_value"], rollback["effect"]) == (2, 0.001, None)
     assert "```mermaid\nflowchart RL" in metadata["mermaid"].value
     picture = metadata["graph"].value
-    assert "](data:image/png;base64," in picture and "**rolled_back**" in picture
-    png = base64.b64decode(picture.split("base64,", 1)[1].split(")", 1)[0])
-    assert png.startswith(b"\x89PNG") and len(png) < 200_000
+    assert "**rolled_back**" in picture and len(picture) < 200_000
+    ((alt, svg),) = svg_pictures(picture)
+    shown = texts(svg)
+    # every version, every status in the legend, the label moves with their p-values
+    assert alt == markdown_text(P) and shown[0] == P and {"v1", "v2", "v3", "v4"} <= set(shown)
+    assert {"active", "candidate", "rolled back", "deprecated", "archived"} <= set(shown)
+    assert {"promoted", "p=0.003", "rolled back", "p=0.001"} <= set(shown)

@@ -1,16 +1,13 @@
-"""Lineage pictures: Mermaid whose node ids read as their labels and whose labels are escaped, a PNG
+"""Lineage pictures: Mermaid whose node ids read as their labels and whose labels are escaped, an SVG
 legible at the size the UI shows it, and a picture for every pattern of a run."""
 
 from __future__ import annotations
 
-import base64
-import io
 import re
 from datetime import date
 
 import dagster as dg
 import pytest
-from PIL import Image
 
 from feedback_loop_dagster.definitions import build_definitions
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
@@ -22,6 +19,7 @@ from feedback_loop_dagster.lib.lineage.render import mermaid_ids, mermaid_text, 
 from feedback_loop_dagster.lib.registry.edges import add_edge
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, register_version, set_label
 from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
+from feedback_loop_dagster_tests.svg_pictures import NS, svg_pictures, texts
 
 W = date(2026, 3, 2)
 # Names that came from a source's pattern_version (kept as they are) and must not leak into Mermaid.
@@ -77,17 +75,14 @@ def test_mermaid_ids_stay_unique_when_names_differ_only_in_punctuation(engine):
     assert sorted(ids.values(), key=str.lower) == ["v1_0", "v1_0_2", "v1_0_3", "V1_0_4"]
 
 
-def _png(markdown: str) -> Image.Image:
-    data = re.search(r"\(data:image/png;base64,([^)]+)\)", markdown).group(1)
-    return Image.open(io.BytesIO(base64.b64decode(data)))
-
-
 def test_the_picture_is_legible_and_names_are_shown_literally(hostile_graph):
     metadata = lineage_picture_metadata("p", hostile_graph)
-    image = _png(metadata["graph"].value)
-    # 100 dpi with 12 pt names (about 16 px high), shown 1:1 in the UI's markdown dialog.
-    assert image.width >= 640 and image.height >= 340
-    assert image.info.get("dpi", (100, 100))[0] == pytest.approx(100, abs=1)
+    ((alt, svg),) = svg_pictures(metadata["graph"].value)  # well-formed XML whatever the names
+    # shown 1:1 in the UI's markdown dialog: 640 px or wider, names at 16 px (12 pt), labels 13 px
+    assert float(svg.get("width")) >= 640 and float(svg.get("height")) >= 340
+    sizes = {t.text: float(t.get("font-size")) for t in svg.iter(f"{NS}text")}
+    assert all(sizes[visible_text(name)] == 16 for name in ["v1", *HOSTILE]) and min(sizes.values()) >= 13
+    assert alt == "p" and texts(svg)[0] == "p"
     assert "```mermaid\nflowchart RL" in metadata["mermaid"].value
     assert visible_text("a\u200bb\nc") == "a\\u200bb\\nc"
 
@@ -117,7 +112,7 @@ def test_every_pattern_of_a_run_gets_its_picture(six_patterns):
         alt
         for result in results
         for materialization in result.asset_materializations_for_node("pattern_lineage")
-        for alt in re.findall(r"!\[((?:\\.|[^\]\\])*)\]\(data:image/png", materialization.metadata["graph"].value)
+        for alt, _ in svg_pictures(materialization.metadata["graph"].value)
     ]
     for pattern_id in ids:
         assert markdown_text(pattern_id) in pictures, (pattern_id, pictures)

@@ -25,6 +25,7 @@ from feedback_loop_dagster.lib.storage.migrations import init_databases
 from feedback_loop_dagster.lib.storage.partition_key_map import register_pattern_ids
 from feedback_loop_dagster.simulator import SimulationConfig, pattern_ids, simulate_to_database
 from feedback_loop_dagster_tests.conftest import create_postgres_database, drop_postgres_database
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -121,7 +122,7 @@ def _run_blocks(tmp_path: Path, url: str, env: dict[str, str], blocks: list[list
         procs.append(subprocess.Popen([sys.executable, "-c", RANGE_RUN, json.dumps(args)], cwd=ROOT, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         if not together:
-            out, err = procs.pop().communicate(timeout=900)
+            out, err = procs.pop().communicate(timeout=CEILING_SECONDS)
             assert out.strip(), err[-3000:]
             results.append(json.loads(out.strip().splitlines()[-1]))
     if together:
@@ -130,7 +131,7 @@ def _run_blocks(tmp_path: Path, url: str, env: dict[str, str], blocks: list[list
             time.sleep(0.1)
         go.touch()
         for proc in procs:
-            out, err = proc.communicate(timeout=900)
+            out, err = proc.communicate(timeout=CEILING_SECONDS)
             assert out.strip(), err[-3000:]
             results.append(json.loads(out.strip().splitlines()[-1]))
     return results

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -21,6 +22,7 @@ from feedback_loop_dagster.lib.report.health import health_as_of, health_over_ti
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster_tests.loop.builders import registered_versions, stored_look
+from feedback_loop_dagster_tests.svg_pictures import svg_pictures, texts
 
 W = [date(2026, 3, 1) + timedelta(days=i) for i in range(40)]
 POLICY = get_preset("development")
@@ -138,13 +140,14 @@ def test_the_cli_reports_the_same_figures(history, migrated_url, tmp_path):
     report = json.loads(shown.stdout)
     assert report["overall"] == health_as_of(history, W[30]).to_dict()
     assert [p["pattern_id"] for p in report["patterns"]] == ["a", "b", "c"]
-    plot = tmp_path / "health.png"
+    plot = tmp_path / "health.svg"
     table = CliRunner().invoke(main, ["health", "a", "--as-of", W[30].isoformat(), "--plot", str(plot)], env=env)
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
     assert lines[0].startswith(f"loop health as of {W[30]}") and lines[1].split()[:3] == ["pattern", "accuracy", "false_positives"]
     assert lines[2].split()[:4] == ["(all", "patterns)", "33%", "(1/3)"] and lines[3].split()[:3] == ["a", "50%", "(1/2)"]
-    assert len(lines) == 5 and plot.read_bytes().startswith(b"\x89PNG")
+    assert len(lines) == 5 and plot.read_text().startswith("<svg")
+    assert texts(ET.fromstring(plot.read_text()))[0] == f"a: loop health as of {W[30]}"
 
 
 def _loop_health(engine, url: str, keys: list[str], first: date, last: date) -> dict:
@@ -169,7 +172,8 @@ def test_the_asset_shows_the_partitions_figures_and_the_loop(history, engine, mi
     assert metadata["pattern_id"].value == "a"
     assert (metadata["promotions"].value, metadata["rolled_back"].value, metadata["running"].value) == (2, 1, 1)
     assert metadata["improvement_accuracy"].value == 0.5 and metadata["rejection_rate"].value == 0.25
-    assert "data:image/png;base64," in metadata["over_time"].value and "data:image/png;base64," in metadata["loop_over_time"].value
+    ((_, own),), ((_, loop),) = svg_pictures(metadata["over_time"].value), svg_pictures(metadata["loop_over_time"].value)
+    assert texts(own)[0] == f"a: loop health as of {W[30]}" and texts(loop)[0] == f"all patterns: loop health as of {W[30]}"
     loop = [dict(r.data) for r in metadata["loop"].records]
     assert [r["pattern"] for r in loop] == ["(all patterns)", "a", "b", "c"]
     assert [r["partition_key"] for r in loop] == ["-", "a", "b", "c"]

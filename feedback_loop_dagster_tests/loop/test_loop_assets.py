@@ -1,4 +1,4 @@
-"""The whole graph through Dagster (its first test on PostgreSQL too): every asset materialises, a range run
+"""The whole graph through Dagster: every asset materialises, a range run
 matches partition-by-partition runs, and re-materialising changes nothing (idempotency)."""
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ def loop(engine, migrated_url):
         yield defs, instance
 
 
-@pytest.mark.both_dialects
 def test_every_asset_materialises_and_rematerialising_changes_nothing(loop, engine):
     defs, instance = loop
     # The three days' executions all exist, so the run is at (after) the midnight ending the last.

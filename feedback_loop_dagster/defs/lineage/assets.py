@@ -6,7 +6,7 @@ import pandas as pd
 from feedback_loop_dagster.defs.apply.assets import applied_improvements
 from feedback_loop_dagster.defs.code_location.partitions import pattern_window_partitions
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.lineage.plot import lineage_png_markdown
+from feedback_loop_dagster.defs.lineage.plot import lineage_picture_markdown
 from feedback_loop_dagster.defs.per_partition.loop import each_pattern
 from feedback_loop_dagster.defs.per_partition.metadata import report_partitions, table_metadata
 from feedback_loop_dagster.defs.per_partition.plots import markdown_text
@@ -19,7 +19,7 @@ MERMAID_NOTE = (
 
 
 def lineage_picture_metadata(pattern_id: str, graph: LineageGraph) -> dict[str, dg.MetadataValue]:
-    """The pictures of one pattern's graph as of its window: `graph` (a PNG with the status
+    """The pictures of one pattern's graph as of its window: `graph` (an SVG with the status
     legend) and `mermaid` (its Mermaid source, ids reading as the version names). They depend on
     the graph's versions, statuses and edges only (not on the window: the partition names it),
     so windows whose graphs agree can share them."""
@@ -28,7 +28,7 @@ def lineage_picture_metadata(pattern_id: str, graph: LineageGraph) -> dict[str, 
     title = pattern_id
     legend = "\n".join(f"- **{status}**: {meaning}" for status, meaning in STATUS_MEANINGS.items())
     return {
-        "graph": dg.MetadataValue.md(f"{lineage_png_markdown(title, graph)}\n\n{legend}"),
+        "graph": dg.MetadataValue.md(f"{lineage_picture_markdown(title, graph)}\n\n{legend}"),
         "mermaid": dg.MetadataValue.md(f"**{markdown_text(title)}**\n\n{MERMAID_NOTE}\n\n```mermaid\n{mermaid(graph)}\n```"),
     }
 

@@ -1,4 +1,4 @@
-"""Pictures of a lineage graph: Mermaid source and a layered layout for a small PNG.
+"""Pictures of a lineage graph: Mermaid source and a layered layout for the SVG (picture.py).
 
 Both show at most `max_nodes` versions: the active and candidate ones and the newest others, so a
 pattern with hundreds of versions still gives a readable picture (the tables list every one).
