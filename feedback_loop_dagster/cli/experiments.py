@@ -13,10 +13,10 @@ from feedback_loop_dagster.cli.common import (
     echo_table,
     ensure_warehouse,
     pattern_named,
-    today,
     user_name,
     warehouse_engine,
 )
+from feedback_loop_dagster.lib.clock import utc_today
 from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
 
 
@@ -93,7 +93,7 @@ def experiments_stop(experiment_id: int | None, pattern: str | None, reason: str
             if running is None:
                 raise NotFound(f"pattern {pattern_id!r} has no running experiment")
             experiment_id = running.id
-        experiment = stop_experiment(conn, experiment_id, today(), reason, user=user_name(user))
+        experiment = stop_experiment(conn, experiment_id, utc_today(), reason, user=user_name(user))
     if as_json:
         echo_json({"id": experiment.id, "status": experiment.status, "reason": experiment.reason})
     else:

@@ -6,7 +6,8 @@ from datetime import date
 
 import click
 
-from feedback_loop_dagster.cli.common import DATE, echo_json, echo_table, ensure_warehouse, pattern_named, today, warehouse_engine
+from feedback_loop_dagster.cli.common import DATE, echo_json, echo_table, ensure_warehouse, pattern_named, warehouse_engine
+from feedback_loop_dagster.lib.clock import utc_today
 from feedback_loop_dagster.lib.errors import InvalidInput
 
 
@@ -33,7 +34,7 @@ def health_command(pattern: str | None, as_of: date | None, plot_path: str | Non
 
     ensure_warehouse()
     pattern_id = pattern_named(pattern) if pattern is not None else None
-    as_of = as_of or today()
+    as_of = as_of or utc_today()
     with warehouse_engine().connect() as conn:
         history = load_history(conn)
     per_pattern, overall = health_report(history, as_of)

@@ -18,9 +18,9 @@ from feedback_loop_dagster.cli.common import (
     ensure_warehouse,
     pattern_named,
     source_engine,
-    today,
 )
 from feedback_loop_dagster.lib import partition_start, settings
+from feedback_loop_dagster.lib.clock import utc_today
 from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
 
 
@@ -92,8 +92,8 @@ def backfill_command(start: date, end: date, pattern_ids: tuple[str, ...], chunk
         raise InvalidInput(f"--end {last} is before --start {first}")
     if first < date.fromisoformat(partition_start.window_start_date()):
         raise InvalidInput(f"--start {first} is before the first window {partition_start.window_start_date()} ({settings.START_DATE_ENV})")
-    if last > today():
-        raise InvalidInput(f"--end {last} is in the future (today is {today()})")
+    if last > utc_today():
+        raise InvalidInput(f"--end {last} is in the future (today is {utc_today()})")
     ensure_warehouse()
     if pattern_ids:
         ids = list(dict.fromkeys(pattern_named(name) for name in pattern_ids))
