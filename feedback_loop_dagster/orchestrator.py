@@ -52,6 +52,8 @@ RUN_LOCK = threading.RLock()
 CONSOLE_LOG_LEVEL = "CRITICAL"
 # How a stage's outcome for a partition reads in the output contract's workflow_stages.
 STAGE_STATES = {"ok": "completed", "failed": "failed", "skipped": "skipped"}
+
+
 @dataclass
 class LoopRunner:
     """Runs the loop's job in-process against one warehouse and one Dagster instance."""
