@@ -41,6 +41,7 @@ from feedback_loop_dagster.contracts import (
     ModelResult,
 )
 from feedback_loop_dagster.lib import partition_start, settings
+from feedback_loop_dagster.lib.errors import InvalidInput
 from feedback_loop_dagster.lib.report.outcome import LoopReport
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class LoopRunner:
 def _analysis_period(runner: LoopRunner, pattern_id: str, window: date | None, contract: ModelFeedbackLoopInput | None):
     """(window, the analysis period's first window, policy): `window` defaults to the pattern's
     latest complete window; the policy is the stored one, or the contract's fields over it. A
-    window before the first daily partition is bad input (ValueError)."""
+    window before the first daily partition is bad input (InvalidInput, a ValueError)."""
     from feedback_loop_dagster.lib.collect.source import latest_day_with_executions
     from feedback_loop_dagster.lib.experiment.experiments import open_window
     from feedback_loop_dagster.lib.registry.policies import get_policy
@@ -152,7 +153,7 @@ def _analysis_period(runner: LoopRunner, pattern_id: str, window: date | None, c
             policy = contract.policy(policy)
     first_partition = date.fromisoformat(partition_start.window_start_date())
     if window < first_partition:
-        raise ValueError(
+        raise InvalidInput(
             f"window {window} is before the first daily partition {first_partition} "
             f"(set {settings.START_DATE_ENV} to an earlier date)"
         )

@@ -216,3 +216,11 @@ def test_versions_register_on_an_unknown_pattern_needs_create(engine, migrated_u
     assert made.exit_code == 0 and "registered brand-new@v1" in made.stdout, made.output
     with engine.connect() as conn:
         assert conn.scalar(sa.select(tables.patterns.c.partition_key).where(tables.patterns.c.pattern_id == "brand-new")) == "brand-new"
+
+
+def test_run_before_the_first_partition_is_one_clear_line(engine, migrated_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEEDBACK_LOOP_START_DATE", "2026-01-10")
+    insert_executions(engine, [execution(pattern_id="early")])
+    refused = error_line(invoke(["run", "--pattern", "early", "--window", "2026-01-01"], migrated_url, tmp_path))
+    assert refused == ("error: window 2026-01-01 is before the first daily partition 2026-01-10 "
+                       "(set FEEDBACK_LOOP_START_DATE to an earlier date)")
