@@ -80,7 +80,7 @@ def cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}" if abs(value) >= 1 else f"{value:.4g}"
     if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, default=str)
+        return json.dumps(value, sort_keys=True, default=str)  # display text, not a stored document
     return str(value)
 
 
@@ -102,7 +102,7 @@ def echo_table(
 
 
 def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
+    click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))  # --json output, not a stored document
 
 
 def ensure_warehouse() -> None:

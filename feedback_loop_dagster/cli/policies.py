@@ -66,7 +66,7 @@ def policies_set(pattern: str, preset: str | None, assignments: tuple[str, ...],
         if not sep or not field.strip():
             raise InvalidInput(f"--set takes FIELD=VALUE, got {item!r}")
         try:
-            changes[field.strip()] = json.loads(raw)
+            changes[field.strip()] = json.loads(raw)  # the user's --set value, not a stored document
         except json.JSONDecodeError:
             changes[field.strip()] = raw
     pattern_id = pattern_named(pattern, create=create)

@@ -80,7 +80,7 @@ def versions_show(pattern: str, version: str, as_json: bool) -> None:
                + (f", {node.success_rate:.1%} successful" if node.success_rate is not None else ""))
     click.echo(f"  lineage path: {' -> '.join(path)}")
     click.echo("  config:")
-    for line in json.dumps(node.config, indent=2, sort_keys=True).splitlines():
+    for line in json.dumps(node.config, indent=2, sort_keys=True).splitlines():  # display, not storage
         click.echo(f"    {line}")
     click.echo("  edges:")
     echo_table(edges, ["from", "edge", "to", "window", "effect", "evidence"], empty="    (none)")
@@ -96,7 +96,7 @@ def _json_object(text: str | None, what: str) -> dict | None:
         except OSError as exc:
             raise InvalidInput(f"cannot read {what} file {text[1:]!r}: {exc.strerror}") from None
     try:
-        value = json.loads(text)
+        value = json.loads(text)  # the user's --config or --patch, not a stored document
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -157,7 +157,7 @@ def versions_diff(pattern: str, version_a: str, version_b: str, as_json: bool) -
         click.echo(f"{version_a} and {version_b} have the same config")
         return
     echo_table(diff.changes, ["path", "before", "after"])
-    click.echo(f"merge patch: {json.dumps(diff.patch, sort_keys=True)}")
+    click.echo(f"merge patch: {json.dumps(diff.patch, sort_keys=True)}")  # display, not storage
 
 
 @click.command("lineage")

@@ -21,7 +21,6 @@ loop starts experiments on the next simulated day rather than on the real clock'
 
 from __future__ import annotations
 
-import json
 import textwrap
 import time as clock
 from collections.abc import Callable, Sequence
@@ -223,7 +222,7 @@ def _last_result(conn, experiment_id: int) -> tuple[date, dict] | None:
         .order_by(ab.c.window_start.desc())
         .limit(1)
     ).first()
-    return (row[0], json.loads(row[1])) if row else None
+    return (row[0], row[1]) if row else None
 
 
 def outcomes(warehouse: Engine, patterns: Sequence[PatternTruth]) -> list[DemoRow]:

@@ -23,7 +23,7 @@ def usage(conn, pattern_id, version, day, n, ok):
             pattern_id=pattern_id, version=version, day=day, pattern_key=pattern_id, executions=n, success_n=n,
             success_count=ok, latency_n=0, latency_log_sum=0.0, latency_log_sum_sq=0.0, quality_n=0,
             quality_sum=0.0, quality_sum_sq=0.0, rating_n=0, rating_sum=0.0, rating_sum_sq=0.0, retries_n=0,
-            retries_sum=0.0, retries_sum_sq=0.0, error_counts="{}",
+            retries_sum=0.0, retries_sum_sq=0.0, error_counts={},
         )
     )
 

@@ -118,7 +118,7 @@ def _bulk_family(conn, pattern_id: str):
     now = datetime.now(UTC)
     names = [f"t{i}" for i in range(300)] + [f"b{i}" for i in range(10, 300, 10)] + [f"x{k}" for k in range(71)]
     conn.execute(v.insert(), [
-        {"pattern_id": pattern_id, "version": n, "config": json.dumps({"name": n}), "created_at": now,
+        {"pattern_id": pattern_id, "version": n, "config": {"name": n}, "created_at": now,
          "created_by": "test", "source": "manual"} for n in names])
     ids = dict(conn.execute(sa.select(v.c.version, v.c.id).where(v.c.pattern_id == pattern_id)).all())
     parent = {f"t{i}": f"t{i - 1}" for i in range(1, 300)} | {f"b{i}": f"t{i}" for i in range(10, 300, 10)}
@@ -129,7 +129,7 @@ def _bulk_family(conn, pattern_id: str):
     links += [(f"t{i + 5}", f"b{i}", "merged_from") for i in range(10, 295, 10)]
     conn.execute(e.insert(), [
         {"pattern_id": pattern_id, "from_version_id": ids[a], "to_version_id": ids[b], "edge_type": kind,
-         "evidence": "{}", "window_start": TODAY, "created_at": now} for a, b, kind in links])
+         "evidence": {}, "window_start": TODAY, "created_at": now} for a, b, kind in links])
     set_label(conn, pattern_id, ACTIVE, ids["t0"], None)
     return ids
 

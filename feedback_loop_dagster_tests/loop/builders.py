@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -63,7 +62,7 @@ def add_day(engine, pattern_id: str, version: str, day: date, n: int, success_ra
                 retries_n=n,
                 retries_sum=0.0,
                 retries_sum_sq=0.0,
-                error_counts=json.dumps({}),
+                error_counts={},
             )
         )
 
@@ -88,7 +87,7 @@ def stored_look(conn, experiment, window, metric: str, effect: float, performanc
     conn.execute(tables.ab_results.insert().values(
         experiment_id=experiment.id, window_start=window, pattern_id=experiment.pattern_id, decision="apply",
         reason=result["reason"], p_value=0.001, confidence_score=0.999, performance_delta=performance_delta,
-        control_n=500, treatment_n=500, srm_p_value=0.5, result=json.dumps(result), computed_at=datetime.now(UTC)))
+        control_n=500, treatment_n=500, srm_p_value=0.5, result=result, computed_at=datetime.now(UTC)))
     return result
 
 

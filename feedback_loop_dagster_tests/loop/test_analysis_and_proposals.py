@@ -77,8 +77,8 @@ def test_timeout_proposal_has_a_patch_and_a_delta_estimated_from_the_data(engine
         proposals = conn.execute(sa.select(tables.proposals)).mappings().all()
     assert len(outcome.created) == 1 and again.created == [] and again.seen_again == outcome.created
     (proposal,) = proposals
-    assert json.loads(proposal["patch"]) == {"timeout_ms": 4000}
-    evidence = json.loads(proposal["evidence"])
+    assert proposal["patch"] == {"timeout_ms": 4000}
+    evidence = proposal["evidence"]
     # The delta is the timeout share times the share of timeouts a doubled timeout lets finish.
     assert proposal["expected_delta"] == pytest.approx(evidence["timeout_share"] * evidence["recoverable_share"])
     assert proposal["expected_delta_low"] < proposal["expected_delta"] < proposal["expected_delta_high"]

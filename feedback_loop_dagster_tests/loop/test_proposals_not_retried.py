@@ -4,7 +4,6 @@ re-tested every week. An inconclusive experiment frees the pattern for its next 
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
@@ -47,7 +46,7 @@ def test_after_an_inconclusive_experiment_the_next_proposal_starts(engine):
         (first,) = propose(conn, PATTERN, window, POLICY).created
         row = dict(conn.execute(sa.select(p).where(p.c.id == first)).mappings().one())
         # a second, lower-priority change waiting behind the first
-        row.update(id=None, title="another change", patch=json.dumps({"model": "large"}), fingerprint="another",
+        row.update(id=None, title="another change", patch={"model": "large"}, fingerprint="another",
                    priority=row["priority"] - 1)
         row.pop("id")
         second = conn.execute(p.insert().values(**row)).inserted_primary_key[0]

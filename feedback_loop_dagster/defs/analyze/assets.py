@@ -37,6 +37,7 @@ def _analyze(conn, partitions) -> list[pd.DataFrame]:
 
 def _figures(outcome) -> dict:
     metrics: pd.DataFrame = outcome.value
+    # the rows as bulk_insert wrote them, JSON documents as text
     regressions = [
         f"{row.version}: {', '.join(json.loads(row.regressions))}" for row in metrics.itertuples() if json.loads(row.regressions)
     ]

@@ -7,7 +7,6 @@ version's metrics over the trailing `time_window_days` and compare them with the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -99,8 +98,9 @@ def analyze_pattern(conn: Connection, key: str, pattern_id: str, windows: list[d
                     "pattern_id": pattern_id,
                     "period_start": current_start,
                     **version_metrics(period_rows[period_rows["version"] == version], stats),
-                    "comparison": json.dumps(comparison, sort_keys=True),
-                    "regressions": json.dumps(regressions),
+                    # text: bulk_insert bypasses the column types' encoding
+                    "comparison": tables.pattern_metrics.c.comparison.type.dumps(comparison),
+                    "regressions": tables.pattern_metrics.c.regressions.type.dumps(regressions),
                 }
             )
     metrics = _metrics_frame(records)

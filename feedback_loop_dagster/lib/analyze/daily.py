@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from feedback_loop_dagster.lib.registry.versions import IMPLICIT_VERSION
 from feedback_loop_dagster.lib.stats import ArmStats
 from feedback_loop_dagster.lib.stats.sufficient import execution_aggregates
-from feedback_loop_dagster.lib.storage.tables import DAILY_STAT_COLUMNS
+from feedback_loop_dagster.lib.storage.tables import DAILY_STAT_COLUMNS, daily_version_stats
 
 GROUP = ["pattern_id", "pattern_key", "version", "day"]
 
@@ -37,7 +35,8 @@ def daily_stats(feedback: pd.DataFrame) -> pd.DataFrame:
     errors = (
         failed.assign(error_class=error_class)
         .groupby(GROUP, sort=False)["error_class"]
-        .agg(lambda s: json.dumps(s.value_counts().to_dict(), sort_keys=True))
+        # text, as bulk_insert writes it (it bypasses the column type's encoding)
+        .agg(lambda s: daily_version_stats.c.error_counts.type.dumps(s.value_counts().to_dict()))
         .rename("error_counts")
     )
     stats = stats.merge(errors, left_on=GROUP, right_index=True, how="left")

@@ -7,20 +7,21 @@ it uses the engine's fixed-horizon test and says so; it is a monitoring signal, 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from feedback_loop_dagster.lib.stats import ArmStats, Policy, evaluate_metric
+from feedback_loop_dagster.lib.storage.tables import pattern_metrics
 
 TOP_ERRORS = 5
 COMPARED_METRICS = ("success", "latency", "quality", "rating", "retries")
 
 
 def version_metrics(rows: pd.DataFrame, stats: ArmStats) -> dict[str, Any]:
-    """Volume, success rate, latency quantiles and geometric mean, quality, rating, retries, top errors."""
+    """Volume, success rate, latency quantiles and geometric mean, quality, rating, retries, top
+    errors (as text: the row is bulk-inserted, which bypasses the column type's encoding)."""
     durations = rows["duration_ms"].dropna()
     durations = durations[durations > 0]
     quantiles = durations.quantile([0.5, 0.95, 0.99]) if len(durations) else pd.Series([np.nan] * 3, index=[0.5, 0.95, 0.99])
@@ -36,7 +37,7 @@ def version_metrics(rows: pd.DataFrame, stats: ArmStats) -> dict[str, Any]:
         "quality_mean": _mean(stats.quality),
         "rating_mean": _mean(stats.rating),
         "retries_mean": _mean(stats.retries),
-        "top_errors": json.dumps(error_class.value_counts().head(TOP_ERRORS).to_dict()),
+        "top_errors": pattern_metrics.c.top_errors.type.dumps(error_class.value_counts().head(TOP_ERRORS).to_dict()),
     }
 
 

@@ -7,7 +7,6 @@ most once, and a crash inside the transaction leaves the registry as it was.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -79,7 +78,7 @@ def _decision(
             from_version_id=from_version,
             to_version_id=to_version,
             reason=reason,
-            evidence=json.dumps(_evidence(result), default=str),
+            evidence=_evidence(result),
             created_at=datetime.now(UTC),
             decided_by=decided_by,
         )

@@ -36,6 +36,7 @@ class SourceCursor:
     gaps: list[tuple[int, int]] = field(default_factory=list)  # inclusive seq ranges not yet seen
 
     def to_json(self) -> str:
+        # the sensor's cursor: Dagster stores it as a string, not a warehouse column
         return json.dumps({"high_water": self.high_water, "gaps": self.gaps})
 
     @classmethod

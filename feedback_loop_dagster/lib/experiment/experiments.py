@@ -3,7 +3,6 @@ follows a promotion (the new active version against the one it replaced)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -60,7 +59,7 @@ def _load(conn: Connection, row) -> Experiment:
         treatment=get_version(conn, row["treatment_version_id"]),
         proposal_id=row["proposal_id"],
         traffic_split=row["traffic_split"],
-        policy=Policy.model_validate(json.loads(row["policy"])),
+        policy=Policy.model_validate(row["policy"]),
         start_window=row["start_window"],
         status=row["status"],
         concluded_window=row["concluded_window"],
@@ -141,7 +140,7 @@ def start_experiment(
             treatment_version_id=treatment.id,
             proposal_id=proposal_id,
             traffic_split=split,
-            policy=snapshot.model_dump_json(),
+            policy=snapshot,
             start_window=start_window,
             status=ExperimentStatus.RUNNING,
             created_at=datetime.now(UTC),
@@ -221,7 +220,7 @@ def start_from_proposal(
         conn,
         pattern_id,
         next_version_name(conn, pattern_id),
-        merge_patch(active.config, json.loads(proposal["patch"])),
+        merge_patch(active.config, proposal["patch"]),
         parent_id=active.id,
         created_by=f"proposal:{proposal['id']}",
         source="proposal",

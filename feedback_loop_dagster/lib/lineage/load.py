@@ -24,7 +24,6 @@ although the loop created them later in wall-clock time.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -77,7 +76,7 @@ class LineageData:
                 continue
             if as_of is not None and effective is not None and effective > as_of:
                 continue
-            evidence = json.loads(row["evidence"]) if row["evidence"] else {}
+            evidence = dict(row["evidence"])  # a copy: decided_by is added below
             if row.get("decided_by"):
                 evidence.setdefault("decided_by", row["decided_by"])
             edges.append(
@@ -192,7 +191,7 @@ class LineageData:
         ever_active = {active} if active is not None else set()
         for e in upto:
             src, dst, when = e["from_version_id"], e["to_version_id"], effective(e)
-            evidence = json.loads(e["evidence"]) if e["evidence"] else {}
+            evidence = e["evidence"]
             exp = f" (experiment #{evidence['experiment_id']})" if evidence.get("experiment_id") else ""
             if e["edge_type"] == "promoted_over":
                 state[dst] = (VersionStatus.DEPRECATED, f"{name(src)} was promoted over it in {when}{exp}")
@@ -233,11 +232,10 @@ class LineageData:
         return candidates, concluded
 
 
-def _lead_result(result_json: str | None) -> dict[str, Any] | None:
+def _lead_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
     """The lead metric's result in a stored A/B result, if it has one."""
-    if not result_json:
+    if result is None:
         return None
-    result = json.loads(result_json)
     return (result.get("metrics") or {}).get(result.get("lead_metric"))
 
 

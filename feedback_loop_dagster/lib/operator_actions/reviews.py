@@ -3,7 +3,6 @@ an operator's rollback of a promotion under watch (`feedback-loop rollback`)."""
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from typing import Any
 
@@ -25,8 +24,7 @@ def pending_review(conn: Connection, decision_id: int) -> tuple[Experiment, dict
         raise NotFound(f"no decision with id {decision_id}")
     if row["status"] != DecisionStatus.PENDING_REVIEW:
         raise RegistryError(f"decision {decision_id} is {row['status']}, not pending review")
-    evidence = json.loads(row["evidence"])
-    return get_experiment(conn, row["experiment_id"]), evidence, row["window_start"]
+    return get_experiment(conn, row["experiment_id"]), row["evidence"], row["window_start"]
 
 
 def approve(conn: Connection, decision_id: int, reviewer: str) -> Action:

@@ -49,7 +49,7 @@ def gather_evidence(conn: Connection, pattern_id: str, window: date, policy: Pol
             daily.c.pattern_id == pattern_id, daily.c.version == active.version, daily.c.day.between(first, window)
         )
     ):
-        errors.update(json.loads(counts))
+        errors.update(counts)
 
     f = tables.feedback
     version_filter = (
@@ -92,12 +92,13 @@ def gather_evidence(conn: Connection, pattern_id: str, window: date, policy: Pol
         units=int(rows["unit_id"].notna().sum()),
         distinct_units=int(rows["unit_id"].nunique()),
         latency_p05=latency_p05,
-        regressions=json.loads(metrics_row) if metrics_row else [],
+        regressions=metrics_row if metrics_row is not None else [],
     )
 
 
 def fingerprint(active_version_id: int, draft: ProposalDraft) -> str:
     """Same analyzer, same change, same base version: the same proposal."""
+    # hashed, not stored: the text only needs to be canonical
     key = json.dumps([active_version_id, draft.analyzer, draft.patch, None if draft.patch else draft.title], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
@@ -146,8 +147,8 @@ def propose(conn: Connection, pattern_id: str, window: date, policy: Policy) -> 
                 expected_delta_high=draft.expected_delta_high,
                 risk=draft.risk,
                 priority=draft.priority,
-                evidence=json.dumps(draft.evidence, default=float),
-                patch=json.dumps(draft.patch) if draft.patch is not None else None,
+                evidence=draft.evidence,
+                patch=draft.patch,
                 fingerprint=mark,
                 status="open",
                 last_seen_window=window,

@@ -7,7 +7,6 @@ revisit a version (a rollback returns to an older one), so they are not part of 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -50,7 +49,7 @@ def add_edge(
             to_version_id=to_version_id,
             edge_type=edge_type,
             decision_id=decision_id,
-            evidence=json.dumps(evidence or {}, sort_keys=True, default=str),
+            evidence=evidence or {},
             window_start=window_start,
             created_at=datetime.now(UTC),
         )

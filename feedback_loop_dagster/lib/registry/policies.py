@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -33,13 +32,13 @@ def get_policies(conn: Connection, pattern_ids: Iterable[str]) -> dict[str, Poli
     t = tables.pattern_policies
     stored = dict(conn.execute(sa.select(t.c.pattern_id, t.c.policy).where(t.c.pattern_id.in_(wanted))).all()) if wanted else {}
     default = default_policy()
-    return {p: Policy.model_validate(json.loads(stored[p])) if p in stored else default for p in wanted}
+    return {p: Policy.model_validate(stored[p]) if p in stored else default for p in wanted}
 
 
 def set_policy(conn: Connection, pattern_id: str, policy: Policy) -> None:
     upsert(
         conn,
         tables.pattern_policies,
-        [{"pattern_id": pattern_id, "policy": policy.model_dump_json(), "updated_at": datetime.now(UTC)}],
+        [{"pattern_id": pattern_id, "policy": policy, "updated_at": datetime.now(UTC)}],
         ["pattern_id"],
     )

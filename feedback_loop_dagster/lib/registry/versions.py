@@ -5,7 +5,6 @@ Every function takes an open connection, so callers compose them into one transa
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -61,7 +60,7 @@ class Version:
             pattern_id=row["pattern_id"],
             version=row["version"],
             parent_id=row["parent_id"],
-            config=json.loads(row["config"]),
+            config=row["config"],
             created_at=row["created_at"],
             created_by=row["created_by"],
             source=row["source"],
@@ -86,10 +85,13 @@ def register_version(
         raise RegistryError(
             f"version name must be non-empty, without surrounding spaces or control characters, got {version!r}"
         )
-    config_json = json.dumps(dict(config or {}), sort_keys=True)
+    config = dict(config or {})
+    # Configs compare as the stored text (1, 1.0 and true differ; a tuple is a list).
+    stored_text = tables.pattern_versions.c.config.type.dumps
+    config_text = stored_text(config)
     existing = find_version(conn, pattern_id, version)
     if existing is not None:
-        if json.dumps(existing.config, sort_keys=True) != config_json or existing.parent_id != parent_id:
+        if stored_text(existing.config) != config_text or existing.parent_id != parent_id:
             raise RegistryError(
                 f"version {existing.label} already exists with another config or parent; versions are "
                 "immutable: register a new version name"
@@ -102,7 +104,7 @@ def register_version(
             pattern_id=pattern_id,
             version=version,
             parent_id=parent_id,
-            config=config_json,
+            config=config,
             created_at=datetime.now(UTC),
             created_by=created_by,
             source=source,

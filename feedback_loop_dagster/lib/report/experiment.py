@@ -99,6 +99,7 @@ def candidate_patch(experiment: Experiment) -> dict[str, Any]:
 
 
 def patch_text(patch: dict[str, Any]) -> str:
+    # display text, not a stored document
     return json.dumps(patch, sort_keys=True, ensure_ascii=False) if patch else "{} (same config)"
 
 
@@ -186,8 +187,8 @@ def experiment_report(conn: Connection, experiment_id: int) -> ExperimentReport:
     """Everything `experiments show` prints; NotFound for an unknown id."""
     experiment = get_experiment(conn, experiment_id)
     ab = tables.ab_results
-    looks = [(w, json.loads(r)) for w, r in conn.execute(
-        sa.select(ab.c.window_start, ab.c.result).where(ab.c.experiment_id == experiment_id).order_by(ab.c.window_start))]
+    looks = conn.execute(
+        sa.select(ab.c.window_start, ab.c.result).where(ab.c.experiment_id == experiment_id).order_by(ab.c.window_start)).all()
     last_window, last = looks[-1] if looks else (None, None)
     partition, path = partition_of(experiment.pattern_id, last_window) if last_window else (None, None)
     return ExperimentReport(

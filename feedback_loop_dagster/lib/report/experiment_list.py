@@ -4,8 +4,6 @@ and its decision, if any (one waiting for review is approved or rejected by its 
 
 from __future__ import annotations
 
-import json
-
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -40,7 +38,7 @@ def experiment_rows(conn: Connection, pattern_id: str | None = None, status: str
         r["last_look"] = look["window_start"].isoformat() if look else None
         r["verdict"] = look["decision"] if look else None
         r["p_value"] = look["p_value"] if look else None
-        r["effect"] = lead_effect(json.loads(look["result"])) if look else None
+        r["effect"] = lead_effect(look["result"]) if look else None
         r["performance_delta"] = look["performance_delta"] if look else None  # the seed contract's field
         r["n"] = f"{look['control_n']}/{look['treatment_n']}" if look else None
         decision = decisions.get(r["id"])

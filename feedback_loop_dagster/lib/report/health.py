@@ -26,7 +26,6 @@ Definitions, as of the end of window W (events count from the window they were d
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -166,7 +165,7 @@ def load_history(conn: Connection, pattern_ids: Iterable[str] | None = None) -> 
     ]
     # The look each promotion was decided on: its lead metric's effect.
     looks = {
-        experiment_id: json.loads(result)
+        experiment_id: result
         for experiment_id, result in conn.execute(
             only(
                 sa.select(ab.c.experiment_id, ab.c.result)

@@ -21,7 +21,6 @@ Field meanings (all over the windows [first, window]):
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -113,7 +112,7 @@ def loop_outcome(conn: Connection, pattern_id: str, first: date, window: date, t
          "expected_delta": r["expected_delta"],
          "expected": format_in_unit(r["metric"], improvement_in_unit(r["metric"], r["expected_delta"])),
          "risk": r["risk"], "status": r["status"],
-         "patch": json.loads(r["patch"]) if r["patch"] else None}
+         "patch": r["patch"]}
         for r in proposals
     ]
 
@@ -132,7 +131,7 @@ def loop_outcome(conn: Connection, pattern_id: str, first: date, window: date, t
         {"experiment_id": r["experiment_id"], "kind": r["kind"], "window": r["window_start"].isoformat(),
          "verdict": r["decision"], "reason": r["reason"], "p_value": r["p_value"],
          "confidence": r["confidence_score"], "performance_delta": r["performance_delta"],
-         "effect": lead_effect(json.loads(r["result"])),
+         "effect": lead_effect(r["result"]),
          "n_control": r["control_n"], "n_treatment": r["treatment_n"], "srm_p_value": r["srm_p_value"]}
         for r in latest_by_experiment.values()
     ]
@@ -154,7 +153,7 @@ def loop_outcome(conn: Connection, pattern_id: str, first: date, window: date, t
         out.performance_delta = float(lead["performance_delta"] or 0.0)
         out.p_value = float(lead["p_value"])
         out.confidence_score = min(1.0, max(0.0, float(lead["confidence_score"])))
-        out.statistically_significant = bool(json.loads(lead["result"]).get("statistically_significant", False))
+        out.statistically_significant = bool(lead["result"].get("statistically_significant", False))
         control = get_version(conn, lead["control_version_id"])
         treatment = get_version(conn, lead["treatment_version_id"])
         out.baseline_metrics = _metrics(conn, pattern_id, window, control.version)

@@ -4,8 +4,6 @@ window collected."""
 
 from __future__ import annotations
 
-import json
-
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -29,7 +27,7 @@ def pattern_rows(conn: Connection) -> list[dict]:
     e, pp, fp = t.experiments, t.pattern_policies, t.feedback_partitions
     running = {p: f"#{i} ({k})" for i, p, k in conn.execute(
         sa.select(e.c.id, e.c.pattern_id, e.c.kind).where(e.c.status == ExperimentStatus.RUNNING))}
-    policies = {p: json.loads(text).get("name") for p, text in conn.execute(sa.select(pp.c.pattern_id, pp.c.policy))}
+    policies = {p: policy.get("name") for p, policy in conn.execute(sa.select(pp.c.pattern_id, pp.c.policy))}
     collected = dict(conn.execute(sa.select(fp.c.pattern_id, sa.func.max(fp.c.window_start)).group_by(fp.c.pattern_id)).all())
     default = default_policy().name
     return [

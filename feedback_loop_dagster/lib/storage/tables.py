@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from feedback_loop_dagster.lib.settings import SOURCE_TABLE
+from feedback_loop_dagster.lib.storage.json_text import JSONText
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real BIGINT identity.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -133,7 +134,8 @@ partition_status = sa.Table(
 
 # --- The improvement loop (DESIGN.md sections 1, 3 and 4) -----------------------------------
 
-JsonText = sa.Text  # JSON documents as text: portable across SQLite and PostgreSQL
+# JSON documents are TEXT on both databases (json_text.py), each column with the encoding
+# (`sort_keys`, `default`) its writers have always used, so new documents are written as before.
 
 # Immutable versions of a pattern. `version` is the name executions carry in pattern_version;
 # executions without one belong to the implicit first version.
@@ -144,7 +146,7 @@ pattern_versions = sa.Table(
     sa.Column("pattern_id", sa.Text, nullable=False),
     sa.Column("version", sa.Text, nullable=False),
     sa.Column("parent_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id")),
-    sa.Column("config", JsonText, nullable=False),
+    sa.Column("config", JSONText(sort_keys=True), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("created_by", sa.Text, nullable=False),
     sa.Column("source", sa.Text, nullable=False),  # implicit | observed | proposal | manual
@@ -167,7 +169,7 @@ pattern_policies = sa.Table(
     "pattern_policies",
     warehouse_metadata,
     sa.Column("pattern_id", sa.Text, primary_key=True),
-    sa.Column("policy", JsonText, nullable=False),
+    sa.Column("policy", JSONText(), nullable=False),  # a Policy, as its model_dump_json()
     sa.Column("updated_at", Timestamp, nullable=False),
 )
 
@@ -206,7 +208,7 @@ daily_version_stats = sa.Table(
         sa.Column(name, sa.Integer if name.endswith("_n") else sa.Float, nullable=False)
         for name in DAILY_STAT_COLUMNS[3:]
     ),
-    sa.Column("error_counts", JsonText, nullable=False),
+    sa.Column("error_counts", JSONText(sort_keys=True), nullable=False),
 )
 
 pattern_metrics = sa.Table(
@@ -226,9 +228,9 @@ pattern_metrics = sa.Table(
     sa.Column("quality_mean", sa.Float),
     sa.Column("rating_mean", sa.Float),
     sa.Column("retries_mean", sa.Float),
-    sa.Column("top_errors", JsonText, nullable=False),
-    sa.Column("comparison", JsonText, nullable=False),  # per metric vs the previous period
-    sa.Column("regressions", JsonText, nullable=False),  # metrics whose decline is significant
+    sa.Column("top_errors", JSONText(), nullable=False),  # most frequent first: key order is meaning
+    sa.Column("comparison", JSONText(sort_keys=True), nullable=False),  # per metric vs the previous period
+    sa.Column("regressions", JSONText(), nullable=False),  # metrics whose decline is significant
 )
 
 proposals = sa.Table(
@@ -247,8 +249,8 @@ proposals = sa.Table(
     sa.Column("expected_delta_high", sa.Float, nullable=False),
     sa.Column("risk", sa.Text, nullable=False),
     sa.Column("priority", sa.Float, nullable=False),
-    sa.Column("evidence", JsonText, nullable=False),
-    sa.Column("patch", JsonText),
+    sa.Column("evidence", JSONText(default=float), nullable=False),
+    sa.Column("patch", JSONText()),
     sa.Column("fingerprint", sa.Text, nullable=False),
     sa.Column("status", sa.Text, nullable=False),  # open | experimenting | applied | rejected | superseded
     sa.Column("last_seen_window", sa.Date, nullable=False),
@@ -273,7 +275,7 @@ experiments = sa.Table(
     sa.Column("treatment_version_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id"), nullable=False),
     sa.Column("proposal_id", sa.BigInteger),
     sa.Column("traffic_split", sa.Float, nullable=False),  # planned treatment share
-    sa.Column("policy", JsonText, nullable=False),
+    sa.Column("policy", JSONText(), nullable=False),  # the Policy snapshot
     sa.Column("start_window", sa.Date, nullable=False),  # first window whose executions count
     sa.Column("status", sa.Text, nullable=False),  # running | concluded | stopped
     sa.Column("created_at", Timestamp, nullable=False),
@@ -304,7 +306,7 @@ ab_results = sa.Table(
     sa.Column("control_n", sa.Integer, nullable=False),
     sa.Column("treatment_n", sa.Integer, nullable=False),
     sa.Column("srm_p_value", sa.Float),
-    sa.Column("result", JsonText, nullable=False),
+    sa.Column("result", JSONText(), nullable=False),
     sa.Column("computed_at", Timestamp, nullable=False),
 )
 
@@ -322,7 +324,7 @@ decisions = sa.Table(
     sa.Column("from_version_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id")),
     sa.Column("to_version_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id")),
     sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("evidence", JsonText, nullable=False),
+    sa.Column("evidence", JSONText(default=str), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("decided_by", sa.Text, nullable=False),
 )
@@ -336,7 +338,7 @@ lineage_edges = sa.Table(
     sa.Column("to_version_id", sa.BigInteger, sa.ForeignKey("pattern_versions.id"), nullable=False),
     sa.Column("edge_type", sa.Text, nullable=False),
     sa.Column("decision_id", sa.BigInteger, sa.ForeignKey("decisions.id")),
-    sa.Column("evidence", JsonText, nullable=False),
+    sa.Column("evidence", JSONText(sort_keys=True, default=str), nullable=False),
     sa.Column("window_start", sa.Date),
     sa.Column("created_at", Timestamp, nullable=False),
 )

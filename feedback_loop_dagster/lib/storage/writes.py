@@ -2,7 +2,8 @@
 
 PostgreSQL: COPY on the caller's connection, in the binary format pg_copy.py encodes when every
 column is one of its (dtype, column type) pairs, else psycopg's own `write_row`. SQLite: one
-DB-API executemany per block, the values in the form SQLAlchemy's types would bind them.
+DB-API executemany per block, the values in the form SQLAlchemy's types would bind them (JSON
+documents included: a frame carries them as text, encoded by the column type's `dumps`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from feedback_loop_dagster.lib.storage import pg_copy
 from feedback_loop_dagster.lib.storage.database import is_postgres
+from feedback_loop_dagster.lib.storage.json_text import JSONText
 
 # Rows formatted and handed to the driver at a time: bounds the memory of the formatted text,
 # and lets PostgreSQL start ingesting a block while the next one is formatted.
@@ -219,6 +221,8 @@ def _sqlite_column(series: pd.Series, column_type: sa.types.TypeEngine, dialect)
             out[~missing] = text
             return out.tolist()
     values = _column_values(series)
+    if isinstance(column_type, JSONText):
+        return values.tolist()  # a frame carries JSON documents as text, which COPY writes as is
     processor = impl.bind_processor(dialect)
     if processor is not None and not (isinstance(impl, sa.Float) and dtype == np.float64):
         # (to_float of a float is the float itself)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
@@ -34,7 +33,7 @@ def evaluate_as_of(conn: Connection, experiment: Experiment, window: date) -> Ex
         control,
         treatment,
         experiment.policy,
-        previous=json.loads(previous)["state"] if previous else None,
+        previous=previous["state"] if previous is not None else None,
         days_run=(window - experiment.start_window).days + 1,
     )
     upsert(
@@ -53,7 +52,7 @@ def evaluate_as_of(conn: Connection, experiment: Experiment, window: date) -> Ex
                 "control_n": result.n_control,
                 "treatment_n": result.n_treatment,
                 "srm_p_value": result.srm_p_value,
-                "result": json.dumps(result.to_dict()),
+                "result": result.to_dict(),
                 "computed_at": datetime.now(UTC),
             }
         ],
@@ -70,11 +69,11 @@ def stored_results(conn: Connection, experiment_id: int, until: date) -> list[di
         .where(ab.c.experiment_id == experiment_id, ab.c.window_start <= until)
         .order_by(ab.c.window_start)
     ).all()
-    return [{"window": w, **json.loads(r)} for w, r in rows]
+    return [{"window": w, **r} for w, r in rows]
 
 
 def stored_result(conn: Connection, experiment_id: int, window: date) -> ExperimentResult | None:
     """The look `evaluate_as_of` stored for `window`, or None."""
     ab = tables.ab_results
-    text = conn.scalar(sa.select(ab.c.result).where(ab.c.experiment_id == experiment_id, ab.c.window_start == window))
-    return ExperimentResult.from_dict(json.loads(text)) if text else None
+    stored = conn.scalar(sa.select(ab.c.result).where(ab.c.experiment_id == experiment_id, ab.c.window_start == window))
+    return ExperimentResult.from_dict(stored) if stored is not None else None
