@@ -123,3 +123,14 @@ def test_no_function_of_the_package_is_longer_than_80_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: {lines} lines")
     assert not long, "\n".join(long)
+
+
+def test_no_test_module_imports_another_test_module():
+    """Shared helpers live in fixture modules (conftest.py, factories.py, builders, demo_scenario.py)."""
+    tests = Path(__file__).parent
+    offenders = []
+    for path in tests.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[-1].startswith("test_"):
+                offenders.append(f"{path.relative_to(tests)}:{node.lineno} imports {node.module}")
+    assert not offenders, "\n".join(offenders)

@@ -33,11 +33,11 @@ from feedback_loop_dagster.lib.report.health import health_as_of, health_row, lo
 from feedback_loop_dagster.lib.safe_partition_key import safe_partition_key
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
-from feedback_loop_dagster.lib.validate.ab_results import stored_result
+from feedback_loop_dagster.lib.validate.ab_results import stored_results
 from feedback_loop_dagster.simulator.demo import run_demo
 from feedback_loop_dagster_tests.conftest import postgres_admin_url
+from feedback_loop_dagster_tests.demo_scenario import DAYS, PER_DAY, SEED, scenario_patterns
 from feedback_loop_dagster_tests.integration.harness import DESIGN_ASSETS, Deployment
-from feedback_loop_dagster_tests.loop.test_demo_scenario import DAYS, PER_DAY, SEED, _patterns
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -71,7 +71,7 @@ def demo(tmp_path_factory):
     with Deployment(tmp_path_factory.mktemp("ui-deployment"), postgres_admin_url()) as deployment:
         engine = get_engine(deployment.warehouse_url)
         rows = run_demo(build_definitions(FeedbackDatabases(database_url=deployment.warehouse_url)), deployment.instance, engine, engine,
-                        days=DAYS, per_day=PER_DAY, seed=SEED, patterns=_patterns(), progress=None)
+                        days=DAYS, per_day=PER_DAY, seed=SEED, patterns=scenario_patterns(), progress=None)
         assert all(row.match for row in rows), [(r.pattern_id, r.actual) for r in rows]
         deployment.start_webserver()
         deployment.engine = engine
@@ -173,7 +173,7 @@ def test_the_ab_verdict_and_interval_are_readable_without_scrolling_or_a_click(d
         experiment = next(e for e in list_experiments(conn, ROLLED_BACK) if e.outcome == "rolled_back")
         day = experiment.concluded_window
         shown = experiments_as_of(conn, ROLLED_BACK, day)
-        expected = [headline(e, stored_result(conn, e.id, day)) for e in shown]
+        expected = [headline(e, stored_results(conn, e.id, day)[-1]) for e in shown]  # as the asset reads it
         others = {e.id for e in list_experiments(conn)} - {e.id for e in shown}
     _partition_page(page, demo, "ab_test_results", ROLLED_BACK, day, "verdict")
     verdict = _entry(page, "verdict")

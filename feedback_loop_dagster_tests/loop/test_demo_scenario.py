@@ -5,20 +5,12 @@ is materialised for that day before the next one is simulated; the planted truth
 true improvements promoted, the harmful candidate rejected, the neutral one ended inconclusive
 (control kept), the promotion that degrades rolled back, and the monitoring pattern left alone.
 
-The demo runs 21 days of 500 executions per pattern. Here ten days of 1,000 are enough for every
-planted outcome once the neutral experiment may run 4 days instead of its preset's 14: a
-promotion now waits until every guardrail has shown non-inferiority, and the latency guardrail of
-the timeout changes (about 3% slower, margin 10%) needs one to two thousand executions per arm,
-then the degrading promotion needs three days to degrade and the watch's days to catch it. At this
-size seeds 1, 3, 4 and 6-10 meet every outcome (checked with run_demo); seed 10's last planted
-outcome comes on day 6, leaving four days of margin. The Dagster instance
+The scenario's size and seed are in demo_scenario.py (why that size suffices). The Dagster instance
 is the in-memory test instance, whose event log is about ten times cheaper per event than
 instance_for_test's SQLite files.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import dagster as dg
 import pytest
@@ -34,20 +26,7 @@ from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.simulator.demo import format_table, run_demo
 from feedback_loop_dagster.simulator.scenario import demo_patterns, window_days
-
-DAYS = 10
-PER_DAY = 1000
-SEED = 10
-NEUTRAL_DAYS = 4
-
-
-def _patterns():
-    """The demo's patterns, the neutral one with a shorter experiment so it ends within DAYS."""
-    return [
-        replace(p, policy=p.policy.model_copy(update={"max_experiment_days": NEUTRAL_DAYS}))
-        if p.pattern_id == "doc-search" else p
-        for p in demo_patterns()
-    ]
+from feedback_loop_dagster_tests.demo_scenario import DAYS, NEUTRAL_DAYS, PER_DAY, SEED, scenario_patterns
 
 
 def _edges(conn, pattern_id: str) -> list[str]:
@@ -62,7 +41,7 @@ def test_demo_scenario_end_to_end(migrated_url):
     with dg.DagsterInstance.ephemeral() as instance:
         rows = run_demo(
             build_definitions(FeedbackDatabases(database_url=migrated_url)), instance, engine, engine,
-            days=DAYS, per_day=PER_DAY, seed=SEED, patterns=_patterns(), progress=progress.append,
+            days=DAYS, per_day=PER_DAY, seed=SEED, patterns=scenario_patterns(), progress=progress.append,
         )
         runs = instance.get_runs()
     by_id = {r.pattern_id: r for r in rows}
