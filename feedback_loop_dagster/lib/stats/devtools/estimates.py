@@ -10,6 +10,7 @@ original design, kept only as the benchmark's "legacy rule" reference.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -69,9 +70,11 @@ def student_core(n_c: int, mean_c: float, var_c: float, n_t: int, mean_t: float,
     return _t_core(mean_c, mean_t, math.sqrt(se2), df, alpha, alternative)
 
 
-def _estimate(method: str, alternative: str, alpha: float, c, t, core: CoreResult) -> EffectEstimate:
+def _estimate(method: str, alternative: str, alpha: float, c, t, core_of: Callable[..., CoreResult]) -> EffectEstimate:
+    """The estimate of `core_of(n_c, mean_c, var_c, n_t, mean_t, var_t)`, the arms' moments taken once."""
     n_c, mean_c, var_c = moments(c)
     n_t, mean_t, var_t = moments(t)
+    core = core_of(n_c, mean_c, var_c, n_t, mean_t, var_t)
     rel, rlo, rhi = relative_effect(mean_c, mean_t, var_c, var_t, n_c, n_t, core.mult_lower, core.mult_upper,
                                     log_scale=isinstance(c, LogMeanStats), ci_lower=core.ci_lower,
                                     ci_upper=core.ci_upper)
@@ -95,10 +98,7 @@ def welch_t_test(control: MeanStats, treatment: MeanStats, alpha: float = 0.05,
     variance in both arms gives p = 1 (equal means) or 0 and a point interval.
     """
     alternative = normalise_alternative(alternative)
-    n_c, m_c, v_c = moments(control)
-    n_t, m_t, v_t = moments(treatment)
-    core = welch_core(n_c, m_c, v_c, n_t, m_t, v_t, alpha, alternative)
-    return _estimate("welch_t", alternative, alpha, control, treatment, core)
+    return _estimate("welch_t", alternative, alpha, control, treatment, lambda *m: welch_core(*m, alpha, alternative))
 
 
 def student_t_test(control: MeanStats, treatment: MeanStats, alpha: float = 0.05,
@@ -109,10 +109,7 @@ def student_t_test(control: MeanStats, treatment: MeanStats, alpha: float = 0.05
     by the decision rule.
     """
     alternative = normalise_alternative(alternative)
-    n_c, m_c, v_c = moments(control)
-    n_t, m_t, v_t = moments(treatment)
-    core = student_core(n_c, m_c, v_c, n_t, m_t, v_t, alpha, alternative)
-    return _estimate("student_t", alternative, alpha, control, treatment, core)
+    return _estimate("student_t", alternative, alpha, control, treatment, lambda *m: student_core(*m, alpha, alternative))
 
 
 def two_proportion_z_test(control: ProportionStats, treatment: ProportionStats, alpha: float = 0.05,
@@ -126,19 +123,19 @@ def two_proportion_z_test(control: ProportionStats, treatment: ProportionStats, 
     success, or every one a failure, in both arms) give a defined result.
     """
     alternative = normalise_alternative(alternative)
-    core = two_proportion_z_core(control.n, control.successes, treatment.n, treatment.successes,
-                                 alpha, alternative)
-    return _estimate("two_proportion_z", alternative, alpha, control, treatment, core)
+    return _estimate("two_proportion_z", alternative, alpha, control, treatment, lambda *_: two_proportion_z_core(
+        control.n, control.successes, treatment.n, treatment.successes, alpha, alternative))
 
 
 def _msprt_estimate(c, t, alpha: float, tau: float | None, tau_sd: float, previous_p, previous_ci) -> EffectEstimate:
     if tau is not None and not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")
-    n_c, mean_c, var_c = moments(c)
-    n_t, mean_t, var_t = moments(t)
-    tau2 = tau * tau if tau is not None else default_tau2(var_c, var_t, tau_sd)
-    core = msprt_core(n_c, mean_c, var_c, n_t, mean_t, var_t, alpha, tau2, previous_p, previous_ci)
-    return _estimate(METHOD, "two-sided", alpha, c, t, core)
+
+    def core_of(n_c, mean_c, var_c, n_t, mean_t, var_t) -> CoreResult:
+        tau2 = tau * tau if tau is not None else default_tau2(var_c, var_t, tau_sd)
+        return msprt_core(n_c, mean_c, var_c, n_t, mean_t, var_t, alpha, tau2, previous_p, previous_ci)
+
+    return _estimate(METHOD, "two-sided", alpha, c, t, core_of)
 
 
 def msprt_mean_test(
