@@ -98,6 +98,10 @@ def _sqlite_engine(parsed: sa.URL) -> Engine:
         cursor = dbapi_connection.cursor()
         # WAL lets the sensor read while a run writes; busy_timeout waits instead of failing.
         cursor.execute("PRAGMA journal_mode=WAL")
+        # SQLite's advice for WAL: a commit survives a crash of any process, and the file stays
+        # consistent through a power cut, which may only take back the last commits; FULL would add
+        # an fsync to every commit.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
