@@ -51,12 +51,12 @@ def test_every_command_has_help(tmp_path):
         assert "Usage:" in cli(*command, url="sqlite://", tmp_path=tmp_path).stdout
 
 
-# Only `run`, `backfill`, `simulate`, the demo and the pattern sync need Dagster or the dataframe stack;
-# importing them costs every other command (and --help) about a second.
-HEAVY_MODULES = ("dagster", "pandas", "pandera")
+# Only `run`, `backfill`, `simulate`, the demo and the pattern sync need Dagster, the dataframe stack or
+# scipy; importing them costs every other command (and --help) a second or more.
+HEAVY_MODULES = ("dagster", "pandas", "pandera", "scipy")
 
 
-def test_registry_commands_and_help_import_neither_dagster_nor_pandas(migrated_url, tmp_path):
+def test_registry_commands_and_help_import_neither_dagster_nor_pandas_nor_scipy(migrated_url, tmp_path):
     code = ("import sys; from feedback_loop_dagster.cli import main; main(sys.argv[1:], standalone_mode=False); "
             f"print([m for m in {HEAVY_MODULES!r} if m in sys.modules])")
     commands = [

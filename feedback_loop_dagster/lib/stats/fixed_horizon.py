@@ -20,7 +20,10 @@ rate far above ``alpha`` (that is the bug this package fixes): they are
 labelled ``fixed_horizon`` and the decision rule only uses them at the planned
 sample size.  Distribution functions are ``scipy.special`` ufuncs and
 ``math.erfc`` (fast per call); the test suite checks the results against
-scipy.stats / statsmodels to 1e-9.
+scipy.stats / statsmodels to 1e-9.  ``scipy.special`` is imported on first use:
+importing it costs ~0.4 s (scipy's array-API layer loads numpy.f2py and
+numpy.testing), which every process importing this package would otherwise
+pay, the CLI's registry commands and the code location's load included.
 
 The ``*_core`` functions work on plain numbers ``(n, mean, variance)`` and
 return a :class:`.CoreResult`; they are the hot path of :func:`.evaluate_experiment`.
@@ -30,8 +33,6 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-
-from scipy import special
 
 from .estimates import INF, CoreResult
 
@@ -55,6 +56,8 @@ def normal_sf(z: float) -> float:
 @lru_cache(maxsize=256)
 def normal_quantile(q: float) -> float:
     """``Phi^{-1}(q)`` (``scipy.special.ndtri``), cached: policies reuse a few levels."""
+    from scipy import special  # on first use: see the module's docstring
+
     return float(special.ndtri(q))
 
 
@@ -77,10 +80,14 @@ def wilson_interval(count: int, total: int, alpha: float = 0.05) -> tuple[float,
 
 def t_quantile(q: float, df: float) -> float:
     """Student t quantile (``scipy.special.stdtrit``)."""
+    from scipy import special  # on first use: see the module's docstring
+
     return float(special.stdtrit(df, q))
 
 
 def _t_sf(t: float, df: float) -> float:
+    from scipy import special  # on first use: see the module's docstring
+
     # stdtr(df, x) is the Student t CDF; sf(t) = cdf(-t).
     return float(special.stdtr(df, -t))
 
