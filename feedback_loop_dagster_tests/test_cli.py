@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import sqlalchemy as sa
 
 from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.database import get_engine
-from feedback_loop_dagster_tests.cli_runner import cli
+from feedback_loop_dagster_tests.cli_runner import cli, cli_env
+from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
 
 def test_init_db_creates_then_reports_up_to_date(database_url, tmp_path):
@@ -45,3 +49,28 @@ def test_patterns_sync_without_a_source_table_names_it(database_url, tmp_path):
 def test_every_command_has_help(tmp_path):
     for command in (["--help"], ["init-db", "--help"], ["simulate", "--help"], ["patterns", "sync", "--help"], ["demo", "--help"]):
         assert "Usage:" in cli(*command, url="sqlite://", tmp_path=tmp_path).stdout
+
+
+# Only `run`, `backfill`, `simulate`, the demo and the pattern sync need Dagster, the dataframe stack or
+# scipy; importing them costs every other command (and --help) a second or more.
+HEAVY_MODULES = ("dagster", "pandas", "pandera", "scipy")
+
+
+def test_registry_commands_and_help_import_neither_dagster_nor_pandas_nor_scipy(migrated_url, tmp_path):
+    code = ("import sys; from feedback_loop_dagster.cli import main; main(sys.argv[1:], standalone_mode=False); "
+            f"print([m for m in {HEAVY_MODULES!r} if m in sys.modules])")
+    commands = [
+        ("--help",),
+        ("versions", "register", "p", "v1", "--config", '{"timeout_ms": 500}', "--create", "--activate"),
+        ("versions", "list", "p"),
+        ("versions", "show", "p", "v1"),
+        ("policies", "set", "p", "--set", "min_sample_size=50"),
+        ("policies", "show", "p"),
+        ("experiments", "list"),
+        ("lineage", "p"),
+    ]
+    for command in commands:
+        result = subprocess.run([sys.executable, "-c", code, *command], env=cli_env(migrated_url, tmp_path),
+                                capture_output=True, text=True, timeout=CEILING_SECONDS)
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        assert result.stdout.splitlines()[-1] == "[]", (command, result.stdout)

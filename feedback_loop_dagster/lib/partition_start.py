@@ -18,7 +18,6 @@ import os
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
@@ -35,6 +34,8 @@ def earliest_window(source: Engine) -> date | None:
 
     The minimum is taken per pattern, which the (pattern_id, started_at) index answers, and the
     per-pattern minima are parsed as the collector parses them (a view or text column works)."""
+    import pandas as pd  # here, not at the top: the CLI imports this module for every command
+
     minima = earliest_starts(source)
     parsed = pd.to_datetime(pd.Series(minima, dtype=object), errors="coerce", utc=True, format="ISO8601").dropna()
     return None if parsed.empty else parsed.min().date()

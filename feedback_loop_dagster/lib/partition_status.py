@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.writes import upsert
+from feedback_loop_dagster.lib.storage.upserts import upsert
 
 # The loop's stages (its assets) in the order data flows through them.
 STAGES = (

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
-from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint, proportions_ztest
 
 from feedback_loop_dagster.lib.stats import LogMeanStats, MeanStats, ProportionStats
 from feedback_loop_dagster.lib.stats.devtools.estimates import student_t_test, two_proportion_z_test, welch_t_test
+from feedback_loop_dagster.lib.stats.fixed_horizon import normal_sf, wilson_interval
 
 TOL = 1e-9
 RNG = np.random.default_rng(20240601)
@@ -79,6 +80,26 @@ def test_statsmodels_alias_names_are_accepted_and_unknown_rejected():
     with pytest.raises(ValueError, match="alternative"):
         two_proportion_z_test(c, t, alternative="bigger")
 
+
+
+# --- one proportion's interval and the normal tail (the analyzers' evidence) ---
+
+@pytest.mark.parametrize("total", [1, 2, 7, 30, 147, 1000, 10**7])
+@pytest.mark.parametrize("alpha", [0.001, 0.01, 0.05, 0.2])
+def test_wilson_interval_matches_statsmodels(total, alpha):
+    for count in sorted({0, 1, total // 3, total // 2, total - 1, total}):
+        ours = wilson_interval(count, total, alpha)
+        low, high = proportion_confint(count, total, alpha=alpha, method="wilson")
+        assert ours == pytest.approx((low, high), abs=1e-12), (count, total)
+        assert 0.0 <= ours[0] <= count / total <= ours[1] <= 1.0
+        # never a single point, not even with 0 or `total` successes (where the Wald interval is one)
+        assert ours[1] - ours[0] > 0.0
+
+
+@pytest.mark.parametrize("z", [-math.inf, -40.0, -8.0, -1.96, -0.3, 0.0, 1e-9, 0.5, 1.6448536269514722, 3.0, 8.5,
+                               20.0, 37.5, math.inf])
+def test_normal_sf_matches_scipy_in_both_tails(z):
+    assert normal_sf(z) == pytest.approx(float(sps.norm.sf(z)), rel=1e-12, abs=0.0)
 
 # --- relative effect -------------------------------------------------------
 

@@ -28,7 +28,8 @@ from feedback_loop_dagster.lib.storage import tables
 from feedback_loop_dagster.lib.storage.partition_key_map import pattern_ids_for_keys
 from feedback_loop_dagster.lib.storage.partition_rows import delete_partition_rows
 from feedback_loop_dagster.lib.storage.reads import read_frames
-from feedback_loop_dagster.lib.storage.writes import bulk_insert, upsert
+from feedback_loop_dagster.lib.storage.upserts import upsert
+from feedback_loop_dagster.lib.storage.writes import bulk_insert
 
 CHUNK_ROWS = 200_000
 PREVIEW_ROWS = 5  # per partition, valid and quarantined

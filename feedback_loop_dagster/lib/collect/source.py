@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import NoSuchTableError
@@ -149,6 +148,8 @@ def latest_day_with_executions(source: Engine, pattern_id: str, before: date) ->
         latest = conn.scalar(query)
     if latest is None:
         return None
+    import pandas as pd  # here, not at the top: the CLI imports this module for every command
+
     stamp = pd.Timestamp(latest)
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC")

@@ -17,12 +17,10 @@ from datetime import date
 from importlib.metadata import entry_points
 from typing import Any
 
-from scipy import stats as scipy_stats
-from statsmodels.stats.proportion import proportion_confint
-
 from feedback_loop_dagster.lib.registry.patch import diff_patch
 from feedback_loop_dagster.lib.registry.versions import Version
 from feedback_loop_dagster.lib.stats import ArmStats, Policy, evaluate_metric
+from feedback_loop_dagster.lib.stats.fixed_horizon import normal_sf, wilson_interval
 
 ENTRY_POINT_GROUP = "feedback_loop_dagster.analyzers"
 TRANSIENT_ERRORS = frozenset({"RateLimitError", "ConnectionError", "ServiceUnavailableError", "TransientError"})
@@ -115,8 +113,8 @@ def run_analyzers(evidence: PatternEvidence) -> list[ProposalDraft]:
 
 
 def _share_interval(count: int, total: int, alpha: float) -> tuple[float, float, float]:
-    low, high = proportion_confint(count, total, alpha=alpha, method="wilson")
-    return count / total, float(low), float(high)
+    low, high = wilson_interval(count, total, alpha)
+    return count / total, low, high
 
 
 @analyzer("timeout_budget")
@@ -133,7 +131,7 @@ def timeout_budget(evidence: PatternEvidence) -> list[ProposalDraft]:
         proposed = int(current * 2)
         # Share of executions slower than t under the lognormal fitted to the log-latencies.
         mu, sigma = evidence.stats.latency.mean, math.sqrt(max(evidence.stats.latency.variance, 1e-12))
-        survival = lambda t: float(scipy_stats.norm.sf((math.log(t) - mu) / sigma))  # noqa: E731
+        survival = lambda t: normal_sf((math.log(t) - mu) / sigma)  # noqa: E731
         recoverable = (survival(current) - survival(proposed)) / survival(current) if survival(current) > 0 else 0.0
         evidence_fields |= {"timeout_ms": current, "recoverable_share": recoverable}
         patch = {"timeout_ms": proposed}

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from feedback_loop_dagster.lib.stats import Policy, get_preset
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.writes import upsert
+from feedback_loop_dagster.lib.storage.upserts import upsert
 
 DEFAULT_POLICY_ENV = "FEEDBACK_LOOP_DEFAULT_POLICY"
 DEFAULT_PRESET = "production"

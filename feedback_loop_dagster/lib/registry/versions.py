@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from feedback_loop_dagster.lib.errors import UserError
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.writes import upsert
+from feedback_loop_dagster.lib.storage.upserts import upsert
 
 IMPLICIT_VERSION = "(unversioned)"
 ACTIVE = "active"

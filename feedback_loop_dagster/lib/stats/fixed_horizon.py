@@ -8,6 +8,8 @@
   ``statsmodels.stats.proportion.proportions_ztest([x_t, x_c], [n_t, n_c])``.
   Its interval is the unpooled Wald interval (as
   ``statsmodels...confint_proportions_2indep(method="wald")``).
+* :func:`wilson_interval` -- Wilson score interval of one proportion; equals
+  ``statsmodels.stats.proportion.proportion_confint(method="wilson")``.
 
 The pooled-variance Student t test of the original design, kept as the "legacy
 rule" reference for the benchmark, lives with the simulation code in
@@ -18,7 +20,10 @@ rate far above ``alpha`` (that is the bug this package fixes): they are
 labelled ``fixed_horizon`` and the decision rule only uses them at the planned
 sample size.  Distribution functions are ``scipy.special`` ufuncs and
 ``math.erfc`` (fast per call); the test suite checks the results against
-scipy.stats / statsmodels to 1e-9.
+scipy.stats / statsmodels to 1e-9.  ``scipy.special`` is imported on first use:
+importing it costs ~0.4 s (scipy's array-API layer loads numpy.f2py and
+numpy.testing), which every process importing this package would otherwise
+pay, the CLI's registry commands and the code location's load included.
 
 The ``*_core`` functions work on plain numbers ``(n, mean, variance)`` and
 return a :class:`.CoreResult`; they are the hot path of :func:`.evaluate_experiment`.
@@ -29,8 +34,6 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from scipy import special
-
 from .estimates import INF, CoreResult
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "normal_sf",
     "normal_quantile",
     "t_quantile",
+    "wilson_interval",
 ]
 
 _SQRT2 = math.sqrt(2.0)
@@ -52,15 +56,38 @@ def normal_sf(z: float) -> float:
 @lru_cache(maxsize=256)
 def normal_quantile(q: float) -> float:
     """``Phi^{-1}(q)`` (``scipy.special.ndtri``), cached: policies reuse a few levels."""
+    from scipy import special  # on first use: see the module's docstring
+
     return float(special.ndtri(q))
+
+
+def wilson_interval(count: int, total: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Two-sided ``1 - alpha`` Wilson score interval of the proportion ``count / total`` (``total > 0``).
+
+    The closed form statsmodels computes, clipped to [0, 1]; unlike the Wald interval it is not a
+    single point at 0 or ``total`` successes."""
+    share = count / total
+    z = normal_quantile(1.0 - alpha / 2.0)
+    z2_n = z * z / total
+    denominator = 1.0 + z2_n
+    center = (share + z2_n / 2.0) / denominator
+    half_width = z * math.sqrt(share * (1.0 - share) / total + z2_n / (4.0 * total)) / denominator
+    # The bounds are exactly 0 at no successes and 1 at all of them; the subtraction would leave rounding there.
+    low = 0.0 if count == 0 else max(center - half_width, 0.0)
+    high = 1.0 if count == total else min(center + half_width, 1.0)
+    return low, high
 
 
 def t_quantile(q: float, df: float) -> float:
     """Student t quantile (``scipy.special.stdtrit``)."""
+    from scipy import special  # on first use: see the module's docstring
+
     return float(special.stdtrit(df, q))
 
 
 def _t_sf(t: float, df: float) -> float:
+    from scipy import special  # on first use: see the module's docstring
+
     # stdtr(df, x) is the Student t CDF; sf(t) = cdf(-t).
     return float(special.stdtr(df, -t))
 

@@ -67,7 +67,6 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from scipy import special
 
 from .estimates import INF
 from .fixed_horizon import normal_quantile
@@ -131,6 +130,8 @@ def one_sided_multiplier(variance: float, tau2: float, alpha: float) -> float:
 
 def one_sided_multiplier_arrays(variance: np.ndarray, tau2: np.ndarray, alpha: float) -> np.ndarray:
     """:func:`one_sided_multiplier` element-wise (regular inputs: ``variance > 0``, ``tau2 > 0``)."""
+    from scipy import special  # on first use, as in fixed_horizon: the simulations need it, the loop does not
+
     r = np.asarray(tau2, dtype=float) / np.asarray(variance, dtype=float)
     t = np.sqrt(r)
     p = 1.0 + 1.0 / r

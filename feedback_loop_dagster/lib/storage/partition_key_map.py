@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 from feedback_loop_dagster.lib.errors import InvalidInput, NotFound
 from feedback_loop_dagster.lib.safe_partition_key import safe_partition_key
 from feedback_loop_dagster.lib.storage.tables import patterns
-from feedback_loop_dagster.lib.storage.writes import upsert
+from feedback_loop_dagster.lib.storage.upserts import upsert
 
 
 class UnknownPartitionKey(NotFound):

@@ -8,15 +8,13 @@ documents included: a frame carries them as text, encoded by the column type's `
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from psycopg.copy import QueuedLibpqWriter
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from feedback_loop_dagster.lib.storage import pg_copy
@@ -26,25 +24,6 @@ from feedback_loop_dagster.lib.storage.json_text import JSONText
 # Rows formatted and handed to the driver at a time: bounds the memory of the formatted text,
 # and lets PostgreSQL start ingesting a block while the next one is formatted.
 WRITE_BLOCK_ROWS = 50_000
-
-
-def upsert(
-    conn: Connection,
-    table: sa.Table,
-    rows: Sequence[Mapping[str, Any]],
-    key_columns: Sequence[str],
-    update: bool = True,
-) -> None:
-    """INSERT ... ON CONFLICT (key) DO UPDATE (or DO NOTHING when `update` is false)."""
-    if not rows:
-        return
-    insert = (postgresql.insert if is_postgres(conn.engine) else sqlite.insert)(table)
-    if update:
-        changed = {c: insert.excluded[c] for c in rows[0] if c not in key_columns}
-        statement = insert.on_conflict_do_update(index_elements=list(key_columns), set_=changed)
-    else:
-        statement = insert.on_conflict_do_nothing(index_elements=list(key_columns))
-    conn.execute(statement, list(rows))
 
 
 def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame | Iterable[pd.DataFrame]) -> int:

@@ -11,7 +11,7 @@ from feedback_loop_dagster.lib.analyze.period import period_stats
 from feedback_loop_dagster.lib.experiment.experiments import Experiment
 from feedback_loop_dagster.lib.stats import ExperimentResult, evaluate_experiment
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster.lib.storage.writes import upsert
+from feedback_loop_dagster.lib.storage.upserts import upsert
 
 
 def evaluate_as_of(conn: Connection, experiment: Experiment, window: date) -> ExperimentResult:
