@@ -38,10 +38,11 @@ def _time_limit(request):
 
 @pytest.fixture(scope="session")
 def deployment(tmp_path_factory):
-    """dagster-daemon and dagster-webserver on 127.0.0.1 over fresh PostgreSQL databases, sensor ticks
-    every 3 s; stopped (by pid) and the databases dropped at the end of the session."""
+    """dagster-daemon and dagster-webserver on 127.0.0.1 over fresh PostgreSQL databases, the daemon's
+    loops and the sensor coming round every second; stopped (by pid) and the databases dropped at the
+    end of the session."""
     admin_url = postgres_admin_url()
-    with Deployment(tmp_path_factory.mktemp("deployment"), admin_url, sensor_interval_seconds=3) as d:
+    with Deployment(tmp_path_factory.mktemp("deployment"), admin_url, sensor_interval_seconds=1, daemon_loop_seconds=1) as d:
         d.start_daemon()
         d.start_webserver()
         yield d

@@ -3,7 +3,8 @@
 Used by the integration tests and by benchmarks/deployment.py. Everything it starts leads its own
 session, with SIGTERM and SIGINT at their default even when the caller ignores them, and is stopped
 by pid: the session's processes (descendants, and orphans a dead parent left behind) get SIGTERM,
-then SIGKILL, until none is left -- also when the caller fails.
+then SIGKILL, until none is left -- also when the caller fails. Closing the deployment, which throws
+it away, SIGKILLs them at once.
 
 Waits follow progress, not the clock: `wait_until` gives up when the deployment has made no progress
 (no new event in the instance's event log: runs, steps, materialisations) for `stall` seconds, so a
@@ -199,7 +200,10 @@ class PrivatePostgres:
 
 class Deployment:
     """A temporary DAGSTER_HOME with the repository's dagster.yaml over fresh PostgreSQL databases
-    (one for Dagster's storage, one for the warehouse and source), and the processes serving it."""
+    (one for Dagster's storage, one for the warehouse and source), and the processes serving it.
+
+    `daemon_loop_seconds` (tests): the daemon's backfill and sensor loops and its run queue come round
+    that often instead of every 30, 5 and 5 s (quick_daemon.py); None keeps Dagster's own."""
 
     def __init__(
         self,
@@ -207,6 +211,7 @@ class Deployment:
         admin_url: str,
         *,
         sensor_interval_seconds: int = 5,
+        daemon_loop_seconds: int | None = None,
         source_timeout_ms: int | None = None,
         start_date: str | None = None,
         instance_overrides: dict[str, Any] | None = None,
@@ -219,6 +224,7 @@ class Deployment:
         self.port = free_port()
         self.processes: dict[str, subprocess.Popen] = {}
         self._sensor_interval = sensor_interval_seconds
+        self._daemon_loop = daemon_loop_seconds
         self._source_timeout_ms = source_timeout_ms
         self._start_date = start_date
         self._overrides = instance_overrides or {}
@@ -252,6 +258,11 @@ class Deployment:
         init_databases(engine, engine)
 
         config = yaml.safe_load((REPO / "dagster.yaml").read_text())  # the production config itself
+        if self._daemon_loop:
+            config["run_coordinator"] = {
+                **config["run_coordinator"],
+                "config": {**config["run_coordinator"].get("config", {}), "dequeue_interval_seconds": self._daemon_loop},
+            }
         for key, value in self._overrides.items():
             config[key] = value
         (self.home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -286,8 +297,10 @@ class Deployment:
         self.instance.get_runs(limit=1)
 
     def close(self) -> None:
+        # Killed, not shut down: the deployment is thrown away with its databases, and a daemon
+        # waits for its threads (up to 30 s each) before it exits on SIGTERM.
         for name in list(self.processes):
-            self.stop(name)
+            stop_process_tree(self.processes.pop(name), grace=0)
         with contextlib.suppress(Exception):
             if getattr(self, "_instance", None) is not None:
                 self._instance.dispose()
@@ -321,7 +334,10 @@ class Deployment:
         return proc
 
     def start_daemon(self) -> subprocess.Popen:
-        return self._spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")])
+        command = [str(BIN / "dagster-daemon")]
+        if self._daemon_loop:
+            command = [sys.executable, "-m", "feedback_loop_dagster_tests.integration.quick_daemon", str(self._daemon_loop)]
+        return self._spawn("daemon", [*command, "run", "-w", str(REPO / "workspace.yaml")])
 
     def start_webserver(self, ceiling: float = CEILING_SECONDS) -> subprocess.Popen:
         proc = self._spawn(
@@ -351,7 +367,7 @@ class Deployment:
         what: str,
         stall: float | None = STALL_SECONDS,
         ceiling: float = CEILING_SECONDS,
-        interval: float = 1.0,
+        interval: float = 0.5,
     ) -> Any:
         """Polls `predicate` until it returns something truthy, and returns that. Fails when the
         deployment made no progress (`progress_marker` unchanged) for `stall` seconds (None: never),

@@ -2,12 +2,13 @@
 
 A sensor that finds a new pattern adds its partition and runs the whole loop (as a range run); late
 rows rerun their window; a backfill launched through the webserver's GraphQL API completes through the daemon, each
-run processing its whole partition set; range runs submitted with the dagster-graphql client cover a
-block of patterns x windows in one run; a partition with too many invalid rows fails alone there.
+run processing its whole partition set, and a partition with too many invalid rows fails alone in it;
+range runs submitted with the dagster-graphql client cover a block of patterns x windows in one run.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -54,7 +55,7 @@ def _successful_run(d, tags: dict[str, str], what: str) -> dg.DagsterRun:
         assert not failed, f"run {failed[0].run_id} failed\n{d.log_tail()}"
         return next((r for r in found if r.status == dg.DagsterRunStatus.SUCCESS), None)
 
-    return d.wait_until(find, what=what, interval=1.0)
+    return d.wait_until(find, what=what)
 
 
 def _retried(d, run: dg.DagsterRun) -> bool:
@@ -103,43 +104,70 @@ def _sensor_path(d, engine, pattern, window):
     assert registry_problems(engine) == []
 
 
-def test_backfill_launched_through_graphql_completes_through_the_daemon(deployment):
+@dataclass
+class Backfill:
+    id: str
+    status: BulkActionStatus
+    runs: list[dg.DagsterRun]
+    patterns: list[str]
+    windows: list[date]
+    partitions: set[str]
+    bad: tuple[str, date]
+    bad_key: str
+
+
+@pytest.fixture(scope="module")
+def backfill(deployment) -> Backfill:
+    """One asset backfill of every loop asset over 2 patterns x 3 windows of 25 rows, launched through
+    the webserver's GraphQL API and waited for; one window of one pattern has 10 of 16 rows malformed.
+    Two tests read it: how the daemon ran the backfill, and how the bad partition failed alone (one
+    backfill, not two: each costs a few run workers)."""
     d = deployment
     engine = get_engine(d.warehouse_url)
     patterns = ["it-bf-a", "it-bf-b"]
     windows = [date(2026, 2, 1) + timedelta(days=k) for k in range(3)]
+    bad = (patterns[1], windows[1])
     for p in patterns:
         for w in windows:
-            insert(engine, executions(p, w, 25))
+            frame = executions(p, w, 16 if (p, w) == bad else 25)
+            if (p, w) == bad:
+                frame.loc[:9, "status"] = "exploded"
+            insert(engine, frame)
     keys = register_pattern_ids(engine, patterns)  # what `feedback-loop patterns sync` does
     add_pattern_partitions(d.instance, [keys[p] for p in patterns])
     partitions = {f"{keys[p]}|{w}" for p in patterns for w in windows}
 
-    backfill_id = d.launch_backfill(sorted(partitions), sorted(LOOP_ASSETS), title="integration backfill")
+    backfill_id = d.launch_backfill(sorted(partitions), sorted(LOOP_ASSETS), title="integration backfill with a bad partition")
 
     def finished():
         backfill = d.instance.get_backfill(backfill_id)
         return backfill.status if backfill.status != BulkActionStatus.REQUESTED else None
 
-    status = d.wait_until(finished, what="the backfill to finish", interval=2)
-    assert status == BulkActionStatus.COMPLETED_SUCCESS, d.log_tail()
+    status = d.wait_until(finished, what="the backfill to finish")
+    return Backfill(backfill_id, status, runs(d.instance, {BACKFILL_ID_TAG: backfill_id}), patterns, windows, partitions,
+                    bad, f"{keys[bad[0]]}|{bad[1]}")
 
-    backfill_runs = runs(d.instance, {BACKFILL_ID_TAG: backfill_id})
+
+def test_backfill_launched_through_graphql_completes_through_the_daemon(deployment, backfill):
+    d = deployment
+    engine = get_engine(d.warehouse_url)
+    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, d.log_tail()
+
     # Dagster splits a pattern x window set into one range run per key of its smaller dimension
     # (here: 2 patterns < 3 windows), not one run per partition (6).
-    assert len(backfill_runs) == 2
+    assert len(backfill.runs) == 2
     covered: set[tuple[str, str]] = set()
-    for run in backfill_runs:
+    for run in backfill.runs:
         assert run.status == dg.DagsterRunStatus.SUCCESS
         assert ASSET_PARTITION_RANGE_START_TAG in run.tags and ASSET_PARTITION_RANGE_END_TAG in run.tags
         done = materialised(d.instance, run.run_id)
         # Each run processed its whole range (3 windows), not only its first key.
         assert len({p for _, p in done}) == 3
         covered |= done
-    assert covered == {(asset, p) for asset in LOOP_ASSETS for p in partitions}
-    for p in patterns:
-        for w in windows:
-            assert collected_rows(engine, p, w) == 25
+    assert covered == {(asset, p) for asset in LOOP_ASSETS for p in backfill.partitions}
+    for p in backfill.patterns:
+        for w in backfill.windows:
+            assert collected_rows(engine, p, w) == (16 if (p, w) == backfill.bad else 25)
 
 
 def test_range_run_submitted_with_the_graphql_client_covers_a_block_in_one_run(deployment):
@@ -165,7 +193,6 @@ def test_range_run_submitted_with_the_graphql_client_covers_a_block_in_one_run(d
     d.wait_until(
         lambda: client.get_run_status(run_id) in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE),
         what="the range run",
-        interval=2,
     )
     assert client.get_run_status(run_id) == dg.DagsterRunStatus.SUCCESS, d.log_tail()
     expected = {f"{keys[p]}|{w}" for p in patterns for w in windows}
@@ -173,33 +200,13 @@ def test_range_run_submitted_with_the_graphql_client_covers_a_block_in_one_run(d
     assert all(collected_rows(engine, p) == 40 for p in patterns)
 
 
-def test_a_bad_partition_fails_alone_in_a_backfill_through_the_daemon(deployment):
+def test_a_bad_partition_fails_alone_in_a_backfill_through_the_daemon(deployment, backfill):
     """One window of one pattern has 10 of 16 rows malformed: its validity check fails, every
     later stage skips it and says why, and every other partition of the same runs goes through."""
     d = deployment
     engine = get_engine(d.warehouse_url)
-    patterns = ["it-fail-a", "it-fail-b"]
-    windows = [date(2026, 3, 1) + timedelta(days=k) for k in range(3)]
-    bad = (patterns[1], windows[1])
-    for p in patterns:
-        for w in windows:
-            frame = executions(p, w, 16 if (p, w) == bad else 25)
-            if (p, w) == bad:
-                frame.loc[:9, "status"] = "exploded"
-            insert(engine, frame)
-    keys = register_pattern_ids(engine, patterns)
-    add_pattern_partitions(d.instance, [keys[p] for p in patterns])
-    partitions = {f"{keys[p]}|{w}" for p in patterns for w in windows}
-    bad_key = f"{keys[bad[0]]}|{bad[1]}"
-
-    backfill_id = d.launch_backfill(sorted(partitions), sorted(LOOP_ASSETS), title="backfill with a bad partition")
-
-    def finished():
-        backfill = d.instance.get_backfill(backfill_id)
-        return backfill.status if backfill.status != BulkActionStatus.REQUESTED else None
-
-    assert d.wait_until(finished, what="the backfill to finish", interval=2) == BulkActionStatus.COMPLETED_SUCCESS
-    backfill_runs = runs(d.instance, {BACKFILL_ID_TAG: backfill_id})
+    partitions, bad, bad_key, backfill_runs = backfill.partitions, backfill.bad, backfill.bad_key, backfill.runs
+    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS
     assert backfill_runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in backfill_runs), d.log_tail()
     covered = set().union(*(materialised(d.instance, r.run_id) for r in backfill_runs))
     assert covered == {(asset, p) for asset in LOOP_ASSETS for p in partitions}
@@ -219,7 +226,7 @@ def test_a_bad_partition_fails_alone_in_a_backfill_through_the_daemon(deployment
     with engine.connect() as conn:
         statuses = conn.execute(
             sa.select(tables.partition_status.c.pattern_id, tables.partition_status.c.window_start,
-                      tables.partition_status.c.status).where(tables.partition_status.c.pattern_id.in_(patterns))
+                      tables.partition_status.c.status).where(tables.partition_status.c.pattern_id.in_(backfill.patterns))
         ).all()
     assert {(p, w) for p, w, status in statuses if status != "ok"} == {bad}
     assert len(statuses) == len(partitions) * len(STAGES)

@@ -5,15 +5,17 @@ These run against a private PostgreSQL server started for the module (same binar
 machine's cluster, its own data folder and port), so restarting it cuts no other test's connections;
 it is stopped and removed at the end, and brought back up after each restart even when a test fails.
 The daemon runs with the repository's dagster.yaml (run retries, run monitoring, polling every
-2 s here instead of 60), the sensor on from the start (FEEDBACK_LOOP_SENSOR_DEFAULT_STATUS=running),
-ticking every 2 s, with a 1.5 s source timeout.
+second here instead of every 60 s) and its loops coming round every second, the sensor on from the
+start (FEEDBACK_LOOP_SENSOR_DEFAULT_STATUS=running), ticking every second, with a 1.5 s source timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -25,7 +27,7 @@ from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from feedback_loop_dagster.defs.in_process_runs.run_workers import RUN_WORKER_TAG, RunWorker
 from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine
-from feedback_loop_dagster.lib.storage.tables import hook_executions
+from feedback_loop_dagster.lib.storage.tables import feedback, hook_executions
 from feedback_loop_dagster_tests.integration.data import (
     collected_rows,
     executions,
@@ -64,9 +66,10 @@ def faulty(private_postgres, tmp_path_factory):
     with Deployment(
         tmp_path_factory.mktemp("faults"),
         private_postgres.admin_url,
-        sensor_interval_seconds=2,
+        sensor_interval_seconds=1,
+        daemon_loop_seconds=1,
         source_timeout_ms=SOURCE_TIMEOUT_MS,
-        instance_overrides={"run_monitoring": {**monitoring, "poll_interval_seconds": 2}},
+        instance_overrides={"run_monitoring": {**monitoring, "poll_interval_seconds": 1}},
         extra_env={"FEEDBACK_LOOP_SENSOR_DEFAULT_STATUS": "running"},
     ) as d:
         d.start_daemon()
@@ -114,25 +117,51 @@ def _kill_tree(pid: int) -> list[int]:
     return [p.pid for p in victims]
 
 
+@contextlib.contextmanager
+def _locked(d: Deployment, table: sa.Table, mode: str) -> Iterator[sa.Connection]:
+    """A transaction of its own holding a `mode` lock on `table` until the block ends (committed then)."""
+    locker = sa.create_engine(d.warehouse_url, poolclass=sa.pool.NullPool)
+    try:
+        with locker.begin() as conn:
+            conn.execute(sa.text(f'LOCK TABLE "{table.name}" IN {mode} MODE'))
+            yield conn
+    finally:
+        locker.dispose()
+
+
+def _waiting_on_a_lock(d: Deployment, pid: int) -> bool:
+    """True when a database connection of process `pid` waits for a lock in the warehouse."""
+    ports = {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp") if c.laddr}
+    query = sa.text(
+        "SELECT client_port FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with get_engine(d.warehouse_url).connect() as conn:
+        return bool(ports & set(conn.scalars(query)))
+
+
 def test_run_killed_with_sigkill_is_retried_and_the_registry_stays_consistent(faulty):
+    """The run's worker is killed in the middle of collecting its partition: its transaction waits
+    there on a lock this test holds on the feedback table (reads go on, writes wait), so the kill
+    lands inside the run however fast or slow the machine is."""
     d = faulty
     engine = get_engine(d.warehouse_url)
     pattern = "fault-kill"
     window = datetime.now(UTC).date() - timedelta(days=2)
-    insert(engine, executions(pattern, window, 20_000))
 
-    def started_run():
+    def run_inside_its_collection():
         for run in runs(d.instance, {PATTERN_TAG: pattern}):
             if run.status == dg.DagsterRunStatus.STARTED:
-                steps = d.instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_START})
-                if steps and (pid := d.run_worker_pid(run.run_id)):
+                pid = d.run_worker_pid(run.run_id)
+                if pid and psutil.pid_exists(pid) and _waiting_on_a_lock(d, pid):
                     return run, pid
             if run.is_finished:
                 pytest.fail(f"run {run.run_id} finished ({run.status}) before it could be killed")
         return None
 
-    run, pid = d.wait_until(started_run, what="a run to be inside the loop", interval=0.1)
-    killed = _kill_tree(pid)
+    with _locked(d, feedback, "SHARE"):
+        insert(engine, executions(pattern, window, 20))
+        run, pid = d.wait_until(run_inside_its_collection, what="a run to be inside its collection, waiting on the lock")
+        killed = _kill_tree(pid)
     assert killed
 
     def retried():
@@ -142,10 +171,10 @@ def test_run_killed_with_sigkill_is_retried_and_the_registry_stays_consistent(fa
         children = runs(d.instance, {"dagster/parent_run_id": run.run_id})
         return next((c for c in children if c.status == dg.DagsterRunStatus.SUCCESS), None)
 
-    retry = d.wait_until(retried, what="the killed run to be marked failed and retried", interval=1)
+    retry = d.wait_until(retried, what="the killed run to be marked failed and retried")
     assert retry.tags[PATTERN_TAG] == pattern
-    d.wait_until(lambda: _settled(d, pattern, 20_000), what="the partition to be complete")
-    assert collected_rows(engine, pattern, window) == source_rows(engine, pattern, window) == 20_000
+    d.wait_until(lambda: _settled(d, pattern, 20), what="the partition to be complete")
+    assert collected_rows(engine, pattern, window) == source_rows(engine, pattern, window) == 20
     assert registry_problems(engine) == []
 
 
@@ -164,22 +193,15 @@ def test_locked_source_table_fails_ticks_fast_and_loses_nothing(faulty):
     window = datetime.now(UTC).date() - timedelta(days=1)
     rows = executions(pattern, window, 25)
 
-    locker = sa.create_engine(d.warehouse_url, poolclass=sa.pool.NullPool)
     started = time.time()
-    try:
-        with locker.connect() as conn:
-            transaction = conn.begin()
-            conn.execute(sa.text(f'LOCK TABLE "{hook_executions.name}" IN ACCESS EXCLUSIVE MODE'))
-            conn.execute(hook_executions.insert(), rows.to_dict(orient="records"))
+    with _locked(d, hook_executions, "ACCESS EXCLUSIVE") as conn:
+        conn.execute(hook_executions.insert(), rows.to_dict(orient="records"))
 
-            def failed_ticks():
-                failed = [t for t in _sensor_ticks(d, started) if t.status == TickStatus.FAILURE and t.end_timestamp]
-                return failed if len(failed) >= 2 else None
+        def failed_ticks():
+            failed = [t for t in _sensor_ticks(d, started) if t.status == TickStatus.FAILURE and t.end_timestamp]
+            return failed if len(failed) >= 2 else None
 
-            failed = d.wait_until(failed_ticks, what="sensor ticks to time out on the lock")
-            transaction.commit()
-    finally:
-        locker.dispose()
+        failed = d.wait_until(failed_ticks, what="sensor ticks to time out on the lock")
 
     # Both ticks ended while the lock was still held (it is released only once they had), on the
     # statement timeout: they gave up on their own, they did not wait for the lock.
