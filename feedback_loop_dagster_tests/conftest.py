@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 import warnings
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from sqlalchemy.engine import make_url
 from feedback_loop_dagster.lib import settings
 from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
+from feedback_loop_dagster_tests.integration.harness import create_database
 from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
 # SQLite commits (the warehouses, Dagster's instance storage: one fsync or more per event) wait on
@@ -102,16 +102,8 @@ def postgres_admin_url() -> str:
 
 
 def create_postgres_database() -> str:
-    admin_url = postgres_admin_url()
-    name = f"fld_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        # A throwaway database need not wait for the WAL's flush at each commit (a server crash
-        # would lose its last commits, never its consistency).
-        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
-    admin.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    """A fresh database whose commits do not wait for the WAL's flush (no test crashes this server)."""
+    return create_database(postgres_admin_url(), "fld_test", durable_commits=False)
 
 
 def drop_postgres_database(url: str) -> None:

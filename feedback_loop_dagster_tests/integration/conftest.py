@@ -42,7 +42,8 @@ def deployment(tmp_path_factory):
     loops and the sensor coming round every second; stopped (by pid) and the databases dropped at the
     end of the session."""
     admin_url = postgres_admin_url()
-    with Deployment(tmp_path_factory.mktemp("deployment"), admin_url, sensor_interval_seconds=1, daemon_loop_seconds=1) as d:
+    with Deployment(tmp_path_factory.mktemp("deployment"), admin_url, sensor_interval_seconds=1, daemon_loop_seconds=1,
+                    durable_commits=False) as d:
         d.start_daemon()
         d.start_webserver()
         yield d

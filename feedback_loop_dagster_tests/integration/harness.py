@@ -81,12 +81,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def create_database(admin_url: str, prefix: str = "fld_it") -> str:
+def create_database(admin_url: str, prefix: str = "fld_it", durable_commits: bool = True) -> str:
+    """A fresh database named `prefix`_<random>. Without `durable_commits` a commit does not wait for
+    its WAL flush (synchronous_commit=off): a server crash may lose the last commits of this
+    throwaway database, never its consistency, and a client's death loses nothing."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            if not durable_commits:
+                conn.execute(sa.text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
     finally:
         admin.dispose()
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
@@ -203,7 +208,8 @@ class Deployment:
     (one for Dagster's storage, one for the warehouse and source), and the processes serving it.
 
     `daemon_loop_seconds` (tests): the daemon's backfill and sensor loops and its run queue come round
-    that often instead of every 30, 5 and 5 s (quick_daemon.py); None keeps Dagster's own."""
+    that often instead of every 30, 5 and 5 s (quick_daemon.py); None keeps Dagster's own.
+    `durable_commits=False` (tests that crash no server): see create_database."""
 
     def __init__(
         self,
@@ -212,6 +218,7 @@ class Deployment:
         *,
         sensor_interval_seconds: int = 5,
         daemon_loop_seconds: int | None = None,
+        durable_commits: bool = True,
         source_timeout_ms: int | None = None,
         start_date: str | None = None,
         instance_overrides: dict[str, Any] | None = None,
@@ -225,6 +232,7 @@ class Deployment:
         self.processes: dict[str, subprocess.Popen] = {}
         self._sensor_interval = sensor_interval_seconds
         self._daemon_loop = daemon_loop_seconds
+        self._durable_commits = durable_commits
         self._source_timeout_ms = source_timeout_ms
         self._start_date = start_date
         self._overrides = instance_overrides or {}
@@ -252,8 +260,8 @@ class Deployment:
 
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.instance_url = create_database(self.admin_url, "fld_it_dagster")
-        self.warehouse_url = create_database(self.admin_url, "fld_it_warehouse")
+        self.instance_url = create_database(self.admin_url, "fld_it_dagster", self._durable_commits)
+        self.warehouse_url = create_database(self.admin_url, "fld_it_warehouse", self._durable_commits)
         engine = get_engine(self.warehouse_url)
         init_databases(engine, engine)
 
