@@ -1,5 +1,6 @@
-"""The `feedback-loop` command as a person runs it: in a real subprocess on a given database, and
-in-process (click's runner) for the error cases, which need no process of their own."""
+"""The `feedback-loop` command as a person runs it: in a real subprocess on a given database (the
+commands that execute Dagster runs), and in-process (click's runner) for the error cases and the
+commands that need no process of their own."""
 
 from __future__ import annotations
 
@@ -28,26 +29,22 @@ def cli(*args: str, url: str, tmp_path: Path, code: int = 0) -> subprocess.Compl
     return result
 
 
-def cli_many(*commands: tuple[str, ...], url: str, tmp_path: Path) -> list[subprocess.CompletedProcess]:
-    """Several commands at once (each its own process), all expected to succeed."""
-    env = cli_env(url, tmp_path)
-    procs = [subprocess.Popen([*CLI, *c], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
-    results = []
-    for command, proc in zip(commands, procs, strict=True):
-        out, err = proc.communicate(timeout=CEILING_SECONDS)
-        assert proc.returncode == 0, (command, out, err)
-        results.append(subprocess.CompletedProcess(command, proc.returncode, out, err))
-    return results
-
-
-def cli_error(*args: str, url: str, tmp_path: Path) -> str:
-    """An error case, in-process (the happy path of the same command runs in a subprocess):
-    exit status 1 and the one-line message, returned."""
+def in_process(*args: str, url: str, tmp_path: Path, code: int = 0):
+    """One command in this process (click's runner), expected to exit with `code`; its result has
+    .stdout and .stderr apart. For the commands that execute no Dagster run (registry, review,
+    lineage, init-db): what they print and store does not depend on a process of their own, and
+    each saves a process start-up (seconds: Python, Dagster and the project imported again)."""
     from click.testing import CliRunner
 
     from feedback_loop_dagster.cli import main
 
     result = CliRunner().invoke(main, list(args), env=cli_env(url, tmp_path))
-    assert result.exit_code == 1, (args, result.output, result.exception)
+    assert result.exit_code == code, (args, result.output, result.exception)
+    return result
+
+
+def cli_error(*args: str, url: str, tmp_path: Path) -> str:
+    """An error case, in-process: exit status 1 and the one-line message, returned."""
+    result = in_process(*args, url=url, tmp_path=tmp_path, code=1)
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
     return result.stderr

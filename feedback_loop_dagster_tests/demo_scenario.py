@@ -1,4 +1,4 @@
-"""The demo scenario the end-to-end tests run (the demo scenario test and the UI test).
+"""The demo scenario the end-to-end test of the demo runs (integration/test_demo.py: its planted outcomes, then the UI).
 
 The demo runs 21 days of 500 executions per pattern. Here ten days of 1,000 are enough for every
 planted outcome once the neutral experiment may run 4 days instead of its preset's 14: a

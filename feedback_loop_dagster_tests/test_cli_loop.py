@@ -1,7 +1,8 @@
-"""The loop's `feedback-loop` commands through real subprocesses:
-backfill, run, patterns list, policies, versions, experiments, approve, reject, rollback,
-lineage, with their JSON output, on SQLite. Independent read-only commands run concurrently; error cases
-and --help run in-process (click's runner) to keep the suite fast."""
+"""The loop's `feedback-loop` commands: backfill, run, patterns list, policies, versions, experiments,
+approve, reject, rollback, lineage, with their JSON output, on SQLite. backfill and run, which execute
+Dagster runs, each run in a real subprocess, as does the group's --help; the other commands, error
+cases and subcommands' --help run in-process (click's runner: cli_runner.in_process), which saves a
+process start-up per command."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from feedback_loop_dagster.lib.registry.policies import set_policy
 from feedback_loop_dagster.lib.registry.versions import register_version, set_label
 from feedback_loop_dagster.lib.stats import get_preset
 from feedback_loop_dagster.lib.storage import tables
-from feedback_loop_dagster_tests.cli_runner import cli, cli_error, cli_many
+from feedback_loop_dagster_tests.cli_runner import cli, cli_error, in_process
 from feedback_loop_dagster_tests.factories import execution, insert_executions, traffic
 
 # Backfills and runs of the whole loop, each through the command in its own process.
@@ -74,15 +75,14 @@ def test_backfill_run_and_the_registry_commands(loop_db, engine, tmp_path):
     assert output["metadata"]["window"] == str(D2) and isinstance(output["p_value"], float | None)
     assert cli_error("run", "--pattern", "nobody", url=url, tmp_path=tmp_path).startswith("error: unknown pattern 'nobody'")
 
-    registered = json.loads(cli("versions", "register", "summarise", "v2", "--patch", '{"timeout_ms": 5000}', "--json",
+    registered = json.loads(in_process("versions", "register", "summarise", "v2", "--patch", '{"timeout_ms": 5000}', "--json",
                                 url=url, tmp_path=tmp_path).stdout)
     assert registered["config"] == {"timeout_ms": 5000, "model": "small"}
     assert "versions are immutable" in cli_error("versions", "register", "summarise", "v2", "--config", '{"timeout_ms": 1}',
                                                  url=url, tmp_path=tmp_path)
-    table, patterns, shown, diff, policy = cli_many(
+    table, patterns, shown, diff, policy = (in_process(*command, url=url, tmp_path=tmp_path) for command in (
         ("versions", "list", "summarise"), ("patterns", "list", "--json"), ("versions", "show", "summarise", "v2"),
-        ("versions", "diff", "summarise", "active", "v2", "--json"), ("policies", "show", "summarise", "--json"),
-        url=url, tmp_path=tmp_path)
+        ("versions", "diff", "summarise", "active", "v2", "--json"), ("policies", "show", "summarise", "--json")))
     assert table.stdout.splitlines()[0].split()[:3] == ["version", "status", "parent"]
     assert {p["pattern_id"]: p["active"] for p in json.loads(patterns.stdout)} == {"summarise": "v1", "translate": "v1"}
     assert "lineage path: v1 -> v2" in shown.stdout
@@ -91,12 +91,13 @@ def test_backfill_run_and_the_registry_commands(loop_db, engine, tmp_path):
     bad = cli_error("policies", "set", "summarise", "--set", "min_sample_size=0", url=url, tmp_path=tmp_path)
     assert bad.startswith("error: invalid policy for 'summarise': min_sample_size:")
 
-    started = json.loads(cli("experiments", "start", "summarise", "v2", "--split", "0.3", "--json", url=url, tmp_path=tmp_path).stdout)
+    started = json.loads(in_process("experiments", "start", "summarise", "v2", "--split", "0.3", "--json",
+                                    url=url, tmp_path=tmp_path).stdout)
     assert (started["control"], started["treatment"], started["traffic_split"]) == ("v1", "v2", 0.3)
     assert "already has a running experiment" in cli_error("experiments", "start", "summarise", "v2", url=url, tmp_path=tmp_path)
-    listed = json.loads(cli("experiments", "list", "--status", "running", "--json", url=url, tmp_path=tmp_path).stdout)
+    listed = json.loads(in_process("experiments", "list", "--status", "running", "--json", url=url, tmp_path=tmp_path).stdout)
     assert [e["id"] for e in listed] == [started["id"]]
-    stopped = cli("experiments", "stop", str(started["id"]), "--reason", "wrong split", url=url, tmp_path=tmp_path)
+    stopped = in_process("experiments", "stop", str(started["id"]), "--reason", "wrong split", url=url, tmp_path=tmp_path)
     assert "stopped by tester: wrong split" in stopped.stdout
     assert "not running" in cli_error("experiments", "stop", str(started["id"]), url=url, tmp_path=tmp_path)
 
@@ -151,24 +152,24 @@ def test_review_rollback_and_lineage(loop_db, engine, tmp_path):
         for name, timeout in (("v2", 4000), ("v3", 3000)):
             register_version(conn, "summarise", name, {"timeout_ms": timeout, "model": "small"}, parent_id=v1.id)
     decision = _pending_review(engine, "v2")
-    approved = json.loads(cli("approve", str(decision), "--reviewer", "ana", "--json", url=url, tmp_path=tmp_path).stdout)
+    approved = json.loads(in_process("approve", str(decision), "--reviewer", "ana", "--json", url=url, tmp_path=tmp_path).stdout)
     assert approved["action"] == "promoted"
     assert "not pending review" in cli_error("approve", str(decision), url=url, tmp_path=tmp_path)
     assert "no decision with id 999" in cli_error("reject", "999", url=url, tmp_path=tmp_path)
-    shown = cli("experiments", "show", str(approved["experiment"]), url=url, tmp_path=tmp_path).stdout
+    shown = in_process("experiments", "show", str(approved["experiment"]), url=url, tmp_path=tmp_path).stdout
     assert shown.startswith(f"#{approved['experiment']} ab v2 vs v1: ") and 'patch: {"timeout_ms": 4000}' in shown
     assert re.search(rf"decision #{decision}: apply \(v1 -> v2\), done +.*\(by reviewer:ana\)", shown), shown
     assert cli_error("experiments", "show", "999", url=url, tmp_path=tmp_path) == "error: no experiment with id 999\n"
-    rolled = cli("rollback", "summarise", "--reason", "latency regressed", url=url, tmp_path=tmp_path)
+    rolled = in_process("rollback", "summarise", "--reason", "latency regressed", url=url, tmp_path=tmp_path)
     assert "rolled back 'summarise'" in rolled.stdout
     assert "no promotion under watch" in cli_error("rollback", "summarise", url=url, tmp_path=tmp_path)
     decision = _pending_review(engine, "v3")
-    rejected = json.loads(cli("reject", str(decision), "--json", url=url, tmp_path=tmp_path).stdout)
+    rejected = json.loads(in_process("reject", str(decision), "--json", url=url, tmp_path=tmp_path).stdout)
     assert rejected["action"] == "rejected"
 
-    graph, picture, table, before = cli_many(
+    graph, picture, table, before = (in_process(*command, url=url, tmp_path=tmp_path) for command in (
         ("lineage", "summarise", "--format", "json"), ("lineage", "summarise", "--format", "mermaid"),
-        ("lineage", "summarise"), ("lineage", "summarise", "--as-of", str(D1), "--format", "json"), url=url, tmp_path=tmp_path)
+        ("lineage", "summarise"), ("lineage", "summarise", "--as-of", str(D1), "--format", "json")))
     graph = json.loads(graph.stdout)
     assert graph["active"] == {"summarise": "v1"}
     assert {n["version"]: n["status"] for n in graph["nodes"]} == {"v1": "active", "v2": "rolled_back", "v3": "archived"}

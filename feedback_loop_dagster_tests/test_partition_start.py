@@ -19,10 +19,11 @@ from feedback_loop_dagster.lib.partition_start import (
     record_earliest_window,
     record_first_window,
     recorded_first_window,
+    window_start_date,
 )
 from feedback_loop_dagster.lib.storage.database import get_engine
 from feedback_loop_dagster.lib.storage.tables import hook_executions
-from feedback_loop_dagster_tests.cli_runner import cli
+from feedback_loop_dagster_tests.cli_runner import in_process
 from feedback_loop_dagster_tests.factories import execution, insert_executions
 from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
@@ -74,36 +75,41 @@ def test_reading_never_creates_a_database_nor_fails(tmp_path):
     assert recorded_first_window("postgresql+psycopg://nobody@127.0.0.1:1/none") is None
 
 
-def _load_partitions(url: str | None, **env: str) -> tuple[str, int]:
-    environment = {k: v for k, v in os.environ.items() if k not in (settings.DATABASE_URL_ENV, settings.START_DATE_ENV)}
-    if url:
-        environment[settings.DATABASE_URL_ENV] = url
-    result = subprocess.run([sys.executable, "-c", LOAD_PARTITIONS], cwd=ROOT, env={**environment, **env},
+def _load_partitions(url: str) -> tuple[str, int]:
+    environment = {k: v for k, v in os.environ.items() if k != settings.START_DATE_ENV}
+    environment[settings.DATABASE_URL_ENV] = url
+    result = subprocess.run([sys.executable, "-c", LOAD_PARTITIONS], cwd=ROOT, env=environment,
                             capture_output=True, text=True, timeout=CEILING_SECONDS)
     assert result.returncode == 0, result.stderr
     first, count = json.loads(result.stdout.strip().splitlines()[-1])
     return first, count
 
 
-def test_init_db_and_patterns_sync_record_the_first_day_and_the_code_location_starts_there(database_url, tmp_path):
-    cli("init-db", url=database_url, tmp_path=tmp_path)
+def test_init_db_and_patterns_sync_record_the_first_day_and_the_code_location_starts_there(database_url, tmp_path, monkeypatch):
+    """The commands in-process (they need no process of their own), the start they leave read as the
+    code location reads it (`window_start_date`) after each; the code location itself is loaded in a
+    fresh process at the end, as the webserver loads it."""
+    monkeypatch.setenv(settings.DATABASE_URL_ENV, database_url)
+    monkeypatch.delenv(settings.START_DATE_ENV, raising=False)
+    in_process("init-db", url=database_url, tmp_path=tmp_path)
     engine = get_engine(database_url)
     # A fresh warehouse: nothing recorded yet, the default start.
-    assert _load_partitions(database_url)[0] == settings.DEFAULT_WINDOW_START_DATE
+    assert window_start_date() == settings.DEFAULT_WINDOW_START_DATE
 
     insert_executions(engine, [execution(pattern_id=p, day=date(2026, 2, d)) for p in ("a", "b") for d in (10, 11, 12)])
-    synced = cli("patterns", "sync", url=database_url, tmp_path=tmp_path)
+    synced = in_process("patterns", "sync", url=database_url, tmp_path=tmp_path)
     assert "daily partitions start at 2026-02-10" in synced.stdout
-    first, count = _load_partitions(database_url)
-    assert first == "2026-02-10"
-    assert count == (datetime.now(UTC).date() - date(2026, 2, 10)).days + 1  # through today's open window
+    assert window_start_date() == "2026-02-10"
 
     # Older history loaded later: init-db moves the start back to it.
     insert_executions(engine, [execution(pattern_id="a", day=date(2026, 1, 30))])
-    assert "daily partitions start at 2026-01-30" in cli("init-db", url=database_url, tmp_path=tmp_path).stdout
-    assert _load_partitions(database_url)[0] == "2026-01-30"
+    assert "daily partitions start at 2026-01-30" in in_process("init-db", url=database_url, tmp_path=tmp_path).stdout
+    first, count = _load_partitions(database_url)
+    assert first == "2026-01-30"
+    assert count == (datetime.now(UTC).date() - date(2026, 1, 30)).days + 1  # through today's open window
     # The environment still overrides it.
-    assert _load_partitions(database_url, **{settings.START_DATE_ENV: "2026-02-20"})[0] == "2026-02-20"
+    monkeypatch.setenv(settings.START_DATE_ENV, "2026-02-20")
+    assert window_start_date() == "2026-02-20"
 
 
 def test_the_code_location_loads_with_the_default_start_without_a_warehouse(tmp_path):
