@@ -35,7 +35,7 @@ import sqlalchemy as sa
 
 from feedback_loop_dagster.definitions import build_definitions
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
-from feedback_loop_dagster.defs.in_process_runs.runs import without_compute_logs
+from feedback_loop_dagster.defs.in_process_runs.runs import run_handle
 from feedback_loop_dagster.lib.experiment.assignment import assign_variant
 from feedback_loop_dagster.lib.experiment.experiments import experiments_as_of, list_experiments, running_experiment
 from feedback_loop_dagster.lib.registry.versions import ACTIVE, get_label, list_versions
@@ -94,12 +94,8 @@ def demo(tmp_path_factory):
     with Deployment(tmp_path_factory.mktemp("demo-deployment"), postgres_admin_url()) as deployment:
         engine = get_engine(deployment.warehouse_url)
         progress: list[str] = []
-        # The demo's handle on the instance keeps its connections open, as the webserver's does:
-        # dagster-postgres otherwise opens one per query, about 4,000 over the demo at 7 ms each here
-        # (half its time). It is the handle the demo's runs would get anyway (no compute logs, see
-        # without_compute_logs), so the runs and events recorded are the same.
-        with without_compute_logs(deployment.instance) as instance:
-            instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=10)
+        # One handle for the whole demo, as `make demo` has (see run_handle)
+        with run_handle(deployment.instance) as instance:
             rows = run_demo(build_definitions(FeedbackDatabases(database_url=deployment.warehouse_url)), instance, engine, engine,
                             days=DAYS, per_day=PER_DAY, seed=SEED, patterns=scenario_patterns(), progress=progress.append)
         with engine.connect() as conn:

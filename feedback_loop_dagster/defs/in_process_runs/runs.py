@@ -28,6 +28,7 @@ In-process runs also:
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 
@@ -63,6 +64,7 @@ PATTERNS_PER_RUN = 500
 NO_COMPUTE_LOGS = ConfigurableClassData(
     module_name=NoOpComputeLogManager.__module__, class_name=NoOpComputeLogManager.__name__, config_yaml="{}\n"
 )
+_RUN_HANDLES: weakref.WeakSet[dg.DagsterInstance] = weakref.WeakSet()  # what run_handle made, reused as they are
 
 
 def quiet_run_config(now: datetime | None = None, console_log_level: str = "WARNING") -> dict:
@@ -176,13 +178,18 @@ def code_location_origins(job_name: str) -> tuple[RemoteJobOrigin, JobPythonOrig
 
 
 @contextlib.contextmanager
-def without_compute_logs(instance: dg.DagsterInstance) -> Iterator[dg.DagsterInstance]:
-    """`instance`, or a second handle on the same storage whose compute log manager is a no-op."""
-    if not instance.is_persistent or isinstance(instance.compute_log_manager, NoOpComputeLogManager):
+def run_handle(instance: dg.DagsterInstance) -> Iterator[dg.DagsterInstance]:
+    """`instance`, or when it persists a second handle on the same storage for the runs executed
+    here: no compute logs (nothing to mirror; the CLI and the demo print their own progress), and
+    connections kept open across queries as the webserver keeps them (dagster-postgres otherwise
+    opens one per query, about 7 ms each here: half the demo's time on a PostgreSQL instance)."""
+    if not instance.is_persistent or instance in _RUN_HANDLES:
         yield instance
         return
     # InstanceRef is a NamedTuple of the instance's configured classes; only the compute logs change.
     handle = dg.DagsterInstance.from_ref(instance.get_ref()._replace(compute_logs_data=NO_COMPUTE_LOGS))
+    handle.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=10)  # no-op on SQLite
+    _RUN_HANDLES.add(handle)
     try:
         yield handle
     finally:
@@ -201,7 +208,7 @@ def launch_in_process(
     and recorded as the code location's run (see the module docstring)."""
     job = job.with_executor_def(dg.in_process_executor)
     remote_origin, python_origin = code_location_origins(job.name)
-    with without_compute_logs(instance) as run_instance:
+    with run_handle(instance) as run_instance:
         run = run_instance.create_run_for_job(
             job_def=job,
             run_config=run_config or {},
@@ -232,7 +239,7 @@ def materialize_windows(
     fail_dead_runs(instance)
     job = defs.resolve_job_def(job_name)
     order = instance.get_dynamic_partitions(patterns_partitions.name)
-    with without_compute_logs(instance) as run_instance:  # one handle for all the blocks
+    with run_handle(instance) as run_instance:  # one handle for all the blocks
         return [
             launch_in_process(
                 job,
