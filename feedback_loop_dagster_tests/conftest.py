@@ -21,12 +21,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from feedback_loop_dagster.lib import settings
 from feedback_loop_dagster.lib.storage.database import dispose_engine, get_engine
 from feedback_loop_dagster.lib.storage.migrations import init_databases
-from feedback_loop_dagster_tests.integration.harness import create_database
+from feedback_loop_dagster_tests.integration.harness import create_database, drop_database
 from feedback_loop_dagster_tests.processes import CEILING_SECONDS
 
 # SQLite commits (the warehouses, Dagster's instance storage: one fsync or more per event) wait on
@@ -107,12 +106,7 @@ def create_postgres_database() -> str:
 
 
 def drop_postgres_database(url: str) -> None:
-    dispose_engine(url)
-    name = make_url(url).database
-    admin = sa.create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    drop_database(postgres_admin_url(), url)
 
 
 def pytest_generate_tests(metafunc):
