@@ -108,3 +108,15 @@ def test_an_expected_improvement_is_written_as_the_effect_the_ab_test_will_repor
     # 12% faster (6-18%): a latency change of -12%, its interval ordered low to high
     assert format_change("latency", *(improvement_in_unit("latency", x) for x in (0.12, 0.06, 0.18))) == "-12.0% [-18.0%, -6.0%]"
     assert improvement_in_unit("retries", 0.1) == pytest.approx(-0.1) and improvement_in_unit("quality", None) is None
+
+
+def test_an_estimate_outside_the_narrowed_interval_is_marked_as_this_looks():
+    first = evaluate_metric("success", ProportionStats(2000, 1000), ProportionStats(2000, 1300), SEQ)
+    assert "earlier looks" not in format_effect(first)
+    second = evaluate_metric("success", ProportionStats(4000, 2000), ProportionStats(4000, 2350), SEQ,
+                             previous={"success": first.state()})
+    value, low, high, _unit = effect_in_unit(second)
+    assert value < low  # the running intersection kept the first look's lower bound
+    assert format_effect(second) == (
+        f"+8.8 pts [{low:+.1f}, {high:+.1f}] (this look's estimate; the interval is narrowed by earlier looks)"
+    )

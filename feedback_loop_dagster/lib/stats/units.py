@@ -52,6 +52,7 @@ UNITS: dict[str, str] = {
     "retries": "retries/exec",
 }
 _DECIMALS = {"pts": 1, "%": 1, "retries/exec": 2}
+_OUTSIDE_INTERVAL = "this look's estimate; the interval is narrowed by earlier looks"
 
 
 class EffectInUnit(NamedTuple):
@@ -205,7 +206,8 @@ def format_effect(result: Any, *, label: bool = False, verdict: str | None = Non
     ``-10.6 pts [-18.2, -3.0]``; ``-12.0% [-15.1%, -8.7%] (850 -> 748 ms)``;
     ``+0.12 retries/exec [+0.05, +0.19]``.  ``label=True`` puts the metric's name first
     (``success rate -10.6 pts [...]``); ``verdict`` (``"better"``/``"worse"``, e.g. from
-    :func:`verdict_of`) is appended in words: ``..., worse``.
+    :func:`verdict_of`) is appended in words: ``..., worse``.  An estimate outside its interval
+    (the running intersection of every look's) is marked as this look's.
     """
     metric = _fields(result)("metric")
     value, low, high, _unit = effect_in_unit(result)
@@ -215,6 +217,10 @@ def format_effect(result: Any, *, label: bool = False, verdict: str | None = Non
     text = f"{name}{format_change(metric, value, low, high)}"
     if metric == "latency":
         text += f" ({geometric_means_text(result)})"
+    if not low <= value <= high:
+        # An always-valid interval is the intersection of every look's; this look's estimate
+        # can fall outside it, which reads as a contradiction unless it is said.
+        text += f" ({_OUTSIDE_INTERVAL})"
     if verdict:
         text += f", {verdict}"
     return text
