@@ -16,10 +16,12 @@ times, each with the process's peak resident memory during the step:
 3. ``collect_feedback``: every (pattern, day) partition in one call, the code path of a range
    run of ``feedback_dataset``.
 4. ``dagster range run``: one real run of ``feedback_dataset`` over the same partition range
-   (``dagster.materialize`` with the range tags, on an ``instance_for_test``), to show what
-   Dagster adds. The warehouse tables are emptied first (TRUNCATE on PostgreSQL, so the rows
-   step 3 left are not dead index entries the run must step over), so it does the same work as
-   step 3.
+   (``dagster.materialize`` with the range tags), to show what Dagster adds. It runs on the
+   instance a deployment on that backend has (PostgreSQL's, as the repository's dagster.yaml, for
+   PostgreSQL; SQLite's, as ``make demo``'s, for SQLite; made before the step is timed) and with
+   the code location's event levers (defs/code_location/event_levers.py). The warehouse tables
+   are emptied first (TRUNCATE on PostgreSQL, so the rows step 3 left are not dead index entries
+   the run must step over), so it does the same work as step 3.
 
 It prints rows/s, the ratio of each step's speed to the plain copy's, the Python process's CPU
 seconds (the rest of the wall time is the database server, or waiting for it), and peak RSS.
@@ -217,7 +219,22 @@ def empty_feedback_tables(engine) -> None:
             conn.execute(table.delete())
 
 
-def dagster_range_run(url: str, keys: list[str], first: date, last: date) -> int:
+@contextmanager
+def range_run_instance(backend: str):
+    """The Dagster instance a deployment on `backend` has: PostgreSQL's (the repository's
+    dagster.yaml) for a PostgreSQL warehouse, SQLite's (`make demo`'s) for a SQLite one; with the
+    code location's event levers, which every process that loads it sets."""
+    import dagster as dg
+    from loop_graph import postgres_instance
+
+    from feedback_loop_dagster.defs.code_location.event_levers import apply_event_levers
+
+    apply_event_levers()
+    with (postgres_instance() if backend == "postgresql" else dg.instance_for_test()) as instance:
+        yield instance
+
+
+def dagster_range_run(url: str, keys: list[str], first: date, last: date, instance) -> int:
     import dagster as dg
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
@@ -225,25 +242,24 @@ def dagster_range_run(url: str, keys: list[str], first: date, last: date) -> int
     from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
     from feedback_loop_dagster.defs.collect.assets import feedback_dataset, hook_executions
 
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(patterns_partitions.name, keys)
-        result = dg.materialize(
-            [hook_executions, feedback_dataset],
-            selection=[feedback_dataset],
-            instance=instance,
-            resources={"databases": FeedbackDatabases(database_url=url)},
-            tags={
-                ASSET_PARTITION_RANGE_START_TAG: str(partition_key(keys[0], first)),
-                ASSET_PARTITION_RANGE_END_TAG: str(partition_key(keys[-1], last)),
-            },
-        )
-        if not result.success:
-            raise RuntimeError("the Dagster range run failed")
-        materializations = result.asset_materializations_for_node("feedback_dataset")
-        if len(materializations) != len(keys) * ((last - first).days + 1):
-            raise RuntimeError(f"the range run materialised {len(materializations)} partitions")
-        # each partition's materialization carries its own rows: the run's are their sum
-        return sum(int(m.metadata["source_rows"].value) for m in materializations)
+    instance.add_dynamic_partitions(patterns_partitions.name, keys)
+    result = dg.materialize(
+        [hook_executions, feedback_dataset],
+        selection=[feedback_dataset],
+        instance=instance,
+        resources={"databases": FeedbackDatabases(database_url=url)},
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: str(partition_key(keys[0], first)),
+            ASSET_PARTITION_RANGE_END_TAG: str(partition_key(keys[-1], last)),
+        },
+    )
+    if not result.success:
+        raise RuntimeError("the Dagster range run failed")
+    materializations = result.asset_materializations_for_node("feedback_dataset")
+    if len(materializations) != len(keys) * ((last - first).days + 1):
+        raise RuntimeError(f"the range run materialised {len(materializations)} partitions")
+    # each partition's materialization carries its own rows: the run's are their sum
+    return sum(int(m.metadata["source_rows"].value) for m in materializations)
 
 
 def run_backend(backend: str, args) -> list[Step]:
@@ -300,8 +316,8 @@ def run_backend(backend: str, args) -> list[Step]:
         if not args.skip_dagster:
             empty_feedback_tables(engine)
             measure = {}
-            with measured(measure):
-                rows = dagster_range_run(url, keys, days[0], days[-1])
+            with range_run_instance(backend) as instance, measured(measure):
+                rows = dagster_range_run(url, keys, days[0], days[-1], instance)
             record("dagster range run", rows, measure)
     return steps
 
