@@ -100,6 +100,9 @@ def test_dagster_yaml_loads_on_postgres_with_the_queue_limits_retries_and_monito
                 "key": "feedback_loop/pattern", "value": {"applyLimitPerUniqueValue": True}, "limit": 1
             }
             assert limits["dagster/backfill"]["limit"] == 1
+            # two block runs at once, one at a time per block (a long history is several runs)
+            batch = [limit for limit in queue.tag_concurrency_limits if limit["key"] == "feedback_loop/batch"]
+            assert sorted((limit["limit"], "value" in limit) for limit in batch) == [(1, True), (2, False)]
             assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
             assert instance.run_monitoring_enabled
             assert instance.get_settings("sensors")["use_threads"] is True
@@ -235,3 +238,12 @@ def test_daemon_and_webserver_get_the_code_locations_event_levers_everywhere():
     assert exported["DAGSTER_EVENT_BATCH_SIZE"] == "7"
     assert exported["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] == EVENT_LEVERS[
         "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"]
+
+
+def test_the_helm_values_queue_runs_as_dagster_yaml_does():
+    """The cluster's run queue keeps the same limits (one run per pattern and per block at a time)."""
+    helm = yaml.safe_load((ROOT / "deploy" / "helm-values.yaml").read_text())
+    local = yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]
+    queue = helm["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert queue["maxConcurrentRuns"] == local["max_concurrent_runs"]
+    assert queue["tagConcurrencyLimits"] == local["tag_concurrency_limits"]

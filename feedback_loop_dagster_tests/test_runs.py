@@ -1,6 +1,6 @@
 """Runs launched in-process (CLI, demo, Python API): runs of the code location, no compute-log
 mirroring, nothing left behind under a parent that ignores SIGTERM, and marked failed when their
-process dies; the range-run rectangles of the sensor."""
+process dies; the range-run rectangles of the sensor, and how big one range run gets."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 from dagster._core.launcher import WorkerStatus
 from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 from dagster._core.workspace.load import location_origins_from_yaml_paths
@@ -31,8 +32,14 @@ from feedback_loop_dagster.defs.in_process_runs.run_workers import (
 from feedback_loop_dagster.defs.in_process_runs.runs import (
     CODE_LOCATION,
     CODE_LOCATION_MODULE,
+    MAX_PARTITIONS_PER_RUN,
+    PATTERNS_PER_RUN,
+    add_pattern_partitions,
+    code_location_origins,
     materialize_windows,
     partition_rectangles,
+    range_run_tags,
+    run_rectangles,
     window_ranges,
 )
 from feedback_loop_dagster.lib.storage.database import get_engine
@@ -120,6 +127,71 @@ def test_window_ranges_and_rectangles_cover_exactly_the_pending_partitions():
     covered = [(k, first + timedelta(days=i)) for keys, first, last in rectangles for k in keys
                for i in range((last - first).days + 1)]
     assert sorted(covered) == sorted(pending)  # each pending partition once, nothing else
+
+
+def _partitions(rectangles) -> list[tuple[str, date]]:
+    return [(k, first + timedelta(days=i)) for keys, first, last in rectangles for k in keys
+            for i in range((last - first).days + 1)]
+
+
+@pytest.mark.parametrize(("patterns", "days"), [(1, 1), (3, 90), (100, 90), (1_200, 3), (1, 2_500), (501, 7)])
+def test_a_history_splits_into_runs_of_at_most_a_thousand_partitions_oldest_windows_first(patterns, days):
+    keys = [f"p{i:04d}" for i in range(patterns)]
+    last = DAY + timedelta(days=days - 1)
+    rectangles = run_rectangles(keys, DAY, last)
+    covered = _partitions(rectangles)
+    assert sorted(covered) == sorted((k, DAY + timedelta(days=i)) for k in keys for i in range(days))
+    assert len(covered) == len(set(covered))  # each partition once
+    for block, first, end in rectangles:
+        assert len(block) * ((end - first).days + 1) <= MAX_PARTITIONS_PER_RUN
+        assert len(block) <= PATTERNS_PER_RUN
+    firsts = [first for _, first, _ in rectangles]
+    assert firsts == sorted(firsts)
+    # no more runs than the cap needs: full blocks, as many windows per run as fit
+    per_block = -(-days // max(1, MAX_PARTITIONS_PER_RUN // min(patterns, PATTERNS_PER_RUN)))
+    assert len(rectangles) <= -(-patterns // PATTERNS_PER_RUN) * per_block
+    if patterns * days <= MAX_PARTITIONS_PER_RUN:
+        assert rectangles == [(keys, DAY, last)]  # small histories stay one run
+
+
+def test_an_in_process_history_of_one_block_runs_in_window_order(instance, engine, migrated_url, monkeypatch):
+    """materialize_windows splits by the same rule: three runs of one pattern, oldest first, each
+    over its own windows."""
+    import feedback_loop_dagster.defs.in_process_runs.runs as runs
+
+    monkeypatch.setattr(runs, "MAX_PARTITIONS_PER_RUN", 2)
+    days = [DAY + timedelta(days=i) for i in range(5)]
+    insert_executions(engine, [execution(day=day, minute=m) for day in days for m in range(3)])
+    keys = register_pattern_ids(engine, ["code-review"])
+    instance.add_dynamic_partitions(patterns_partitions.name, list(keys.values()))
+    results = materialize_windows(
+        build_definitions(FeedbackDatabases(database_url=migrated_url)), instance, list(keys.values()), days[0], days[-1],
+        asset_selection=[dg.AssetKey("feedback_dataset")],
+    )
+    assert [r.success for r in results] == [True, True, True]
+    windows = [sorted(m.partition.split("|")[1] for m in r.asset_materializations_for_node("feedback_dataset"))
+               for r in results]
+    assert windows == [[str(days[0]), str(days[1])], [str(days[2]), str(days[3])], [str(days[4])]]
+
+
+def test_dagster_writes_a_planned_check_row_per_partition_holding_the_whole_range(instance):
+    """Why a range run has at most MAX_PARTITIONS_PER_RUN partitions: creating a run of N
+    partitions writes, per partitioned check, N rows that each carry all N keys (O(N^2)). If a
+    Dagster upgrade stores them compactly, this fails and the cap can grow."""
+    keys = [f"p{i:02d}" for i in range(4)]
+    add_pattern_partitions(instance, keys)
+    job = build_definitions().resolve_job_def("feedback_loop_job")
+    remote, python = code_location_origins(job.name)
+    run = instance.create_run_for_job(job_def=job, run_config={}, tags=range_run_tags(keys, DAY, DAY + timedelta(days=2)),
+                                      remote_job_origin=remote, job_code_origin=python)
+    with instance.event_log_storage.index_connection() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT check_name, partition, evaluation_event FROM asset_check_executions WHERE run_id = :run"
+        ), {"run": run.run_id}).all()
+    checks = {name for name, _, _ in rows}
+    assert len(checks) == 2  # feedback_validity_share, sample_ratio_mismatch
+    assert len(rows) == len(checks) * 12  # one per check and partition
+    assert all(all(f"{k}|{DAY + timedelta(days=2)}" in event for k in keys) for _, _, event in rows)
 
 
 # --- a run whose process died ------------------------------------------------------------------

@@ -66,12 +66,16 @@ def test_schedule_run_for_one_pattern_carries_its_pattern_tag_and_skips_without_
     assert request.tags[PATTERN_TAG] == "solo"
 
 
-def test_a_history_of_100_patterns_by_90_days_is_one_range_run():
+def test_a_history_of_100_patterns_by_90_days_is_nine_range_runs_in_window_order():
     keys = [f"p{i:03d}" for i in range(100)]
-    requests = range_run_requests(keys, date(2026, 1, 1), date(2026, 3, 31))
-    assert len(requests) == 1
+    requests = range_run_requests(keys, date(2026, 1, 1), date(2026, 3, 31), run_key_prefix="history")
+    assert len(requests) == 9  # 10 windows x 100 patterns each; one run per partition would be 9,000
     assert requests[0].tags[ASSET_PARTITION_RANGE_START_TAG] == "p000|2026-01-01"
-    assert requests[0].tags[ASSET_PARTITION_RANGE_END_TAG] == "p099|2026-03-31"
+    assert requests[0].tags[ASSET_PARTITION_RANGE_END_TAG] == "p099|2026-01-10"
+    assert requests[-1].tags[ASSET_PARTITION_RANGE_END_TAG] == "p099|2026-03-31"
+    # one block: the same batch tag, which the run queue lets through one run at a time
+    assert {r.tags[BATCH_TAG] for r in requests} == {"p000..p099"}
+    assert len({r.run_key for r in requests}) == 9
 
 
 @pytest.mark.slow

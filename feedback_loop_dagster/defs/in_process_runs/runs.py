@@ -61,6 +61,14 @@ DEFINITIONS_ATTRIBUTE = "defs"
 # handful of runs, small enough that one run's set-based queries stay modest. A whole run is
 # retried on failure, so this also bounds redo.
 PATTERNS_PER_RUN = 500
+# Partitions per range run. Creating a run writes one planned row per partition and partitioned
+# asset check, each carrying the run's whole partition list (dagster 1.13.27,
+# SqlEventLogStorage._store_asset_check_evaluation_planned), so a run of N partitions costs O(N^2)
+# before it starts. Measured on a PostgreSQL instance (docs/deploy.md, Backfills): 1,000
+# partitions 4 s and 58 MB of rows; 3,500 partitions 40 s and 692 MB; 45,000 (500 patterns x 90
+# days) never got started, the webserver at 3.8 GiB after 4 minutes. At 1,000 that cost stays
+# below the run's own start-up per partition.
+MAX_PARTITIONS_PER_RUN = 1_000
 NO_COMPUTE_LOGS = ConfigurableClassData(
     module_name=NoOpComputeLogManager.__module__, class_name=NoOpComputeLogManager.__name__, config_yaml="{}\n"
 )
@@ -147,6 +155,27 @@ def partition_rectangles(
     ]
 
 
+def run_rectangles(
+    pattern_keys: Sequence[str], first_window: date, last_window: date, patterns_per_run: int = PATTERNS_PER_RUN
+) -> list[tuple[list[str], date, date]]:
+    """The range runs over `pattern_keys` (neighbours in the instance's partition order) x the
+    windows: blocks of at most `patterns_per_run` patterns, each over consecutive windows, so that
+    no run holds more than MAX_PARTITIONS_PER_RUN partitions; oldest windows first. The runs of one
+    block share its `feedback_loop/batch` tag, which the run queue lets through one at a time, so
+    its windows stay in order through the daemon too."""
+    patterns_per_run = min(patterns_per_run, MAX_PARTITIONS_PER_RUN)
+    rectangles = []
+    for start in range(0, len(pattern_keys), patterns_per_run):
+        block = list(pattern_keys[start : start + patterns_per_run])
+        days_per_run = max(1, MAX_PARTITIONS_PER_RUN // len(block))
+        first = first_window
+        while first <= last_window:
+            last = min(last_window, first + timedelta(days=days_per_run - 1))
+            rectangles.append((block, first, last))
+            first = last + timedelta(days=1)
+    return sorted(rectangles, key=lambda rectangle: rectangle[1])  # stable: blocks keep their order
+
+
 def range_run_requests(
     pattern_keys: Sequence[str],
     first_window: date,
@@ -154,17 +183,16 @@ def range_run_requests(
     patterns_per_run: int = PATTERNS_PER_RUN,
     run_key_prefix: str | None = None,
 ) -> list[dg.RunRequest]:
-    """Range runs over `pattern_keys` (neighbours in the instance's partition order) x the windows:
-    ceil(len(pattern_keys) / patterns_per_run) runs, each a rectangle processed set-based, windows
-    in order. 100 patterns x 90 days is one run, where one run per partition would be 9,000."""
+    """Range runs over `pattern_keys` (neighbours in the instance's partition order) x the windows,
+    split by `run_rectangles`. 100 patterns x 90 days is 9 runs, where one run per partition would
+    be 9,000."""
     requests = []
-    for start in range(0, len(pattern_keys), patterns_per_run):
-        block = list(pattern_keys[start : start + patterns_per_run])
+    for block, first, last in run_rectangles(pattern_keys, first_window, last_window, patterns_per_run):
         run_key = None
         if run_key_prefix:
             # One run per block and window range, even if a tick is evaluated twice.
-            run_key = f"{run_key_prefix}|{first_window}|{last_window}|{block[0]}|{block[-1]}|{len(block)}"
-        requests.append(dg.RunRequest(run_key=run_key, tags=range_run_tags(block, first_window, last_window)))
+            run_key = f"{run_key_prefix}|{first}|{last}|{block[0]}|{block[-1]}|{len(block)}"
+        requests.append(dg.RunRequest(run_key=run_key, tags=range_run_tags(block, first, last)))
     return requests
 
 
@@ -231,7 +259,8 @@ def materialize_windows(
     asset_selection: Sequence[dg.AssetKey] | None = None,
     raise_on_error: bool = True,
 ) -> list[dg.JobExecutionResult]:
-    """One range run per contiguous block of patterns over [first_window, last_window].
+    """Range runs over [first_window, last_window] for the contiguous blocks of `pattern_keys`,
+    split by `run_rectangles`, one after the other, oldest windows first.
 
     `run_config` is passed to every run (e.g. `quiet_run_config`);
     `asset_selection` runs only those assets of the job (e.g. only `feedback_dataset`). Runs left
@@ -239,15 +268,19 @@ def materialize_windows(
     fail_dead_runs(instance)
     job = defs.resolve_job_def(job_name)
     order = instance.get_dynamic_partitions(patterns_partitions.name)
-    with run_handle(instance) as run_instance:  # one handle for all the blocks
+    rectangles = sorted(
+        (rectangle for block in contiguous_blocks(order, pattern_keys) for rectangle in run_rectangles(block, first_window, last_window)),
+        key=lambda rectangle: rectangle[1],
+    )
+    with run_handle(instance) as run_instance:  # one handle for all the runs
         return [
             launch_in_process(
                 job,
                 run_instance,
-                range_run_tags(block, first_window, last_window),
+                range_run_tags(block, first, last),
                 run_config=run_config,
                 asset_selection=asset_selection,
                 raise_on_error=raise_on_error,
             )
-            for block in contiguous_blocks(order, pattern_keys)
+            for block, first, last in rectangles
         ]
