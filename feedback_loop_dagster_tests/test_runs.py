@@ -21,8 +21,9 @@ from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 
 from feedback_loop_dagster.definitions import build_definitions
-from feedback_loop_dagster.defs.code_location.partitions import patterns_partitions
+from feedback_loop_dagster.defs.code_location.partitions import partition_key, patterns_partitions
 from feedback_loop_dagster.defs.code_location.resources import FeedbackDatabases
+from feedback_loop_dagster.defs.collect.assets import feedback_dataset, hook_executions
 from feedback_loop_dagster.defs.in_process_runs.run_workers import (
     RUN_WORKER_TAG,
     RunWorker,
@@ -110,6 +111,32 @@ def test_an_in_process_run_mirrors_no_compute_logs(instance, engine, migrated_ur
     run = _collect_one_day(instance, migrated_url, engine)
     assert not (Path(instance.root_directory) / "storage" / run.run_id / "compute_logs").exists()
     assert instance.compute_log_manager is manager  # the caller's instance is left as it was
+
+
+@pytest.mark.postgres
+def test_a_run_keeps_its_dagster_connections_open_on_a_postgresql_instance(engine, migrated_url):
+    """A run worker's instance (here a plain `materialize`, as the daemon's run workers execute it)
+    would open a PostgreSQL connection per query; the run's resource makes it keep them."""
+    from sqlalchemy.pool import NullPool
+
+    insert_executions(engine, [execution(day=DAY, minute=m) for m in range(0, 600, 60)])
+    keys = register_pattern_ids(engine, ["code-review"])
+    url = create_postgres_database()
+    try:
+        storage = {"postgres": {"postgres_url": url.replace("+psycopg", "+psycopg2")}}
+        with dg.instance_for_test(overrides={"storage": storage}) as instance:
+            add_pattern_partitions(instance, list(keys.values()))
+            engines = lambda: [instance.event_log_storage._engine, instance.run_storage._engine]  # noqa: E731, SLF001
+            assert all(isinstance(e.pool, NullPool) for e in engines())  # dagster-postgres' default
+            result = dg.materialize(
+                [hook_executions, feedback_dataset], selection=[feedback_dataset], instance=instance,
+                partition_key=str(partition_key(keys["code-review"], DAY)),
+                resources={"databases": FeedbackDatabases(database_url=migrated_url)},
+            )
+            assert result.success
+            assert not any(isinstance(e.pool, NullPool) for e in engines())
+    finally:
+        drop_postgres_database(url)
 
 
 def test_window_ranges_and_rectangles_cover_exactly_the_pending_partitions():

@@ -51,6 +51,7 @@ from dagster._serdes import ConfigurableClassData
 from feedback_loop_dagster.defs.code_location.clock import clock_run_config
 from feedback_loop_dagster.defs.code_location.jobs import BATCH_TAG, PATTERN_TAG
 from feedback_loop_dagster.defs.code_location.partitions import partition_key, patterns_partitions
+from feedback_loop_dagster.defs.code_location.resources import keep_instance_connections
 from feedback_loop_dagster.defs.in_process_runs.run_workers import current_worker_tags, fail_dead_runs
 
 # The code location as workspace.yaml and pyproject.toml name it (a test holds them equal).
@@ -216,7 +217,7 @@ def run_handle(instance: dg.DagsterInstance) -> Iterator[dg.DagsterInstance]:
         return
     # InstanceRef is a NamedTuple of the instance's configured classes; only the compute logs change.
     handle = dg.DagsterInstance.from_ref(instance.get_ref()._replace(compute_logs_data=NO_COMPUTE_LOGS))
-    handle.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=10)  # no-op on SQLite
+    keep_instance_connections(handle)
     _RUN_HANDLES.add(handle)
     try:
         yield handle
