@@ -72,7 +72,7 @@ def analyze_pattern(conn: Connection, key: str, pattern_id: str, windows: list[d
     period = policy.time_window_days
     # every day a window's current or previous period looks at
     first_day = windows[0] - timedelta(days=2 * period - 1)
-    rows = _read_feedback(conn, pattern_id, first_day, windows[-1])
+    rows = _read_feedback(conn, key, first_day, windows[-1])
     days = _refresh_daily_stats(conn, rows, pattern_id, first_day, windows[-1])
     ensure_observed_versions(conn, pattern_id, rows["version"].unique())
     # Rows sorted by day, so each window's period is a slice rather than a scan of every row.
@@ -113,13 +113,20 @@ def _metrics_frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=[c.name for c in tables.pattern_metrics.columns])
 
 
-def _read_feedback(conn: Connection, pattern_id: str, first: date, last: date) -> pd.DataFrame:
+def feedback_query(key: str, first: date, last: date) -> sa.Select:
+    """A pattern's feedback rows of the windows [first, last], by its partition key and the windows:
+    the primary key's prefix, so one range of the index. (By pattern_id, which no index leads
+    with, it was a scan of the whole table for every pattern of every run, growing with the
+    history: 37,510 scans and 9.1 billion rows read in the first 28 runs of a 1,000 x 90 backfill.)"""
     feedback = tables.feedback
-    query = sa.select(*(feedback.c[c] for c in FEEDBACK_FOR_ANALYSIS)).where(
-        feedback.c.pattern_id == pattern_id, feedback.c.window_start.between(first, last)
+    return sa.select(*(feedback.c[c] for c in FEEDBACK_FOR_ANALYSIS)).where(
+        feedback.c.pattern_key == key, feedback.c.window_start.between(first, last)
     )
+
+
+def _read_feedback(conn: Connection, key: str, first: date, last: date) -> pd.DataFrame:
     columns = list(FEEDBACK_FOR_ANALYSIS)
-    frames = list(read_frames(conn, query, columns, READ_CHUNK_ROWS))
+    frames = list(read_frames(conn, feedback_query(key, first, last), columns, READ_CHUNK_ROWS))
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     for column in ("duration_ms", "quality_score", "user_rating"):
         rows[column] = pd.to_numeric(rows[column]).astype("float64")
