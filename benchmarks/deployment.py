@@ -6,10 +6,11 @@ realistic profiles, 2% malformed rows; default 200 x 14 x 20 executions a day), 
       against the SELECT DISTINCT it cannot avoid and the CLI's start;
   (f) one sensor tick with new rows in all P patterns, evaluated in its own process as the code
       server does: seconds and peak RSS, against reading the new rows;
-  (a) a backfill of P x D with our policy (range runs over blocks of 500 patterns, submitted through
-      the webserver and run by the daemon; measured over the first --backfill-days days and
-      EXTRAPOLATED to D, said so in the output) against one run per partition (N single-partition
-      runs measured, EXTRAPOLATED to P x D); optionally Dagster's own UI backfill (--ui-backfill);
+  (a) a backfill of P x D with our policy (`range_run_requests`: blocks of up to 500 patterns, at
+      most 1,000 partitions a run, submitted through the webserver and run by the daemon; measured
+      over the first --backfill-days days and EXTRAPOLATED to D, said so in the output) against one
+      run per partition (N single-partition runs measured, EXTRAPOLATED to P x D); optionally
+      Dagster's own UI backfill (--ui-backfill);
   (g) the daily schedule's runs for one day (yesterday, every pattern), through the daemon's queue;
   (i) scale-out: range runs over disjoint blocks of --block-patterns x --block-days (default 50 x 7),
       two one after the other (one worker) against two at once (the QueuedRunCoordinator runs both:
